@@ -1,0 +1,67 @@
+# Canopy — the commands people type. `make help` lists them.
+# A fresh machine needs only Python 3.11 with pip, and Node.js with npm: the first target that
+# needs uv or buf installs them under .tools/.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/venv/bin/uv
+BUF := $(TOOLS)/node_modules/.bin/buf
+VENV := .venv/.synced
+PROTO_FILES = $(shell find protos -name '*.proto' | sort)
+API_SRC := libs/canopy-api/src
+PY_DIRS := libs/canopy-core/src services tests scripts
+
+.PHONY: help run test pytest lint fmt proto proto-check bench clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+run: $(VENV) ## run the three services on the embedded PostgreSQL (Ctrl-C stops them)
+	$(UV) run --frozen python -m canopy_core.launcher
+
+test: lint pytest ## lint, then the whole test suite (the CI command)
+
+pytest: $(VENV) ## the test suite alone (pass ARGS="-k name" to pick tests)
+	$(UV) run --frozen pytest $(ARGS)
+
+lint: $(VENV) $(BUF) proto-check ## ruff, mypy --strict, buf lint, and generated code up to date
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy $(PY_DIRS)
+	$(BUF) lint
+
+fmt: $(VENV) ## format the Python code
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen ruff format .
+
+proto: $(VENV) ## regenerate libs/canopy-api from protos/
+	rm -rf $(API_SRC)/canopy && mkdir -p $(API_SRC)
+	$(UV) run --frozen python scripts/protogen.py $(API_SRC) $(PROTO_FILES)
+
+proto-check: $(VENV) ## fail if libs/canopy-api differs from what protos/ generates
+	@tmp=$$(mktemp -d) && \
+	  $(UV) run --frozen python scripts/protogen.py $$tmp $(PROTO_FILES) >/dev/null && \
+	  if diff -r -q $$tmp/canopy $(API_SRC)/canopy; then rm -rf $$tmp; \
+	  else rm -rf $$tmp; echo "libs/canopy-api is stale: run 'make proto' and commit"; exit 1; fi
+
+bench: $(VENV) ## run the benchmarks; prints one JSON object of figures
+	$(UV) run --frozen python -m bench
+
+clean: ## remove tools, the virtualenv and the embedded database
+	rm -rf $(TOOLS)/venv $(TOOLS)/node_modules .venv .canopy
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)/venv
+	$(TOOLS)/venv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(BUF): $(TOOLS)/package.json $(TOOLS)/package-lock.json
+	cd $(TOOLS) && npm ci --silent --no-audit --no-fund
+	@touch $@
+
+$(VENV): $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@

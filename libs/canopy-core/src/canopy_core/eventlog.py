@@ -1,0 +1,474 @@
+"""A durable, gap-free event log in PostgreSQL, with watchers woken by LISTEN/NOTIFY.
+
+Append happens inside the caller's transaction, so an event exists exactly when the change it
+describes does. Each append first bumps the single `event_log_head` row: the row lock orders
+appending transactions, so the revisions a reader sees only ever grow and never skip a number
+that commits later. `NOTIFY` is delivered at commit and wakes one tail reader per process, which
+reads each new event once and hands it to the live watchers whose keys match; watchers that are
+behind read from the table until they catch up. Events older than the retention are compacted;
+watching from before that fails `OUT_OF_RANGE` / `REVISION_COMPACTED`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict, deque
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from canopy_core.db import Database, is_connection_error
+from canopy_core.errors import InvalidArgument, OutOfRange, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append: its kind, the keys watchers filter on, and its encoded payload."""
+
+    kind: str
+    keys: tuple[str, ...]
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as stored, with its revision."""
+
+    revision: int
+    kind: str
+    keys: tuple[str, ...]
+    payload: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """What a watch yields: events in revision order, or none (a progress message)."""
+
+    events: Sequence[StoredEvent]
+    latest_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One read: events after a revision, the head and compaction point seen with them."""
+
+    events: list[StoredEvent]
+    head: int
+    compacted_through: int
+    truncated: bool
+
+
+def revision_compacted(after_revision: int, compacted_through: int) -> OutOfRange:
+    """The error for a watch or read that starts before what the log retains."""
+    return OutOfRange(
+        f"revision {after_revision} is no longer retained (events up to {compacted_through} "
+        "were compacted); list again and watch from the revision the list returns",
+        reason="REVISION_COMPACTED",
+        metadata={
+            "after_revision": str(after_revision),
+            "compacted_through": str(compacted_through),
+        },
+    )
+
+
+class _Subscriber:
+    """A live watcher's mailbox, filled by the tail reader."""
+
+    __slots__ = ("error", "keys", "latest", "overflowed", "queue", "signal", "start")
+
+    def __init__(self, keys: frozenset[str] | None, start: int) -> None:
+        self.keys = keys
+        self.start = start
+        self.latest = start
+        self.queue: deque[StoredEvent] = deque()
+        self.signal = asyncio.Event()
+        self.overflowed = False
+        self.error: BaseException | None = None
+
+
+@dataclass
+class _Tail:
+    """The one reader per process of new events; it feeds every live subscriber."""
+
+    position: int
+    everything: set[_Subscriber] = field(default_factory=set)
+    by_key: dict[str, set[_Subscriber]] = field(default_factory=lambda: defaultdict(set))
+
+
+class EventLog:
+    """The event log of one service schema (tables from the core migration)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        progress_interval: float = 5.0,
+        batch_size: int = 500,
+        max_queued_per_watcher: int = 50_000,
+    ) -> None:
+        self.db = db
+        self.channel = f"canopy_events_{db.schema}"
+        self.progress_interval = progress_interval
+        self.batch_size = batch_size
+        self.max_queued = max_queued_per_watcher
+        self._tail: _Tail | None = None
+        self._tail_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listen_conn: asyncpg.Connection | None = None
+        self._closed = False
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def append(self, conn: asyncpg.Connection, events: Sequence[NewEvent]) -> int:
+        """Append `events` in the caller's open transaction; returns the last revision.
+
+        Call it as late in the transaction as possible: from here to commit, other appenders
+        of this log wait on the head row.
+        """
+        if not events:
+            raise ValueError("append needs at least one event")
+        if not conn.is_in_transaction():
+            raise RuntimeError("EventLog.append must run inside the caller's transaction")
+        count = len(events)
+        head: int = await conn.fetchval(
+            "UPDATE event_log_head SET revision = revision + $1 RETURNING revision", count
+        )
+        first = head - count + 1
+        records = [
+            (first + i, event.kind, list(event.keys), event.payload)
+            for i, event in enumerate(events)
+        ]
+        if count >= 32:
+            await conn.copy_records_to_table(
+                "event_log",
+                records=records,
+                columns=["revision", "kind", "keys", "payload"],
+                schema_name=self.db.schema,
+            )
+        else:
+            await conn.executemany(
+                "INSERT INTO event_log (revision, kind, keys, payload) VALUES ($1, $2, $3, $4)",
+                records,
+            )
+        await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(head))
+        return head
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def head(self) -> int:
+        """The latest committed revision."""
+        async with self.db.connection() as conn:
+            revision: int = await conn.fetchval("SELECT revision FROM event_log_head")
+            return revision
+
+    async def read(
+        self,
+        after_revision: int,
+        keys: Iterable[str] | None = None,
+        *,
+        limit: int | None = None,
+        through: int | None = None,
+    ) -> Page:
+        """Events after `after_revision` (up to `through`), matching any of `keys` if given.
+
+        Events, head and compaction point come from one statement, so one snapshot: a page
+        never mixes a compaction with the events it removed.
+        """
+        key_list = sorted(set(keys)) if keys is not None else None
+        limit = limit or self.batch_size
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT h.revision AS head, c.compacted_through,
+                       e.revision, e.kind, e.keys, e.payload, e.created_at
+                FROM event_log_head h
+                CROSS JOIN event_log_compaction c
+                LEFT JOIN LATERAL (
+                    SELECT revision, kind, keys, payload, created_at
+                    FROM event_log
+                    WHERE revision > $1
+                      AND ($2::bigint IS NULL OR revision <= $2)
+                      AND ($3::text[] IS NULL OR keys && $3)
+                    ORDER BY revision
+                    LIMIT $4
+                ) e ON true
+                ORDER BY e.revision
+                """,
+                after_revision,
+                through,
+                key_list,
+                limit,
+            )
+        head = rows[0]["head"]
+        compacted_through = rows[0]["compacted_through"]
+        if after_revision < compacted_through:
+            raise revision_compacted(after_revision, compacted_through)
+        events = [
+            StoredEvent(
+                r["revision"], r["kind"], tuple(r["keys"]), bytes(r["payload"]), r["created_at"]
+            )
+            for r in rows
+            if r["revision"] is not None
+        ]
+        return Page(events, head, compacted_through, truncated=len(events) >= limit)
+
+    async def check_start(self, after_revision: int) -> int:
+        """Validate a watch's starting point; returns the current head."""
+        if after_revision < 0:
+            raise InvalidArgument.field("after_revision", "must be zero or positive")
+        page = await self.read(after_revision, limit=1, through=after_revision)
+        if after_revision > page.head:
+            raise OutOfRange(
+                f"revision {after_revision} has not been written yet (latest is {page.head}); "
+                "list again and watch from the revision the list returns",
+                reason="REVISION_NOT_YET_WRITTEN",
+                metadata={
+                    "after_revision": str(after_revision),
+                    "latest_revision": str(page.head),
+                },
+            )
+        return page.head
+
+    async def watch(
+        self, after_revision: int, keys: Iterable[str] | None = None
+    ) -> AsyncGenerator[WatchBatch, None]:
+        """Every event after `after_revision` matching any of `keys`, in order, forever.
+
+        Yields batches of events, and an empty batch with the latest revision whenever
+        nothing happened for `progress_interval` seconds.
+        """
+        await self.check_start(after_revision)
+        keyset = frozenset(keys) if keys is not None else None
+        cursor = after_revision
+        while True:
+            # Catch up from the table.
+            while True:
+                page = await self.read(cursor, keyset)
+                if page.events:
+                    cursor = page.events[-1].revision
+                    yield WatchBatch(page.events, max(page.head, cursor))
+                if not page.truncated:
+                    cursor = max(cursor, page.head)
+                    break
+            # Then follow the tail.
+            subscriber = await self._subscribe(keyset)
+            try:
+                while cursor < subscriber.start:
+                    # The tail had read past our cursor before we joined: close the gap.
+                    page = await self.read(cursor, keyset, through=subscriber.start)
+                    if page.events:
+                        cursor = page.events[-1].revision
+                        yield WatchBatch(page.events, max(page.head, cursor))
+                    if not page.truncated:
+                        cursor = subscriber.start
+                async for batch in self._follow(subscriber, cursor):
+                    if batch.events:
+                        cursor = batch.events[-1].revision
+                    yield batch
+                # Only reached when this watcher fell too far behind the tail: drop what was
+                # queued and catch up from the table again.
+            finally:
+                self._unsubscribe(subscriber)
+
+    async def _follow(self, subscriber: _Subscriber, cursor: int) -> AsyncIterator[WatchBatch]:
+        while True:
+            try:
+                await asyncio.wait_for(subscriber.signal.wait(), self.progress_interval)
+            except TimeoutError:
+                yield WatchBatch((), max(subscriber.latest, cursor))
+                continue
+            subscriber.signal.clear()
+            if subscriber.error is not None:
+                raise subscriber.error
+            if subscriber.overflowed:
+                return
+            events = [e for e in subscriber.queue if e.revision > cursor]
+            subscriber.queue.clear()
+            for start in range(0, len(events), self.batch_size):
+                chunk = events[start : start + self.batch_size]
+                cursor = chunk[-1].revision
+                yield WatchBatch(chunk, max(subscriber.latest, cursor))
+
+    # -- the tail reader -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start listening for appends (idempotent); watchers call it implicitly."""
+        async with self._tail_lock:
+            if self._tail is not None:
+                return
+            if self._closed:
+                raise RuntimeError("the event log is closed")
+            self._tail = _Tail(position=await self.head())
+            self._tasks.append(asyncio.create_task(self._listen(), name="eventlog-listen"))
+            self._tasks.append(asyncio.create_task(self._run_tail(), name="eventlog-tail"))
+
+    async def close(self) -> None:
+        """Stop the listener and tail; live watchers end with `Unavailable`."""
+        self._closed = True
+        if self._tail is not None:
+            self._fail_all(self._tail, Unavailable("the service is shutting down; reconnect"))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._listen_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._listen_conn.close(timeout=2)
+
+    async def _subscribe(self, keys: frozenset[str] | None) -> _Subscriber:
+        await self.start()
+        tail = self._tail
+        assert tail is not None
+        subscriber = _Subscriber(keys, tail.position)
+        if keys is None:
+            tail.everything.add(subscriber)
+        else:
+            for key in keys:
+                tail.by_key[key].add(subscriber)
+        return subscriber
+
+    def _unsubscribe(self, subscriber: _Subscriber) -> None:
+        tail = self._tail
+        if tail is None:
+            return
+        tail.everything.discard(subscriber)
+        for key in subscriber.keys or ():
+            members = tail.by_key.get(key)
+            if members is not None:
+                members.discard(subscriber)
+                if not members:
+                    del tail.by_key[key]
+
+    def _dispatch(self, tail: _Tail, events: Sequence[StoredEvent], head: int) -> None:
+        touched: dict[_Subscriber, list[StoredEvent]] = defaultdict(list)
+        for event in events:
+            matched: set[_Subscriber] = set()
+            for key in event.keys:
+                matched.update(tail.by_key.get(key, ()))
+            for subscriber in matched:
+                touched[subscriber].append(event)
+            for subscriber in tail.everything:
+                touched[subscriber].append(event)
+        for subscriber, mine in touched.items():
+            if len(subscriber.queue) + len(mine) > self.max_queued:
+                subscriber.overflowed = True
+            else:
+                subscriber.queue.extend(mine)
+        for subscriber in {*tail.everything, *(s for m in tail.by_key.values() for s in m)}:
+            subscriber.latest = head
+            if subscriber in touched or subscriber.overflowed:
+                subscriber.signal.set()
+
+    def _fail_all(self, tail: _Tail, error: BaseException) -> None:
+        for subscriber in {*tail.everything, *(s for m in tail.by_key.values() for s in m)}:
+            subscriber.error = error
+            subscriber.signal.set()
+
+    async def _run_tail(self) -> None:
+        tail = self._tail
+        assert tail is not None
+        backoff = 0.1
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.progress_interval)
+            self._wake.clear()
+            try:
+                while True:
+                    page = await self.read(tail.position)
+                    self._dispatch(tail, page.events, page.head)
+                    if page.events:
+                        tail.position = page.events[-1].revision
+                    if not page.truncated:
+                        tail.position = max(tail.position, page.head)
+                        break
+                backoff = 0.1
+            except OutOfRange as exc:
+                # Only if this process read nothing for the whole retention period.
+                self._fail_all(tail, exc)
+                tail.position = int(exc.metadata["compacted_through"])
+            except Exception as exc:
+                if not is_connection_error(exc) and not _is_unavailable(exc):
+                    log.exception("event log tail failed; retrying")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._wake.set()
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(
+                    self.db.dsn,
+                    timeout=5,
+                    server_settings={"application_name": "canopy-event-listener"},
+                )
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    log.exception("event log listener cannot connect")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self._listen_conn = conn
+            try:
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(self.channel, lambda *_args: self._wake.set())
+                backoff = 0.1
+                # Anything appended while we were not listening is read now.
+                self._wake.set()
+                await lost.wait()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    log.exception("event log listener failed")
+            finally:
+                self._listen_conn = None
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+            log.warning("event log listener lost its connection; reconnecting")
+            await asyncio.sleep(backoff)
+
+    # -- retention -----------------------------------------------------------------------
+
+    async def compact(self, retention: timedelta) -> int:
+        """Delete events older than `retention`; returns the new compaction point."""
+        async with self.db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.channel)
+            cutoff = await conn.fetchval(
+                "SELECT max(revision) FROM event_log "
+                "WHERE created_at < clock_timestamp() - $1::interval",
+                retention,
+            )
+            if cutoff is not None:
+                await conn.execute("DELETE FROM event_log WHERE revision <= $1", cutoff)
+                await conn.execute(
+                    "UPDATE event_log_compaction "
+                    "SET compacted_through = greatest(compacted_through, $1)",
+                    cutoff,
+                )
+            through: int = await conn.fetchval("SELECT compacted_through FROM event_log_compaction")
+            return through
+
+    async def run_compaction(self, retention: timedelta, every: timedelta) -> None:
+        """Compact on a timer, forever (a background task of the service)."""
+        while True:
+            try:
+                through = await self.compact(retention)
+                log.info("event log compacted", extra={"compacted_through": through})
+            except Exception as exc:
+                if not is_connection_error(exc) and not _is_unavailable(exc):
+                    log.exception("event log compaction failed")
+            await asyncio.sleep(every.total_seconds())
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, Unavailable)

@@ -1,0 +1,221 @@
+"""The one server interceptor: request id, authentication, metrics, access log, and the single
+place where exceptions become gRPC statuses (`google.rpc.Status` + `ErrorInfo` + `BadRequest`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from canopy_core.auth import TokenVerifier
+from canopy_core.context import principal_var, request_id_var
+from canopy_core.db import is_connection_error
+from canopy_core.errors import ERROR_DOMAIN, CanopyError, Code, Unauthenticated
+from canopy_core.metrics import IN_FLIGHT, LATENCY, REQUESTS
+
+log = logging.getLogger("canopy.rpc")
+
+REQUEST_ID_HEADER = "x-request-id"
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def status_for(
+    exc: BaseException, request_id: str | None
+) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    """The status an exception is answered with; unexpected ones hide their internals."""
+    if isinstance(exc, CanopyError):
+        code, message, reason = exc.code, exc.message, exc.reason
+        metadata = dict(exc.metadata)
+        violations = exc.violations
+    elif isinstance(exc, NotImplementedError):
+        code, message, reason, metadata, violations = (
+            Code.UNIMPLEMENTED,
+            "this RPC is not implemented yet",
+            "NOT_IMPLEMENTED",
+            {},
+            [],
+        )
+    elif is_connection_error(exc):
+        code, message, reason, metadata, violations = (
+            Code.UNAVAILABLE,
+            "the database is unavailable; retry shortly",
+            "DATABASE_UNAVAILABLE",
+            {},
+            [],
+        )
+    else:
+        code, reason, metadata, violations = Code.INTERNAL, "INTERNAL", {}, []
+        message = f"internal error (request id {request_id})"
+    if request_id:
+        metadata.setdefault("request_id", request_id)
+    grpc_code = getattr(grpc.StatusCode, code.value)
+    details = [
+        _pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata))
+    ]
+    if violations:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in violations
+                    ]
+                )
+            )
+        )
+    status = status_pb2.Status(code=grpc_code.value[0], message=message, details=details)
+    return grpc_code, status
+
+
+RpcContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every method handler of a Canopy server."""
+
+    def __init__(self, service: str, verifier: TokenVerifier) -> None:
+        self.service = service
+        self.verifier = verifier
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        """Return the handler for this call, wrapped (health and reflection pass through)."""
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # client-streaming methods are not part of the Canopy contract
+
+    def _begin(self, context: RpcContext) -> tuple[str, str | None]:
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)[:128]
+        request_id_var.set(request_id)
+        principal_var.set(None)
+        authorization = metadata.get("authorization")
+        if not isinstance(authorization, str) or not authorization:
+            raise Unauthenticated(
+                "this call needs `authorization: Bearer <token>` metadata", reason="TOKEN_MISSING"
+            )
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated(
+                "the authorization metadata must be `Bearer <token>`", reason="TOKEN_MISSING"
+            )
+        principal = self.verifier.verify(token.strip())
+        principal_var.set(principal)
+        return request_id, principal.subject
+
+    async def _fail(self, context: RpcContext, exc: BaseException, method: str) -> None:
+        request_id = request_id_var.get()
+        code, status = status_for(exc, request_id)
+        if code == grpc.StatusCode.INTERNAL:
+            log.error("unexpected error", exc_info=exc, extra={"method": method})
+        grpc_status = rpc_status.to_status(status)
+        await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
+
+    def _finish(
+        self,
+        method: str,
+        context: RpcContext,
+        started: float,
+        subject: str | None,
+        failure: BaseException | None,
+        stream: bool,
+    ) -> None:
+        code = context.code() if failure is None else None
+        if failure is not None:
+            code = status_for(failure, None)[0]
+        name = (code or grpc.StatusCode.OK).name
+        elapsed = time.perf_counter() - started
+        REQUESTS.labels(self.service, method, name).inc()
+        if not stream:
+            LATENCY.labels(self.service, method).observe(elapsed)
+        log.info(
+            "rpc",
+            extra={
+                "method": method,
+                "code": name,
+                "duration_ms": round(elapsed * 1000, 2),
+                "subject": subject,
+            },
+        )
+
+    def _wrap_unary(self, inner: Callable[..., Any], method: str) -> Callable[..., Any]:
+        async def behaviour(request: Any, context: RpcContext) -> Any:
+            started = time.perf_counter()
+            subject: str | None = None
+            failure: BaseException | None = None
+            in_flight = IN_FLIGHT.labels(self.service, method)
+            in_flight.inc()
+            try:
+                _, subject = self._begin(context)
+                result = inner(request, context)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                failure = exc
+                await self._fail(context, exc, method)
+            finally:
+                in_flight.dec()
+                self._finish(method, context, started, subject, failure, stream=False)
+
+        return behaviour
+
+    def _wrap_stream(self, inner: Callable[..., Any], method: str) -> Callable[..., Any]:
+        async def behaviour(request: Any, context: RpcContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            subject: str | None = None
+            failure: BaseException | None = None
+            in_flight = IN_FLIGHT.labels(self.service, method)
+            in_flight.inc()
+            try:
+                _, subject = self._begin(context)
+                responses = inner(request, context)
+                async for response in responses:
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                failure = exc
+                await self._fail(context, exc, method)
+            finally:
+                in_flight.dec()
+                self._finish(method, context, started, subject, failure, stream=True)
+
+        return behaviour

@@ -1,0 +1,57 @@
+"""Typed settings read once at start from `CANOPY_*` environment variables.
+
+Every service shares these fields; each service subclasses `ServiceSettings` to set its own
+defaults (port, metrics port, database schema) and add its own fields.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings common to every Canopy service."""
+
+    model_config = SettingsConfigDict(env_prefix="CANOPY_", extra="ignore", frozen=True)
+
+    service_name: str = "canopy"
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CANOPY_DATABASE_URL", "DATABASE_URL"),
+        description="PostgreSQL DSN; unset: an embedded PostgreSQL under data_dir.",
+    )
+    db_schema: str = Field(default="canopy", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    db_pool_min_size: int = Field(default=1, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    db_connect_timeout: timedelta = timedelta(seconds=5)
+    data_dir: Path = Path(".canopy")
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=50050, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=4 * 1024 * 1024)
+    shutdown_grace: timedelta = timedelta(seconds=10)
+
+    jwt_secret: SecretStr | None = Field(default=None, min_length=32)
+    jwt_public_key: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    system_token: SecretStr | None = None
+
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern=r"^(json|text)$")
+
+    event_retention: timedelta = timedelta(days=7)
+    watch_progress_interval: timedelta = timedelta(seconds=5)
+
+    integration_address: str = "127.0.0.1:50051"
+    discovery_address: str = "127.0.0.1:50052"
+    permissions_address: str = "127.0.0.1:50053"

@@ -1,0 +1,1 @@
+"""Canopy integration service."""

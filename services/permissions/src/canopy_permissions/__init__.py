@@ -1,0 +1,1 @@
+"""Canopy permissions service."""

@@ -1,0 +1,161 @@
+"""gRPC servicers of the permissions service: protobuf in, domain calls, protobuf out."""
+
+from __future__ import annotations
+
+from canopy.permissions.v1 import directory_pb2 as pb
+from canopy.permissions.v1 import directory_service_pb2 as rpc
+from canopy.permissions.v1 import directory_service_pb2_grpc as rpc_grpc
+from canopy.type.v1 import types_pb2
+from canopy_core.context import current_principal
+from canopy_core.convert import timestamp
+from canopy_core.db import Database
+from canopy_core.interceptor import RpcContext
+from canopy_permissions import directory
+from canopy_permissions.model import Org, Plan, Tenant, Workspace
+
+
+def plan_from_proto(value: int) -> Plan | None:
+    """The domain plan of a proto enum value (None when unspecified or unknown)."""
+    if value == types_pb2.PLAN_UNSPECIFIED:
+        return None
+    try:
+        return Plan[types_pb2.Plan.Name(types_pb2.Plan.ValueType(value)).removeprefix("PLAN_")]
+    except ValueError:
+        return None
+
+
+def plan_to_proto(plan: Plan | None) -> types_pb2.Plan.ValueType:
+    """The proto enum value of a domain plan."""
+    if plan is None:
+        return types_pb2.PLAN_UNSPECIFIED
+    return types_pb2.Plan.Value(f"PLAN_{plan.value}")
+
+
+def tenant_to_proto(tenant: Tenant) -> pb.Tenant:
+    return pb.Tenant(
+        id=tenant.id,
+        handle=tenant.handle,
+        display_name=tenant.display_name,
+        plan=plan_to_proto(tenant.plan),
+        create_time=timestamp(tenant.create_time),
+        update_time=timestamp(tenant.update_time),
+        etag=tenant.etag,
+    )
+
+
+def org_to_proto(org: Org) -> pb.Org:
+    return pb.Org(
+        id=org.id,
+        tenant_id=org.tenant_id,
+        handle=org.handle,
+        display_name=org.display_name,
+        plan=plan_to_proto(org.plan),
+        create_time=timestamp(org.create_time),
+        update_time=timestamp(org.update_time),
+        etag=org.etag,
+    )
+
+
+def workspace_to_proto(workspace: Workspace) -> pb.Workspace:
+    return pb.Workspace(
+        id=workspace.id,
+        org_id=workspace.org_id,
+        tenant_id=workspace.tenant_id,
+        handle=workspace.handle,
+        display_name=workspace.display_name,
+        create_time=timestamp(workspace.create_time),
+        update_time=timestamp(workspace.update_time),
+        etag=workspace.etag,
+    )
+
+
+class DirectoryApi(rpc_grpc.DirectoryServiceServicer):
+    """`canopy.permissions.v1.DirectoryService`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def UpsertTenant(
+        self, request: rpc.UpsertTenantRequest, context: RpcContext
+    ) -> rpc.UpsertTenantResponse:
+        given = request.tenant
+        tenant, created = await directory.upsert_tenant(
+            self.db,
+            current_principal(),
+            Tenant(
+                id=given.id,
+                handle=given.handle,
+                display_name=given.display_name,
+                plan=plan_from_proto(given.plan),
+                etag=given.etag,
+            ),
+        )
+        return rpc.UpsertTenantResponse(tenant=tenant_to_proto(tenant), created=created)
+
+    async def GetTenant(
+        self, request: rpc.GetTenantRequest, context: RpcContext
+    ) -> rpc.GetTenantResponse:
+        tenant = await directory.get_tenant(self.db, current_principal(), request.id)
+        return rpc.GetTenantResponse(tenant=tenant_to_proto(tenant))
+
+    async def UpsertOrg(
+        self, request: rpc.UpsertOrgRequest, context: RpcContext
+    ) -> rpc.UpsertOrgResponse:
+        given = request.org
+        org, created = await directory.upsert_org(
+            self.db,
+            current_principal(),
+            Org(
+                id=given.id,
+                tenant_id=given.tenant_id,
+                handle=given.handle,
+                display_name=given.display_name,
+                plan=plan_from_proto(given.plan),
+                etag=given.etag,
+            ),
+        )
+        return rpc.UpsertOrgResponse(org=org_to_proto(org), created=created)
+
+    async def GetOrg(self, request: rpc.GetOrgRequest, context: RpcContext) -> rpc.GetOrgResponse:
+        org = await directory.get_org(self.db, current_principal(), request.id)
+        return rpc.GetOrgResponse(org=org_to_proto(org))
+
+    async def UpsertWorkspace(
+        self, request: rpc.UpsertWorkspaceRequest, context: RpcContext
+    ) -> rpc.UpsertWorkspaceResponse:
+        given = request.workspace
+        workspace, created = await directory.upsert_workspace(
+            self.db,
+            current_principal(),
+            Workspace(
+                id=given.id,
+                org_id=given.org_id,
+                handle=given.handle,
+                display_name=given.display_name,
+                etag=given.etag,
+            ),
+        )
+        return rpc.UpsertWorkspaceResponse(workspace=workspace_to_proto(workspace), created=created)
+
+    async def GetWorkspace(
+        self, request: rpc.GetWorkspaceRequest, context: RpcContext
+    ) -> rpc.GetWorkspaceResponse:
+        workspace = await directory.get_workspace(self.db, current_principal(), request.id)
+        return rpc.GetWorkspaceResponse(workspace=workspace_to_proto(workspace))
+
+    async def ListWorkspaces(
+        self, request: rpc.ListWorkspacesRequest, context: RpcContext
+    ) -> rpc.ListWorkspacesResponse:
+        page = await directory.list_workspaces(
+            self.db, current_principal(), request.org_id, request.page_size, request.page_token
+        )
+        return rpc.ListWorkspacesResponse(
+            workspaces=[workspace_to_proto(w) for w in page.workspaces],
+            next_page_token=page.next_page_token,
+        )
+
+    async def DeleteWorkspace(
+        self, request: rpc.DeleteWorkspaceRequest, context: RpcContext
+    ) -> rpc.DeleteWorkspaceResponse:
+        await directory.delete_workspace(self.db, current_principal(), request.id, request.etag)
+        return rpc.DeleteWorkspaceResponse()

@@ -1,0 +1,61 @@
+"""Helpers for tests: tokens signed with the test secret, call metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from canopy_core.auth import Role, mint_token
+
+JWT_SECRET = "canopy-test-secret-0123456789abcdef0123456789"
+
+
+def token(subject: str = "tester", *, system: bool = False, ttl: float = 600, **roles: str) -> str:
+    """A token signed with the test secret; roles as `t_acme="owner"`."""
+    return mint_token(
+        JWT_SECRET,
+        subject,
+        roles={k: Role[v.upper()] for k, v in roles.items()},
+        system=system,
+        ttl_seconds=ttl,
+    )
+
+
+def bearer(value: str) -> tuple[tuple[str, str]]:
+    """gRPC call metadata carrying a bearer token."""
+    return (("authorization", f"Bearer {value}"),)
+
+
+@dataclass(frozen=True)
+class ErrorDetails:
+    """What a client can read from a failed call's `google.rpc.Status`."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    domain: str
+    metadata: dict[str, str]
+    fields: list[str]
+
+
+def error_details(error: grpc.aio.AioRpcError) -> ErrorDetails:
+    """Decode the ErrorInfo and BadRequest details of a failed call."""
+    status = None
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+    assert status is not None, f"no google.rpc.Status on {error.code()}: {error.details()}"
+    assert status.code == error.code().value[0]
+    reason, domain, metadata, fields = "", "", {}, []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, domain, metadata = info.reason, info.domain, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [v.field for v in bad.field_violations]
+    return ErrorDetails(error.code(), status.message, reason, domain, metadata, fields)
