@@ -25,7 +25,7 @@ run: $(VENV) ## run the three services on the embedded PostgreSQL (Ctrl-C stops 
 
 test: lint pytest ## lint, then the whole test suite (the CI command)
 
-pytest: $(VENV) ## the test suite alone (pass ARGS="-k name" to pick tests)
+pytest: $(VENV) $(BUF) ## the test suite alone (pass ARGS="-k name" to pick tests)
 	$(UV) run --frozen pytest $(ARGS)
 
 lint: $(VENV) $(BUF) proto-check ## ruff, mypy --strict, buf lint, and generated code up to date

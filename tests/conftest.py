@@ -68,6 +68,7 @@ def service_env(database_url: str, tmp_path: Path) -> dict[str, Any]:
     return {
         "database_url": database_url,
         "port": 0,
+        "metrics_port": None,
         "host": "127.0.0.1",
         "jwt_secret": JWT_SECRET,
         "data_dir": tmp_path / "data",

@@ -56,9 +56,13 @@ async def setup(runtime: Runtime) -> None:
     )
 
 
-@pytest.fixture
-async def probe(service_env: dict[str, Any]) -> AsyncIterator[RunningService]:
-    settings = ServiceSettings(**{**service_env, "metrics_port": 0, "service_name": "probe"})
+@pytest.fixture(params=[None])
+async def probe(
+    service_env: dict[str, Any], request: pytest.FixtureRequest
+) -> AsyncIterator[RunningService]:
+    settings = ServiceSettings(
+        **{**service_env, "metrics_port": request.param, "service_name": "probe"}
+    )
     running = await serve(ServiceSpec("probe", [PROBE], [], setup), settings)
     yield running
     await running.stop()
@@ -208,6 +212,7 @@ async def test_health_and_reflection_need_no_token(channel: grpc.aio.Channel) ->
     assert "grpc.health.v1.Health" in names
 
 
+@pytest.mark.parametrize("probe", [0], indirect=True)  # metrics on a free port
 async def test_metrics_count_requests_by_method_and_code(
     probe: RunningService, channel: grpc.aio.Channel
 ) -> None:

@@ -55,7 +55,9 @@ class Migration:
 
 def load_migrations(source: str, folder: Traversable) -> list[Migration]:
     """Read `NNNN_name.sql` files from a package folder, sorted by version."""
-    found = []
+    found: list[Migration] = []
+    if not folder.is_dir():
+        return found
     for entry in folder.iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:

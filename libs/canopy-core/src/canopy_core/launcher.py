@@ -31,11 +31,32 @@ class Child:
     service: str
 
 
-CHILDREN = (
-    Child("integration", "canopy_integration", 50051, "canopy.integration.v1.IntegrationService"),
-    Child("discovery", "canopy_discovery", 50052, "canopy.discovery.v1.DiscoveryService"),
-    Child("permissions", "canopy_permissions", 50053, "canopy.permissions.v1.DirectoryService"),
-)
+def children(settings: ServiceSettings) -> tuple[Child, ...]:
+    """The three services, on the ports of the configured service addresses."""
+
+    def port(address: str) -> int:
+        return int(address.rsplit(":", 1)[1])
+
+    return (
+        Child(
+            "integration",
+            "canopy_integration",
+            port(settings.integration_address),
+            "canopy.integration.v1.IntegrationService",
+        ),
+        Child(
+            "discovery",
+            "canopy_discovery",
+            port(settings.discovery_address),
+            "canopy.discovery.v1.DiscoveryService",
+        ),
+        Child(
+            "permissions",
+            "canopy_permissions",
+            port(settings.permissions_address),
+            "canopy.permissions.v1.DirectoryService",
+        ),
+    )
 
 
 async def _wait_serving(child: Child, deadline: float) -> None:
@@ -56,7 +77,7 @@ async def _wait_serving(child: Child, deadline: float) -> None:
             await asyncio.sleep(0.2)
 
 
-def _banner(settings: ServiceSettings) -> str:
+def _banner(settings: ServiceSettings, started: tuple[Child, ...]) -> str:
     secret = signing_secret(settings)
     token = (
         mint_token(secret, "operator", system=True, ttl_seconds=12 * 3600)
@@ -66,17 +87,18 @@ def _banner(settings: ServiceSettings) -> str:
     lines = [
         "",
         "Canopy is running:",
-        *(f"  {c.name:<12} 127.0.0.1:{c.port}" for c in CHILDREN),
+        *(f"  {c.name:<12} 127.0.0.1:{c.port}" for c in started),
         "",
         "A system token (12 hours):",
         f"  export CANOPY_TOKEN={token}",
         "",
         "Try:",
-        "  .tools/node_modules/.bin/buf curl --protocol grpc --http2-prior-knowledge --list-methods http://127.0.0.1:50053",
+        "  .tools/node_modules/.bin/buf curl --protocol grpc --http2-prior-knowledge \\",
+        f"    --list-methods http://127.0.0.1:{started[2].port}",
         "  .tools/node_modules/.bin/buf curl --protocol grpc --http2-prior-knowledge \\",
         '    -H "authorization: Bearer $CANOPY_TOKEN" \\',
         '    -d \'{"tenant": {"id": "t_demo", "handle": "demo", "plan": "PLAN_ENTERPRISE"}}\' \\',
-        "    http://127.0.0.1:50053/canopy.permissions.v1.DirectoryService/UpsertTenant",
+        f"    http://127.0.0.1:{started[2].port}/canopy.permissions.v1.DirectoryService/UpsertTenant",
         "",
         "Ctrl-C stops everything.",
     ]
@@ -90,8 +112,9 @@ async def main() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    started = children(settings)
     processes: dict[str, asyncio.subprocess.Process] = {}
-    for child in CHILDREN:
+    for child in started:
         env = {**os.environ, "CANOPY_PORT": str(child.port)}
         env.setdefault("CANOPY_LOG_FORMAT", "text")
         processes[child.name] = await asyncio.create_subprocess_exec(
@@ -105,12 +128,12 @@ async def main() -> int:
         ]
         stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         ready: asyncio.Future[Any] = asyncio.ensure_future(
-            asyncio.gather(*(_wait_serving(c, deadline) for c in CHILDREN))
+            asyncio.gather(*(_wait_serving(c, deadline) for c in started))
         )
         first = FIRST_COMPLETED
         done, _ = await asyncio.wait([ready, stopper, *exits], return_when=first)
         if ready in done and ready.exception() is None:
-            print(_banner(settings), flush=True)
+            print(_banner(settings, started), flush=True)
             done, _ = await asyncio.wait([stopper, *exits], return_when=first)
         elif ready in done:
             print(f"start-up failed: {ready.exception()}", file=sys.stderr, flush=True)

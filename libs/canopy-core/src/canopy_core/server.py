@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
 from canopy_core.auth import SystemCredentials, TokenVerifier
 from canopy_core.db import Database, Migration
@@ -142,7 +144,8 @@ class RunningService:
                 await hook()
         await self.runtime.db.close()
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
+            # shutdown() waits for the serving thread's next poll (up to half a second).
+            await asyncio.to_thread(self._metrics_server.shutdown)
             self._metrics_server.server_close()
         log.info("stopped")
 
@@ -209,8 +212,15 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> RunningService:
     return running
 
 
-def run(spec: ServiceSpec, settings: ServiceSettings) -> None:
-    """Process entry point: serve until SIGTERM or SIGINT, then stop gracefully."""
+def run(spec: ServiceSpec, settings_type: type[ServiceSettings]) -> None:
+    """Process entry point: read settings, serve until SIGTERM or SIGINT, stop gracefully."""
+    try:
+        settings = settings_type()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "CANOPY_" + "_".join(str(p) for p in error["loc"]).upper()
+            print(f"canopy-{spec.name}: invalid {name}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logging(spec.name, settings.log_level, settings.log_format)
 
     async def main() -> None:

@@ -6,17 +6,38 @@ defaults (port, metrics port, database schema) and add its own fields.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+_SECONDS = re.compile(r"^\s*\d+(\.\d+)?\s*$")
+
+
+def _seconds(value: Any) -> Any:
+    """Plain numbers are seconds (`CANOPY_SHUTDOWN_GRACE=10`); ISO 8601 (`PT10S`) also works."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _SECONDS.match(value)):
+        return timedelta(seconds=float(value))
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_seconds)]
 
 
 class ServiceSettings(BaseSettings):
     """Settings common to every Canopy service."""
 
-    model_config = SettingsConfigDict(env_prefix="CANOPY_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="CANOPY_",
+        extra="ignore",
+        frozen=True,
+        env_ignore_empty=True,
+        env_parse_none_str="none",
+    )
 
     service_name: str = "canopy"
     database_url: str | None = Field(
@@ -27,7 +48,7 @@ class ServiceSettings(BaseSettings):
     db_schema: str = Field(default="canopy", pattern=r"^[a-z][a-z0-9_]{0,62}$")
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
-    db_connect_timeout: timedelta = timedelta(seconds=5)
+    db_connect_timeout: Duration = timedelta(seconds=5)
     data_dir: Path = Path(".canopy")
 
     host: str = "0.0.0.0"
@@ -38,7 +59,7 @@ class ServiceSettings(BaseSettings):
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=4 * 1024 * 1024)
-    shutdown_grace: timedelta = timedelta(seconds=10)
+    shutdown_grace: Duration = timedelta(seconds=10)
 
     jwt_secret: SecretStr | None = Field(default=None, min_length=32)
     jwt_public_key: str | None = None
@@ -49,8 +70,8 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern=r"^(json|text)$")
 
-    event_retention: timedelta = timedelta(days=7)
-    watch_progress_interval: timedelta = timedelta(seconds=5)
+    event_retention: Duration = timedelta(days=7)
+    watch_progress_interval: Duration = timedelta(seconds=5)
 
     integration_address: str = "127.0.0.1:50051"
     discovery_address: str = "127.0.0.1:50052"

@@ -9,7 +9,7 @@ from canopy_discovery.settings import DiscoverySettings
 
 def main() -> None:
     """Serve until SIGTERM."""
-    run(spec(), DiscoverySettings())
+    run(spec(), DiscoverySettings)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from canopy_integration.settings import IntegrationSettings
 
 def main() -> None:
     """Serve until SIGTERM."""
-    run(spec(), IntegrationSettings())
+    run(spec(), IntegrationSettings)
 
 
 if __name__ == "__main__":

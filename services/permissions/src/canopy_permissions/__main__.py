@@ -9,7 +9,7 @@ from canopy_permissions.settings import PermissionsSettings
 
 def main() -> None:
     """Serve until SIGTERM."""
-    run(spec(), PermissionsSettings())
+    run(spec(), PermissionsSettings)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""Start Canopy services as real processes, as an operator would, and stop them with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.helpers import JWT_SECRET
+
+REPO = Path(__file__).resolve().parents[2]
+BUF = REPO / ".tools" / "node_modules" / ".bin" / "buf"
+
+SERVICES = {
+    "integration": ("canopy_integration", "canopy.integration.v1.IntegrationService"),
+    "discovery": ("canopy_discovery", "canopy.discovery.v1.DiscoveryService"),
+    "permissions": ("canopy_permissions", "canopy.permissions.v1.DirectoryService"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServiceProcess:
+    """A running service process and where its log goes."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM, then wait; returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+
+def base_env(tmp: Path, database_url: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANOPY_")}
+    env.pop("DATABASE_URL", None)
+    env.update(
+        {
+            "CANOPY_JWT_SECRET": JWT_SECRET,
+            "CANOPY_DATA_DIR": str(tmp / "data"),
+            "CANOPY_HOST": "127.0.0.1",
+            "CANOPY_METRICS_HOST": "127.0.0.1",
+            "CANOPY_SHUTDOWN_GRACE": "3",
+        }
+    )
+    if database_url:
+        env["CANOPY_DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+def start(name: str, env: dict[str, str], tmp: Path, port: int | None = None) -> ServiceProcess:
+    module, _ = SERVICES[name]
+    port = port or free_port()
+    log = tmp / f"{name}.log"
+    with log.open("wb") as output:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env={**env, "CANOPY_PORT": str(port), "CANOPY_METRICS_PORT": str(free_port())},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+        )
+    return ServiceProcess(name, port, process, log)
+
+
+async def wait_serving(service: ServiceProcess, timeout: float = 60) -> None:
+    """Until the health check of the service's main gRPC service answers SERVING."""
+    _, service_name = SERVICES[service.name]
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if service.process.poll() is not None:
+                raise RuntimeError(f"{service.name} exited:\n{service.log_text()}")
+            try:
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=service_name), timeout=1
+                )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{service.name} not serving:\n{service.log_text()}")
+            await asyncio.sleep(0.1)
+
+
+def buf_curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run `buf curl` over plaintext HTTP/2 with gRPC, as the README shows."""
+    return subprocess.run(
+        [str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
