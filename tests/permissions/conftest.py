@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -12,6 +12,9 @@ from canopy.permissions.v1 import directory_service_pb2_grpc
 from canopy_core.server import RunningService, serve
 from canopy_permissions.server import spec
 from canopy_permissions.settings import PermissionsSettings
+
+if TYPE_CHECKING:
+    from canopy.permissions.v1.directory_service_pb2_grpc import DirectoryServiceAsyncStub
 
 
 @pytest.fixture
@@ -28,5 +31,5 @@ async def channel(permissions: RunningService) -> AsyncIterator[grpc.aio.Channel
 
 
 @pytest.fixture
-def directory(channel: grpc.aio.Channel) -> directory_service_pb2_grpc.DirectoryServiceStub:
+def directory(channel: grpc.aio.Channel) -> DirectoryServiceAsyncStub:
     return directory_service_pb2_grpc.DirectoryServiceStub(channel)

@@ -3,16 +3,20 @@ pagination, deletion, etags, and every bad input answered INVALID_ARGUMENT with 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 
 from canopy.permissions.v1 import directory_pb2 as pb
 from canopy.permissions.v1 import directory_service_pb2 as rpc
-from canopy.permissions.v1.directory_service_pb2_grpc import DirectoryServiceStub
 from canopy.type.v1 import types_pb2
 from tests.helpers import ErrorDetails, bearer, error_details, token
+
+if TYPE_CHECKING:
+    from canopy.permissions.v1.directory_service_pb2_grpc import (
+        DirectoryServiceAsyncStub as DirectoryServiceStub,
+    )
 
 SYSTEM = bearer(token("platform", system=True))
 ENTERPRISE = types_pb2.PLAN_ENTERPRISE

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 _SECONDS = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 
 
