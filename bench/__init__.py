@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs them and prints one JSON object of figures."""

@@ -1,0 +1,37 @@
+"""Run the benchmarks and print one JSON object: `{"<bench>": {<figures>}, ...}`.
+
+`python -m bench eventlog` runs only the named ones. PostgreSQL is DATABASE_URL's server if set,
+otherwise an embedded one in a temporary directory. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench import eventlog_bench
+from bench.support import postgres
+
+BENCHES: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
+    "eventlog": eventlog_bench.run,
+}
+
+
+async def main(names: list[str]) -> dict[str, Any]:
+    """Run each named benchmark (all by default) against a fresh database."""
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {', '.join(unknown)}; have {', '.join(BENCHES)}")
+    results: dict[str, Any] = {}
+    async with postgres() as admin_dsn:
+        for name in names or list(BENCHES):
+            print(f"bench: {name} …", file=sys.stderr, flush=True)
+            results[name] = await BENCHES[name](admin_dsn)
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(sys.argv[1:])), indent=2))
