@@ -8,6 +8,7 @@ as `Unavailable`, and the pool drops its idle connections so the next call recon
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -146,6 +147,7 @@ class Database:
                 "search_path": f'"{schema}"',
                 "application_name": f"canopy-{settings.service_name}",
             },
+            init=_init_connection,
         )
         return cls(pool, dsn, schema)
 
@@ -175,6 +177,25 @@ class Database:
         """A pooled connection inside one transaction, committed when the block ends."""
         async with self.connection() as conn, conn.transaction():
             yield conn
+
+
+def _encode_jsonb(value: object) -> bytes:
+    return b"\x01" + json.dumps(value, separators=(",", ":")).encode()
+
+
+def _decode_jsonb(data: bytes) -> object:
+    return json.loads(data[1:])
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb columns read and write Python values (binary, so that COPY works too)."""
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
+        schema="pg_catalog",
+        format="binary",
+    )
 
 
 async def resolve_dsn(settings: ServiceSettings) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from canopy_core.settings import ServiceSettings
 
 
@@ -12,3 +14,8 @@ class IntegrationSettings(ServiceSettings):
     db_schema: str = "integration"
     port: int = 50051
     metrics_port: int | None = 9151
+    trusted_account_id: str = Field(
+        default="123456789012",
+        pattern=r"^\d{12}$",
+        description="The platform's AWS account that role templates trust (moto's by default).",
+    )

@@ -1,0 +1,754 @@
+"""Integrations: create, read, list, update and delete, with plan gating, tenant-wide handles,
+and the ripple of settings changes into every connection.
+
+Use cases take a `Context` (database, event log, directory) and a principal; they never import
+grpc. Every write commits its tree events in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from canopy.integration.v1 import integration_service_pb2 as rpc
+from canopy_core import requests
+from canopy_core.auth import Principal
+from canopy_core.db import Database
+from canopy_core.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    StaleEtag,
+)
+from canopy_core.eventlog import EventLog
+from canopy_core.ids import id_pattern, new_id
+from canopy_core.pagination import PageToken, page_size
+from canopy_core.validation import HANDLE, HANDLE_RULE, Violations
+from canopy_integration import aws, handles, store, templates
+from canopy_integration.config import apply_config_mask, effective_config, validate_config
+from canopy_integration.convert import integration_to_proto
+from canopy_integration.directory import Directory, ScopeInfo
+from canopy_integration.errors import ConfirmationMismatch, HandleTaken, PlanNotEligible
+from canopy_integration.events import TreeEvents
+from canopy_integration.model import (
+    CONFIG_FIELDS,
+    DeletionReason,
+    Folder,
+    FolderKind,
+    Integration,
+    PermissionsMode,
+    RootFolderPermissions,
+    Scope,
+)
+from canopy_integration.tree_paths import folder_paths
+
+MIN_SYNC_INTERVAL = timedelta(minutes=1)
+MAX_SYNC_INTERVAL = timedelta(hours=24)
+
+WRITABLE_PATHS = frozenset(
+    {
+        "handle",
+        "handle_prefix",
+        "discovery_access",
+        "discovery_access.role_arn",
+        "discovery_access.external_id",
+        "member_access",
+        "member_access.role_name",
+        "member_access.external_id",
+        "connection_config",
+        *(f"connection_config.{name}" for name in CONFIG_FIELDS),
+        "sync_interval",
+        "max_delete_fraction",
+        "crawl_limits",
+        "crawl_limits.max_concurrency",
+        "crawl_limits.max_requests_per_second",
+        "crawl_limits.crawl_timeout",
+    }
+)
+OUTPUT_ONLY_PATHS = frozenset(
+    {
+        "id",
+        "scope",
+        "tenant_id",
+        "kind",
+        "state",
+        "state_reason",
+        "state_message",
+        "root_folder_id",
+        "organization_id",
+        "management_account_id",
+        "tree_generation",
+        "create_time",
+        "update_time",
+        "etag",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the integration use cases run against."""
+
+    db: Database
+    log: EventLog
+    directory: Directory
+    trusted_account_id: str
+
+
+@dataclass(frozen=True)
+class IntegrationPage:
+    """One page of integrations."""
+
+    integrations: list[Integration]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class NewIntegration:
+    """A create request, as parsed from the wire (scope may name a tenant or an org)."""
+
+    integration: Integration
+    scope_tenant_id: str | None
+    scope_org_id: str | None
+    permissions: RootFolderPermissions | None
+
+
+# -- validation (pure) -----------------------------------------------------------------------
+
+
+def validate_access(
+    integration: Integration, owner_id: str, path: str, found: list[FieldViolation]
+) -> str | None:
+    """Role ARN, role name and external ids; returns a reason code for an owner mismatch."""
+    reason = None
+    problem = aws.role_arn_problem(integration.discovery_role_arn)
+    if problem:
+        found.append(FieldViolation(f"{path}.discovery_access.role_arn", problem))
+    description, why = aws.external_id_problem(integration.discovery_external_id, owner_id)
+    if description:
+        found.append(FieldViolation(f"{path}.discovery_access.external_id", description))
+        reason = why if why == "EXTERNAL_ID_OWNER_MISMATCH" else reason
+    problem = aws.role_name_problem(integration.member_role_name)
+    if problem:
+        found.append(FieldViolation(f"{path}.member_access.role_name", problem))
+    if integration.member_external_id:
+        description, why = aws.external_id_problem(integration.member_external_id, owner_id)
+        if description:
+            found.append(FieldViolation(f"{path}.member_access.external_id", description))
+            reason = why if why == "EXTERNAL_ID_OWNER_MISMATCH" else reason
+    return reason
+
+
+def validate_settings(
+    integration: Integration, path: str, found: list[FieldViolation], only: Sequence[str] = ()
+) -> None:
+    """Handle, prefix, connection settings, interval, guard and crawl limits."""
+
+    def checking(name: str) -> bool:
+        return not only or any(p == name or p.startswith(f"{name}.") for p in only)
+
+    if checking("handle") and not HANDLE.match(integration.handle):
+        found.append(FieldViolation(f"{path}.handle", HANDLE_RULE))
+    if checking("handle_prefix"):
+        problem = handles.prefix_problem(integration.handle_prefix)
+        if problem:
+            found.append(FieldViolation(f"{path}.handle_prefix", problem))
+    if checking("connection_config"):
+        collected = Violations()
+        validate_config(
+            integration.connection_config, f"{path}.connection_config", collected, overrides=False
+        )
+        found.extend(collected.found)
+    if checking("sync_interval") and not (
+        MIN_SYNC_INTERVAL <= integration.sync_interval <= MAX_SYNC_INTERVAL
+    ):
+        found.append(
+            FieldViolation(f"{path}.sync_interval", "must be between 1 minute and 24 hours")
+        )
+    if checking("max_delete_fraction") and not 0 <= integration.max_delete_fraction <= 1:
+        found.append(
+            FieldViolation(f"{path}.max_delete_fraction", "must be between 0 (guard off) and 1")
+        )
+    if checking("crawl_limits"):
+        limits = integration.crawl_limits
+        if limits.max_concurrency is not None and not 1 <= limits.max_concurrency <= 256:
+            found.append(
+                FieldViolation(f"{path}.crawl_limits.max_concurrency", "must be between 1 and 256")
+            )
+        if limits.max_requests_per_second is not None and not (
+            0 < limits.max_requests_per_second <= 10_000
+        ):
+            found.append(
+                FieldViolation(
+                    f"{path}.crawl_limits.max_requests_per_second",
+                    "must be above 0 and at most 10000",
+                )
+            )
+        if limits.crawl_timeout is not None and not (
+            timedelta(seconds=10) <= limits.crawl_timeout <= timedelta(hours=24)
+        ):
+            found.append(
+                FieldViolation(
+                    f"{path}.crawl_limits.crawl_timeout", "must be between 10 seconds and 24 hours"
+                )
+            )
+
+
+def _raise(found: list[FieldViolation], reason: str | None = None) -> None:
+    if found:
+        raise InvalidArgument(found, reason=reason)
+
+
+# -- access ------------------------------------------------------------------------------------
+
+
+def hidden(principal: Principal, kind: str, resource_id: str, *chain: str | None) -> Exception:
+    """NOT_FOUND for callers entitled to know, PERMISSION_DENIED for everyone else."""
+    if principal.system or principal.is_member(resource_id, *chain):
+        return NotFound(kind, resource_id)
+    return PermissionDenied(
+        f"{principal.subject!r} may not read {kind} {resource_id!r}",
+        metadata={"subject": principal.subject, "resource": f"{kind} {resource_id}"},
+    )
+
+
+async def resolve_scope(
+    ctx: Context, principal: Principal, tenant_id: str | None, org_id: str | None
+) -> tuple[Scope, ScopeInfo]:
+    """The full scope (an org's tenant) from the directory; hidden from outsiders."""
+    try:
+        if org_id:
+            info = await ctx.directory.org(org_id)
+            return Scope(tenant_id=info.tenant_id, org_id=org_id), info
+        assert tenant_id is not None
+        info = await ctx.directory.tenant(tenant_id)
+        return Scope(tenant_id=tenant_id), info
+    except NotFound:
+        kind, resource_id = ("org", org_id) if org_id else ("tenant", tenant_id or "")
+        raise hidden(principal, kind, resource_id) from None
+
+
+def check_plan(scope: Scope, info: ScopeInfo) -> None:
+    """Tenant scope needs ENTERPRISE; org scope TEAM or ENTERPRISE."""
+    if scope.org_id:
+        if info.plan not in ("TEAM", "ENTERPRISE"):
+            raise PlanNotEligible("org", scope.org_id, info.plan, "TEAM or ENTERPRISE")
+    elif info.plan != "ENTERPRISE":
+        raise PlanNotEligible("tenant", scope.tenant_id, info.plan, "ENTERPRISE")
+
+
+async def check_permissions(ctx: Context, scope: Scope, permissions: RootFolderPermissions) -> None:
+    """Initial grants must stay inside the integration's scope."""
+    found: list[FieldViolation] = []
+    path = "initial_permissions"
+    if permissions.mode is PermissionsMode.ALL_ORGS and scope.org_id:
+        found.append(FieldViolation(f"{path}.mode", "ALL_ORGS is for tenant-scoped integrations"))
+    if permissions.mode is PermissionsMode.SPECIFIC and not permissions.grantees:
+        found.append(FieldViolation(f"{path}.grantees", "SPECIFIC needs at least one grantee"))
+    if permissions.mode is not PermissionsMode.SPECIFIC and permissions.grantees:
+        found.append(FieldViolation(f"{path}.grantees", "grantees are only for mode SPECIFIC"))
+    for i, grantee in enumerate(permissions.grantees):
+        where = f"{path}.grantees[{i}]"
+        if grantee.tenant_id:
+            if scope.org_id or grantee.tenant_id != scope.tenant_id:
+                found.append(
+                    FieldViolation(
+                        where, "a tenant grant must name this integration's tenant, at tenant scope"
+                    )
+                )
+        elif grantee.org_id:
+            if scope.org_id and grantee.org_id != scope.org_id:
+                found.append(FieldViolation(where, "must be this integration's org"))
+            elif not scope.org_id:
+                try:
+                    org = await ctx.directory.org(grantee.org_id)
+                except NotFound:
+                    found.append(FieldViolation(where, f"org {grantee.org_id!r} does not exist"))
+                else:
+                    if org.tenant_id != scope.tenant_id:
+                        found.append(
+                            FieldViolation(where, "must be an org of this integration's tenant")
+                        )
+        elif grantee.workspace_id:
+            try:
+                ws = await ctx.directory.workspace(grantee.workspace_id)
+            except NotFound:
+                found.append(
+                    FieldViolation(where, f"workspace {grantee.workspace_id!r} does not exist")
+                )
+            else:
+                inside = (
+                    ws.org_id == scope.org_id if scope.org_id else ws.tenant_id == scope.tenant_id
+                )
+                if not inside:
+                    found.append(
+                        FieldViolation(where, "must be a workspace inside this integration's scope")
+                    )
+        else:
+            found.append(FieldViolation(where, "name a tenant, an org or a workspace"))
+    _raise(found, "GRANTEE_OUTSIDE_SCOPE" if found else None)
+
+
+# -- use cases ---------------------------------------------------------------------------------
+
+
+async def create_integration(
+    ctx: Context,
+    principal: Principal,
+    given: NewIntegration,
+    request: rpc.CreateIntegrationRequest,
+) -> Integration:
+    """A new PENDING integration with its root folder, and its IntegrationCreated event."""
+    found: list[FieldViolation] = []
+    if bool(given.scope_tenant_id) == bool(given.scope_org_id):
+        found.append(FieldViolation("integration.scope", "name exactly one tenant_id or org_id"))
+    owner_id = given.scope_org_id or given.scope_tenant_id or ""
+    prefix = "o" if given.scope_org_id else "t"
+    if owner_id and not id_pattern(prefix).match(owner_id):
+        found.append(
+            FieldViolation(
+                f"integration.scope.{'org_id' if given.scope_org_id else 'tenant_id'}",
+                f"must look like '{prefix}_' followed by 1-60 of [a-z0-9]",
+            )
+        )
+    if not given.integration.handle:
+        found.append(FieldViolation("integration.handle", "is required"))
+    reason = validate_access(given.integration, owner_id, "integration", found)
+    validate_settings(given.integration, "integration", found)
+    if given.permissions is None:
+        found.append(FieldViolation("initial_permissions.mode", "is not a known mode"))
+    _raise(found, reason)
+    assert given.permissions is not None
+
+    scope, info = await resolve_scope(ctx, principal, given.scope_tenant_id, given.scope_org_id)
+    principal.require_owner(*scope.chain, resource=f"integrations of {scope.owner_id}")
+    check_plan(scope, info)
+    await check_permissions(ctx, scope, given.permissions)
+
+    async with ctx.db.transaction() as conn:
+        if request.request_id:
+            earlier = await requests.replay(
+                conn,
+                "CreateIntegration",
+                request.request_id,
+                principal.subject,
+                request,
+                rpc.CreateIntegrationResponse,
+            )
+            if earlier is not None:
+                first = await store.get_integration(conn, earlier.integration.id)
+                if first is None:
+                    raise NotFound("integration", earlier.integration.id)
+                return first
+        await store.lock_tenant_handles(conn, scope.tenant_id)
+        holder = await store.handle_holder(conn, scope.tenant_id, given.integration.handle)
+        if holder:
+            raise HandleTaken("integration", given.integration.handle, "integration.handle", holder)
+        integration_id = new_id("i")
+        root = Folder(
+            id=new_id("f"),
+            integration_id=integration_id,
+            parent_id=None,
+            kind=FolderKind.ROOT,
+            aws_id="",
+            title=given.integration.handle,
+            handle=given.integration.handle,
+        )
+        created = await store.insert_integration(
+            conn,
+            replace(given.integration, id=integration_id, scope=scope, root_folder_id=root.id),
+        )
+        await store.insert_folders(conn, [root])
+        stored_root = await store.get_folder(conn, root.id)
+        assert stored_root is not None
+        events = TreeEvents(created, {root.id: [root.handle]})
+        events.integration_created(given.permissions)
+        events.folder_created(stored_root)
+        await ctx.log.append(conn, events.events)
+        if request.request_id:
+            await requests.remember(
+                conn,
+                "CreateIntegration",
+                request.request_id,
+                principal.subject,
+                request,
+                rpc.CreateIntegrationResponse(integration=integration_to_proto(created)),
+            )
+        return created
+
+
+async def get_integration(ctx: Context, principal: Principal, integration_id: str) -> Integration:
+    """One integration, for members of its scope."""
+    _check_id("id", integration_id, "i")
+    async with ctx.db.connection() as conn:
+        integration = await store.get_integration(conn, integration_id)
+    return readable(principal, integration, integration_id)
+
+
+def readable(
+    principal: Principal, integration: Integration | None, integration_id: str
+) -> Integration:
+    """The integration if the caller may read it."""
+    if integration is None or not principal.is_member(*integration.scope.chain):
+        raise hidden(principal, "integration", integration_id)
+    return integration
+
+
+def writable(
+    principal: Principal, integration: Integration | None, integration_id: str
+) -> Integration:
+    """The integration if the caller owns its scope."""
+    integration = readable(principal, integration, integration_id)
+    principal.require_owner(*integration.scope.chain, resource=f"integration {integration_id}")
+    return integration
+
+
+async def list_integrations(
+    ctx: Context,
+    principal: Principal,
+    tenant_id: str | None,
+    org_id: str | None,
+    include_orgs: bool,
+    requested_size: int,
+    page_token: str,
+) -> IntegrationPage:
+    """A scope's integrations, oldest first, for its members."""
+    found: list[FieldViolation] = []
+    if bool(tenant_id) == bool(org_id):
+        found.append(FieldViolation("scope", "name exactly one tenant_id or org_id"))
+    if org_id and include_orgs:
+        found.append(FieldViolation("include_org_integrations", "is for tenant scopes only"))
+    _raise(found)
+    size = page_size(requested_size)
+    arguments = {"tenant_id": tenant_id, "org_id": org_id, "include_orgs": include_orgs}
+    token = PageToken.decode(page_token, arguments)
+    scope, _info = await resolve_scope(ctx, principal, tenant_id, org_id)
+    principal.require_member(*scope.chain, resource=f"integrations of {scope.owner_id}")
+    async with ctx.db.connection() as conn:
+        rows = await store.list_integrations(
+            conn,
+            scope.tenant_id,
+            scope.org_id,
+            include_orgs,
+            str(token.after) if token else "",
+            size + 1,
+        )
+    if include_orgs:
+        rows = [r for r in rows if principal.is_member(*r.scope.chain)]
+    more = len(rows) > size
+    rows = rows[:size]
+    return IntegrationPage(rows, PageToken(rows[-1].id).encode(arguments) if more else "")
+
+
+def _check_id(field: str, value: str, prefix: str) -> None:
+    with Violations() as v:
+        v.resource_id(field, value, prefix)
+
+
+def merge_update(current: Integration, given: Integration, paths: Sequence[str]) -> Integration:
+    """The integration after applying the masked fields of `given` (unset → default)."""
+    updated = current
+    config_paths: list[str] = []
+    limits = current.crawl_limits
+    for path in paths:
+        top, _, sub = path.partition(".")
+        if top == "handle":
+            updated = replace(updated, handle=given.handle)
+        elif top == "handle_prefix":
+            updated = replace(updated, handle_prefix=given.handle_prefix)
+        elif top == "discovery_access":
+            if sub in ("", "role_arn"):
+                updated = replace(updated, discovery_role_arn=given.discovery_role_arn)
+            if sub in ("", "external_id"):
+                updated = replace(updated, discovery_external_id=given.discovery_external_id)
+        elif top == "member_access":
+            if sub in ("", "role_name"):
+                updated = replace(updated, member_role_name=given.member_role_name)
+            if sub in ("", "external_id"):
+                updated = replace(updated, member_external_id=given.member_external_id)
+        elif top == "connection_config":
+            config_paths.append(sub)
+        elif top == "sync_interval":
+            updated = replace(updated, sync_interval=given.sync_interval)
+        elif top == "max_delete_fraction":
+            updated = replace(updated, max_delete_fraction=given.max_delete_fraction)
+        elif top == "crawl_limits":
+            if sub == "":
+                limits = given.crawl_limits
+            else:
+                limits = replace(limits, **{sub: getattr(given.crawl_limits, sub)})
+    if config_paths:
+        updated = replace(
+            updated,
+            connection_config=apply_config_mask(
+                current.connection_config, given.connection_config, config_paths
+            ),
+        )
+    return replace(updated, crawl_limits=limits)
+
+
+_COMPARED = (
+    "handle",
+    "handle_prefix",
+    "discovery_role_arn",
+    "discovery_external_id",
+    "member_role_name",
+    "member_external_id",
+    "connection_config",
+    "sync_interval",
+    "max_delete_fraction",
+    "crawl_limits",
+)
+_FIELD_NAMES = {
+    "discovery_role_arn": "discovery_access",
+    "discovery_external_id": "discovery_access",
+    "member_role_name": "member_access",
+    "member_external_id": "member_access",
+}
+
+
+def changed_fields(before: Integration, after: Integration) -> tuple[str, ...]:
+    """The API field names that differ (credentials reported as `discovery_access` etc.)."""
+    names = [
+        _FIELD_NAMES.get(name, name)
+        for name in _COMPARED
+        if getattr(before, name) != getattr(after, name)
+    ]
+    return tuple(dict.fromkeys(names))
+
+
+async def update_integration(
+    ctx: Context,
+    principal: Principal,
+    integration_id: str,
+    given: Integration,
+    paths: Sequence[str],
+    etag: str,
+) -> Integration:
+    """Apply masked changes; renames and configuration changes ripple to connections."""
+    _check_id("integration.id", integration_id, "i")
+    async with ctx.db.transaction() as conn:
+        current = writable(
+            principal,
+            await store.get_integration(conn, integration_id, for_update=True),
+            integration_id,
+        )
+        if etag and etag != current.etag:
+            raise StaleEtag("integration", integration_id)
+        updated = merge_update(current, given, paths)
+        found: list[FieldViolation] = []
+        reason = None
+        if any(p.split(".")[0] in ("discovery_access", "member_access") for p in paths):
+            reason = validate_access(updated, current.scope.owner_id, "integration", found)
+        validate_settings(updated, "integration", found, only=paths)
+        _raise(found, reason)
+        changed = changed_fields(current, updated)
+        if not changed:
+            return current
+        await store.lock_tenant_handles(conn, current.scope.tenant_id)
+        if updated.handle != current.handle:
+            holder = await store.handle_holder(conn, current.scope.tenant_id, updated.handle)
+            if holder and holder != integration_id:
+                raise HandleTaken("integration", updated.handle, "integration.handle", holder)
+        saved = await store.save_integration(conn, updated)
+        folders, connections = await store.load_tree(conn, integration_id)
+        events = TreeEvents(saved, folder_paths(folders))
+        events.integration_updated(current, saved, changed)
+        # The root folder mirrors the integration's handle.
+        if saved.handle != current.handle:
+            root = next(f for f in folders if f.kind is FolderKind.ROOT)
+            new_root = replace(
+                root,
+                title=saved.handle,
+                handle=root.handle if root.handle_static else saved.handle,
+            )
+            await store.update_folders(conn, [new_root])
+            refreshed = await store.get_folder(conn, root.id)
+            assert refreshed is not None
+            folders = [refreshed if f.id == root.id else f for f in folders]
+            events.paths = folder_paths(folders)
+            changed_root = tuple(
+                n for n in ("title", "handle") if getattr(root, n) != getattr(refreshed, n)
+            )
+            events.folder_updated(
+                root, refreshed, changed_root, folder_paths([*folders, root]).get(root.id, ())
+            )
+        # Renames from a new prefix, and settings that reach connections without an override.
+        renamed: dict[str, str] = {}
+        if saved.handle_prefix != current.handle_prefix:
+            taken = await store.handles_elsewhere(conn, saved.scope.tenant_id, integration_id)
+            assigned = handles.assign_connection_handles(
+                saved.handle_prefix,
+                [
+                    handles.HandleRequest(
+                        key=c.id,
+                        account_id=c.account_id,
+                        account_name=c.account_name,
+                        current=c.handle,
+                        static=c.handle_static,
+                    )
+                    for c in connections
+                ],
+                taken,
+            )
+            renamed = {c.id: assigned[c.id] for c in connections if assigned[c.id] != c.handle}
+        rewritten = []
+        touched = []
+        for connection in sorted(connections, key=lambda c: c.id):
+            after = replace(connection, handle=renamed.get(connection.id, connection.handle))
+            fields_changed: list[str] = []
+            if after.handle != connection.handle:
+                fields_changed.append("handle")
+            before_config = effective_config(
+                current, connection.config_overrides, connection.account_id
+            )
+            after_config = effective_config(
+                saved, connection.config_overrides, connection.account_id
+            )
+            if before_config != after_config:
+                fields_changed.append("effective_config")
+            if not fields_changed:
+                continue
+            if "handle" in fields_changed:
+                rewritten.append(after)
+            else:
+                touched.append(after.id)
+            events.connection_updated(connection, after, fields_changed, before_integration=current)
+        await store.update_connections(conn, rewritten)
+        await store.touch_connections(conn, touched)
+        await ctx.log.append(conn, events.events)
+        return saved
+
+
+async def delete_integration(
+    ctx: Context,
+    principal: Principal,
+    integration_id: str,
+    confirm_handle: str,
+    etag: str,
+    request: rpc.DeleteIntegrationRequest,
+) -> None:
+    """Delete the integration and its whole tree, with an event for every item."""
+    _check_id("id", integration_id, "i")
+    async with ctx.db.transaction() as conn:
+        if request.request_id:
+            earlier = await requests.replay(
+                conn,
+                "DeleteIntegration",
+                request.request_id,
+                principal.subject,
+                request,
+                rpc.DeleteIntegrationResponse,
+            )
+            if earlier is not None:
+                return
+        integration = writable(
+            principal,
+            await store.get_integration(conn, integration_id, for_update=True),
+            integration_id,
+        )
+        if confirm_handle != integration.handle:
+            raise ConfirmationMismatch(
+                f"confirm_handle must be the integration's handle {integration.handle!r} "
+                "to delete it and all of its folders and connections",
+                metadata={"field": "confirm_handle", "handle": integration.handle},
+            )
+        if etag and etag != integration.etag:
+            raise StaleEtag("integration", integration_id)
+        folders, connections = await store.load_tree(conn, integration_id)
+        paths = folder_paths(folders)
+        events = TreeEvents(integration, paths)
+        reason = DeletionReason.INTEGRATION_DELETED
+        for connection in sorted(connections, key=lambda c: c.id):
+            events.connection_deleted(connection, reason)
+        depth = {fid: len(p) for fid, p in paths.items()}
+        for folder in sorted(folders, key=lambda f: (-depth.get(f.id, 0), f.id)):
+            events.folder_deleted(folder, reason, paths.get(folder.id, ()))
+        events.integration_deleted()
+        await store.delete_integration(conn, integration_id)
+        await ctx.log.append(conn, events.events)
+        if request.request_id:
+            await requests.remember(
+                conn,
+                "DeleteIntegration",
+                request.request_id,
+                principal.subject,
+                request,
+                rpc.DeleteIntegrationResponse(),
+            )
+
+
+async def generate_external_id(
+    ctx: Context,
+    principal: Principal,
+    tenant_id: str | None,
+    org_id: str | None,
+    suffix: str | None,
+) -> str:
+    """`<owner id>:<8 characters>` for a scope the caller owns."""
+    found: list[FieldViolation] = []
+    if bool(tenant_id) == bool(org_id):
+        found.append(FieldViolation("scope", "name exactly one tenant_id or org_id"))
+    if suffix is not None and not aws.EXTERNAL_ID_SUFFIX.match(suffix):
+        found.append(FieldViolation("suffix", "must be 8 characters of [a-z0-9]"))
+    _raise(found)
+    scope, _info = await resolve_scope(ctx, principal, tenant_id, org_id)
+    principal.require_owner(*scope.chain, resource=f"integrations of {scope.owner_id}")
+    return aws.new_external_id(scope.owner_id, suffix)
+
+
+async def render_role_template(
+    ctx: Context,
+    principal: Principal,
+    kind: str,
+    role_name: str,
+    external_id: str,
+    integration_id: str,
+) -> str:
+    """CloudFormation for the discovery role or the member-role StackSet."""
+    integration = None
+    if integration_id:
+        _check_id("integration_id", integration_id, "i")
+        async with ctx.db.connection() as conn:
+            integration = readable(
+                principal, await store.get_integration(conn, integration_id), integration_id
+            )
+    role_arn: aws.RoleArn | None = None
+    if integration is not None:
+        if kind == "discovery":
+            role_arn = aws.parse_role_arn(integration.discovery_role_arn)
+            role_name = role_name or role_arn.name
+            external_id = external_id or integration.discovery_external_id
+        else:
+            role_name = role_name or integration.member_role_name
+            external_id = (
+                external_id or integration.member_external_id or integration.discovery_external_id
+            )
+    found: list[FieldViolation] = []
+    problem = aws.role_name_problem(role_name) if role_name else "is required"
+    if problem:
+        found.append(FieldViolation("role_name", problem))
+    owner = external_id.partition(":")[0]
+    description, reason = (
+        aws.external_id_problem(external_id, owner)
+        if external_id
+        else (
+            "is required",
+            None,
+        )
+    )
+    if description:
+        found.append(FieldViolation("external_id", description))
+    _raise(found, reason)
+    # The external id must belong to a scope the caller may act for.
+    if integration is None or external_id.partition(":")[0] != integration.scope.owner_id:
+        tenant_id, org_id = (None, owner) if owner.startswith("o_") else (owner, None)
+        scope, _info = await resolve_scope(ctx, principal, tenant_id, org_id)
+        principal.require_member(*scope.chain, resource=f"external ids of {owner}")
+    if kind == "discovery":
+        if role_arn is not None and role_arn.name == role_name:
+            return templates.render_discovery_role(role_arn, external_id, ctx.trusted_account_id)
+        return templates.render_discovery_role(role_name, external_id, ctx.trusted_account_id)
+    return templates.render_member_role(role_name, external_id, ctx.trusted_account_id)

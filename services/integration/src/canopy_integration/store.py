@@ -1,0 +1,531 @@
+"""SQL of the integration service. Every function takes the caller's connection, so each use
+case decides its transaction; bulk writes use COPY and unnest arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from canopy_core.ids import new_etag
+from canopy_integration.convert import (
+    config_from_dict,
+    config_to_dict,
+    limits_from_dict,
+    limits_to_dict,
+)
+from canopy_integration.model import (
+    Connection,
+    Folder,
+    FolderKind,
+    Integration,
+    IntegrationState,
+    Scope,
+)
+
+_INTEGRATION = """id, tenant_id, org_id, handle, state, state_reason, state_message,
+    discovery_role_arn, discovery_external_id, member_role_name, member_external_id,
+    handle_prefix, connection_config, sync_interval_seconds, max_delete_fraction, crawl_limits,
+    root_folder_id, organization_id, management_account_id, tree_generation, etag,
+    created_at, updated_at"""
+_FOLDER = """id, integration_id, parent_id, kind, aws_id, title, handle, handle_static, etag,
+    created_at, updated_at"""
+_CONNECTION = """id, integration_id, tenant_id, folder_id, account_id, account_name,
+    account_email, account_joined_at, handle, handle_static, config_overrides, etag,
+    created_at, updated_at"""
+
+
+def _integration(row: Mapping[str, Any]) -> Integration:
+    return Integration(
+        id=row["id"],
+        scope=Scope(tenant_id=row["tenant_id"], org_id=row["org_id"]),
+        handle=row["handle"],
+        state=IntegrationState(row["state"]),
+        state_reason=row["state_reason"],
+        state_message=row["state_message"],
+        discovery_role_arn=row["discovery_role_arn"],
+        discovery_external_id=row["discovery_external_id"],
+        member_role_name=row["member_role_name"],
+        member_external_id=row["member_external_id"],
+        handle_prefix=row["handle_prefix"],
+        connection_config=config_from_dict(row["connection_config"]),
+        sync_interval=timedelta(seconds=row["sync_interval_seconds"]),
+        max_delete_fraction=row["max_delete_fraction"],
+        crawl_limits=limits_from_dict(row["crawl_limits"]),
+        root_folder_id=row["root_folder_id"],
+        organization_id=row["organization_id"],
+        management_account_id=row["management_account_id"],
+        tree_generation=row["tree_generation"],
+        etag=row["etag"],
+        create_time=row["created_at"],
+        update_time=row["updated_at"],
+    )
+
+
+def _folder(row: asyncpg.Record) -> Folder:
+    return Folder(
+        id=row["id"],
+        integration_id=row["integration_id"],
+        parent_id=row["parent_id"],
+        kind=FolderKind(row["kind"]),
+        aws_id=row["aws_id"],
+        title=row["title"],
+        handle=row["handle"],
+        handle_static=row["handle_static"],
+        etag=row["etag"],
+        create_time=row["created_at"],
+        update_time=row["updated_at"],
+    )
+
+
+def _connection(row: asyncpg.Record) -> Connection:
+    return Connection(
+        id=row["id"],
+        integration_id=row["integration_id"],
+        tenant_id=row["tenant_id"],
+        folder_id=row["folder_id"],
+        account_id=row["account_id"],
+        account_name=row["account_name"],
+        account_email=row["account_email"],
+        account_joined_time=row["account_joined_at"],
+        handle=row["handle"],
+        handle_static=row["handle_static"],
+        config_overrides=config_from_dict(row["config_overrides"]),
+        etag=row["etag"],
+        create_time=row["created_at"],
+        update_time=row["updated_at"],
+    )
+
+
+# -- locks ---------------------------------------------------------------------------------------
+
+
+async def lock_tenant_handles(conn: asyncpg.Connection, tenant_id: str) -> None:
+    """Serialise handle assignment within a tenant until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"handles:{tenant_id}")
+
+
+# -- integrations --------------------------------------------------------------------------------
+
+
+async def insert_integration(conn: asyncpg.Connection, i: Integration) -> Integration:
+    row = await conn.fetchrow(
+        f"""INSERT INTO integrations (id, tenant_id, org_id, handle, state, state_reason,
+                state_message, discovery_role_arn, discovery_external_id, member_role_name,
+                member_external_id, handle_prefix, connection_config, sync_interval_seconds,
+                max_delete_fraction, crawl_limits, root_folder_id, etag)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                $18)
+            RETURNING {_INTEGRATION}""",
+        i.id,
+        i.scope.tenant_id,
+        i.scope.org_id,
+        i.handle,
+        i.state.value,
+        i.state_reason,
+        i.state_message,
+        i.discovery_role_arn,
+        i.discovery_external_id,
+        i.member_role_name,
+        i.member_external_id,
+        i.handle_prefix,
+        config_to_dict(i.connection_config),
+        int(i.sync_interval.total_seconds()),
+        i.max_delete_fraction,
+        limits_to_dict(i.crawl_limits),
+        i.root_folder_id,
+        new_etag(),
+    )
+    return _integration(row)
+
+
+async def get_integration(
+    conn: asyncpg.Connection, integration_id: str, *, for_update: bool = False
+) -> Integration | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(
+        f"SELECT {_INTEGRATION} FROM integrations WHERE id = $1{lock}", integration_id
+    )
+    return _integration(row) if row else None
+
+
+async def handle_holder(conn: asyncpg.Connection, tenant_id: str, handle: str) -> str | None:
+    """The id of the tenant's integration with this handle, if any."""
+    holder: str | None = await conn.fetchval(
+        "SELECT id FROM integrations WHERE tenant_id = $1 AND handle = $2", tenant_id, handle
+    )
+    return holder
+
+
+async def list_integrations(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    org_id: str | None,
+    include_orgs: bool,
+    after_id: str,
+    limit: int,
+) -> list[Integration]:
+    """A scope's integrations by id (ids are time-sortable: oldest first)."""
+    args: list[str | None]
+    if org_id is not None:
+        condition, args = "tenant_id = $1 AND org_id = $2", [tenant_id, org_id]
+    elif include_orgs:
+        condition, args = "tenant_id = $1 AND $2::text IS NULL", [tenant_id, None]
+    else:
+        condition, args = (
+            "tenant_id = $1 AND org_id IS NULL AND $2::text IS NULL",
+            [tenant_id, None],
+        )
+    rows = await conn.fetch(
+        f"SELECT {_INTEGRATION} FROM integrations WHERE {condition} AND id > $3 "
+        "ORDER BY id LIMIT $4",
+        *args,
+        after_id,
+        limit,
+    )
+    return [_integration(r) for r in rows]
+
+
+async def save_integration(conn: asyncpg.Connection, i: Integration) -> Integration:
+    """Write every mutable field; a new etag and update time."""
+    row = await conn.fetchrow(
+        f"""UPDATE integrations SET handle = $2, state = $3, state_reason = $4,
+                state_message = $5, discovery_role_arn = $6, discovery_external_id = $7,
+                member_role_name = $8, member_external_id = $9, handle_prefix = $10,
+                connection_config = $11, sync_interval_seconds = $12, max_delete_fraction = $13,
+                crawl_limits = $14, organization_id = $15, management_account_id = $16,
+                tree_generation = $17, etag = $18, updated_at = now()
+            WHERE id = $1 RETURNING {_INTEGRATION}""",
+        i.id,
+        i.handle,
+        i.state.value,
+        i.state_reason,
+        i.state_message,
+        i.discovery_role_arn,
+        i.discovery_external_id,
+        i.member_role_name,
+        i.member_external_id,
+        i.handle_prefix,
+        config_to_dict(i.connection_config),
+        int(i.sync_interval.total_seconds()),
+        i.max_delete_fraction,
+        limits_to_dict(i.crawl_limits),
+        i.organization_id,
+        i.management_account_id,
+        i.tree_generation,
+        new_etag(),
+    )
+    return _integration(row)
+
+
+async def delete_integration(conn: asyncpg.Connection, integration_id: str) -> None:
+    """Delete the integration; its folders and connections go with it."""
+    await conn.execute("DELETE FROM connections WHERE integration_id = $1", integration_id)
+    await conn.execute("DELETE FROM folders WHERE integration_id = $1", integration_id)
+    await conn.execute("DELETE FROM integrations WHERE id = $1", integration_id)
+
+
+# -- folders -------------------------------------------------------------------------------------
+
+
+async def insert_folders(conn: asyncpg.Connection, folders: Sequence[Folder]) -> int:
+    """Create folders (one COPY); returns the rows written."""
+    if not folders:
+        return 0
+    await conn.copy_records_to_table(
+        "folders",
+        records=[
+            (
+                f.id,
+                f.integration_id,
+                f.parent_id,
+                f.kind.value,
+                f.aws_id,
+                f.title,
+                f.handle,
+                f.handle_static,
+                f.etag or new_etag(),
+            )
+            for f in folders
+        ],
+        columns=[
+            "id",
+            "integration_id",
+            "parent_id",
+            "kind",
+            "aws_id",
+            "title",
+            "handle",
+            "handle_static",
+            "etag",
+        ],
+    )
+    return len(folders)
+
+
+async def update_folders(conn: asyncpg.Connection, folders: Sequence[Folder]) -> int:
+    """Write parent, AWS id, title and handle of each folder; a new etag each."""
+    if not folders:
+        return 0
+    await conn.execute(
+        """UPDATE folders AS f SET parent_id = u.parent_id, aws_id = u.aws_id, title = u.title,
+               handle = u.handle, handle_static = u.handle_static, etag = u.etag,
+               updated_at = now()
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                       $6::boolean[], $7::text[])
+                AS u(id, parent_id, aws_id, title, handle, handle_static, etag)
+           WHERE f.id = u.id""",
+        [f.id for f in folders],
+        [f.parent_id for f in folders],
+        [f.aws_id for f in folders],
+        [f.title for f in folders],
+        [f.handle for f in folders],
+        [f.handle_static for f in folders],
+        [new_etag() for _ in folders],
+    )
+    return len(folders)
+
+
+async def delete_folders(conn: asyncpg.Connection, folder_ids: Sequence[str]) -> int:
+    if not folder_ids:
+        return 0
+    await conn.execute("DELETE FROM folders WHERE id = ANY($1::text[])", list(folder_ids))
+    return len(folder_ids)
+
+
+async def get_folder(
+    conn: asyncpg.Connection, folder_id: str, *, for_update: bool = False
+) -> Folder | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_FOLDER} FROM folders WHERE id = $1{lock}", folder_id)
+    return _folder(row) if row else None
+
+
+async def list_folders(
+    conn: asyncpg.Connection,
+    *,
+    integration_id: str | None,
+    parent_id: str | None,
+    after_id: str,
+    limit: int,
+) -> list[Folder]:
+    column, value = (
+        ("integration_id", integration_id) if integration_id else ("parent_id", parent_id)
+    )
+    rows = await conn.fetch(
+        f"SELECT {_FOLDER} FROM folders WHERE {column} = $1 AND id > $2 ORDER BY id LIMIT $3",
+        value,
+        after_id,
+        limit,
+    )
+    return [_folder(r) for r in rows]
+
+
+async def sibling_handles(
+    conn: asyncpg.Connection, integration_id: str, parent_id: str | None, exclude_id: str
+) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT handle FROM folders WHERE integration_id = $1 "
+        "AND parent_id IS NOT DISTINCT FROM $2 AND id <> $3",
+        integration_id,
+        parent_id,
+        exclude_id,
+    )
+    return {r["handle"] for r in rows}
+
+
+# -- connections ---------------------------------------------------------------------------------
+
+
+async def insert_connections(conn: asyncpg.Connection, connections: Sequence[Connection]) -> int:
+    """Create connections (one COPY); returns the rows written."""
+    if not connections:
+        return 0
+    await conn.copy_records_to_table(
+        "connections",
+        records=[
+            (
+                c.id,
+                c.integration_id,
+                c.tenant_id,
+                c.folder_id,
+                c.account_id,
+                c.account_name,
+                c.account_email,
+                c.account_joined_time,
+                c.handle,
+                c.handle_static,
+                config_to_dict(c.config_overrides),
+                c.etag or new_etag(),
+            )
+            for c in connections
+        ],
+        columns=[
+            "id",
+            "integration_id",
+            "tenant_id",
+            "folder_id",
+            "account_id",
+            "account_name",
+            "account_email",
+            "account_joined_at",
+            "handle",
+            "handle_static",
+            "config_overrides",
+            "etag",
+        ],
+    )
+    return len(connections)
+
+
+async def update_connections(conn: asyncpg.Connection, connections: Sequence[Connection]) -> int:
+    """Write the mutable fields of each connection; a new etag each."""
+    if not connections:
+        return 0
+    await conn.execute(
+        """UPDATE connections AS c SET folder_id = u.folder_id, account_name = u.account_name,
+               account_email = u.account_email, account_joined_at = u.account_joined_at,
+               handle = u.handle, handle_static = u.handle_static,
+               config_overrides = u.config_overrides, etag = u.etag, updated_at = now()
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                       $6::text[], $7::boolean[], $8::jsonb[], $9::text[])
+                AS u(id, folder_id, account_name, account_email, account_joined_at, handle,
+                     handle_static, config_overrides, etag)
+           WHERE c.id = u.id""",
+        [c.id for c in connections],
+        [c.folder_id for c in connections],
+        [c.account_name for c in connections],
+        [c.account_email for c in connections],
+        [c.account_joined_time for c in connections],
+        [c.handle for c in connections],
+        [c.handle_static for c in connections],
+        [config_to_dict(c.config_overrides) for c in connections],
+        [new_etag() for _ in connections],
+    )
+    return len(connections)
+
+
+async def touch_connections(conn: asyncpg.Connection, connection_ids: Sequence[str]) -> int:
+    """A new etag and update time for connections whose effective settings changed."""
+    if not connection_ids:
+        return 0
+    await conn.execute(
+        "UPDATE connections SET etag = substr(md5(random()::text || id), 1, 16), "
+        "updated_at = now() WHERE id = ANY($1::text[])",
+        list(connection_ids),
+    )
+    return len(connection_ids)
+
+
+async def delete_connections(conn: asyncpg.Connection, connection_ids: Sequence[str]) -> int:
+    if not connection_ids:
+        return 0
+    await conn.execute("DELETE FROM connections WHERE id = ANY($1::text[])", list(connection_ids))
+    return len(connection_ids)
+
+
+async def get_connection(
+    conn: asyncpg.Connection, connection_id: str, *, for_update: bool = False
+) -> Connection | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(
+        f"SELECT {_CONNECTION} FROM connections WHERE id = $1{lock}", connection_id
+    )
+    return _connection(row) if row else None
+
+
+async def list_connections(
+    conn: asyncpg.Connection,
+    *,
+    integration_id: str | None,
+    folder_id: str | None,
+    after_id: str,
+    limit: int,
+) -> list[Connection]:
+    column, value = (
+        ("integration_id", integration_id) if integration_id else ("folder_id", folder_id)
+    )
+    rows = await conn.fetch(
+        f"SELECT {_CONNECTION} FROM connections WHERE {column} = $1 AND id > $2 "
+        "ORDER BY id LIMIT $3",
+        value,
+        after_id,
+        limit,
+    )
+    return [_connection(r) for r in rows]
+
+
+async def connection_handle_holder(
+    conn: asyncpg.Connection, tenant_id: str, handle: str
+) -> str | None:
+    holder: str | None = await conn.fetchval(
+        "SELECT id FROM connections WHERE tenant_id = $1 AND handle = $2", tenant_id, handle
+    )
+    return holder
+
+
+async def handles_elsewhere(
+    conn: asyncpg.Connection, tenant_id: str, integration_id: str
+) -> set[str]:
+    """Connection handles the tenant's other integrations hold."""
+    rows = await conn.fetch(
+        "SELECT handle FROM connections WHERE tenant_id = $1 AND integration_id <> $2",
+        tenant_id,
+        integration_id,
+    )
+    return {r["handle"] for r in rows}
+
+
+# -- whole trees -----------------------------------------------------------------------------
+
+
+async def load_tree(
+    conn: asyncpg.Connection, integration_id: str
+) -> tuple[list[Folder], list[Connection]]:
+    """Every folder and connection of an integration."""
+    folders = await conn.fetch(
+        f"SELECT {_FOLDER} FROM folders WHERE integration_id = $1", integration_id
+    )
+    connections = await conn.fetch(
+        f"SELECT {_CONNECTION} FROM connections WHERE integration_id = $1", integration_id
+    )
+    return [_folder(r) for r in folders], [_connection(r) for r in connections]
+
+
+async def load_folders(conn: asyncpg.Connection, integration_id: str) -> list[Folder]:
+    """Every folder of an integration."""
+    rows = await conn.fetch(
+        f"SELECT {_FOLDER} FROM folders WHERE integration_id = $1", integration_id
+    )
+    return [_folder(r) for r in rows]
+
+
+async def get_connection_with_integration(
+    conn: asyncpg.Connection, connection_id: str
+) -> tuple[Connection, Integration] | None:
+    """A connection and its integration, in one round trip."""
+    columns = ", ".join(f"c.{c.strip()}" for c in _CONNECTION.split(","))
+    integration_columns = ", ".join(
+        f"i.{c.strip()} AS i_{c.strip()}" for c in _INTEGRATION.split(",")
+    )
+    row = await conn.fetchrow(
+        f"SELECT {columns}, {integration_columns} FROM connections c "
+        "JOIN integrations i ON i.id = c.integration_id WHERE c.id = $1",
+        connection_id,
+    )
+    if row is None:
+        return None
+    integration_row = {c.strip(): row[f"i_{c.strip()}"] for c in _INTEGRATION.split(",")}
+    return _connection(row), _integration(integration_row)
+
+
+async def handles_in_tenant(
+    conn: asyncpg.Connection, tenant_id: str, *, exclude_id: str
+) -> set[str]:
+    """Every connection handle of the tenant but one connection's."""
+    rows = await conn.fetch(
+        "SELECT handle FROM connections WHERE tenant_id = $1 AND id <> $2", tenant_id, exclude_id
+    )
+    return {r["handle"] for r in rows}

@@ -1,0 +1,168 @@
+"""CloudFormation templates (YAML) for the IAM roles Canopy assumes.
+
+The discovery role goes in the management (or a delegated-administrator) account; the member
+role goes in every member account through a StackSet. Each trusts the platform account with the
+integration's external id and grants `ReadOnlyAccess`. Every value is written as a JSON string,
+which is also a YAML double-quoted scalar, so no input can change the template's structure; the
+output is the same for the same input.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+
+from canopy_integration.aws import (
+    ACCOUNT_ID,
+    MAX_ROLE_PATH_LENGTH,
+    RoleArn,
+    parse_role_arn,
+    role_name_problem,
+)
+
+MAX_SESSION_DURATION_SECONDS = 3600
+# What STS accepts as an external id.
+EXTERNAL_ID = re.compile(r"^[A-Za-z0-9_+=,.@:/-]{2,1224}\Z", re.ASCII)
+ROLE_PATH = re.compile(r"^/(?:[A-Za-z0-9_+=,.@-]+/)*\Z", re.ASCII)
+
+DISCOVERY_RESOURCE = "CanopyDiscoveryRole"
+MEMBER_RESOURCE = "CanopyMemberRole"
+
+
+class RoleTemplateKind(enum.Enum):
+    """Which template: the discovery role, or the member role deployed with a StackSet."""
+
+    DISCOVERY_ROLE = "DISCOVERY_ROLE"
+    MEMBER_ROLE_STACK_SET = "MEMBER_ROLE_STACK_SET"
+
+
+_FILE_NAMES = {
+    RoleTemplateKind.DISCOVERY_ROLE: "canopy-discovery-role.yaml",
+    RoleTemplateKind.MEMBER_ROLE_STACK_SET: "canopy-member-role-stackset.yaml",
+}
+
+
+def file_name_for(kind: RoleTemplateKind | str) -> str:
+    """The suggested file name of a template: `canopy-discovery-role.yaml` or
+    `canopy-member-role-stackset.yaml`. Raises ValueError for an unknown kind."""
+    return _FILE_NAMES[RoleTemplateKind(kind)]
+
+
+def render_discovery_role(
+    role_arn_or_name: RoleArn | str, external_id: str, trusted_account_id: str
+) -> str:
+    """The template of the discovery role, named by its ARN (with its path) or by its name.
+
+    A string starting `arn:` is parsed as a role ARN. Raises ValueError for a malformed name,
+    ARN, external id or account id.
+    """
+    if isinstance(role_arn_or_name, RoleArn):
+        role = role_arn_or_name
+    elif role_arn_or_name.startswith("arn:"):
+        role = parse_role_arn(role_arn_or_name)
+    else:
+        role = RoleArn(partition="", account_id="", path="/", name=role_arn_or_name)
+    where = (
+        f"account {role.account_id}, the organization's management account or a "
+        "delegated administrator for AWS Organizations"
+        if role.account_id
+        else "the organization's management account or a delegated administrator for "
+        "AWS Organizations"
+    )
+    description = (
+        f"Canopy discovery role: deploy this stack in {where}. It creates the IAM role "
+        f"{role.name} that Canopy's AWS account {trusted_account_id} assumes, with the "
+        "integration's external id, to read the organization's accounts and OUs."
+    )
+    return _render_role(
+        resource=DISCOVERY_RESOURCE,
+        description=description,
+        role_name=role.name,
+        role_path=role.path,
+        external_id=external_id,
+        trusted_account_id=trusted_account_id,
+        role_description="Lets Canopy discover the accounts and OUs of this AWS Organization.",
+        output_description="The ARN of the discovery role, to enter in Canopy.",
+    )
+
+
+def render_member_role(role_name: str, external_id: str, trusted_account_id: str) -> str:
+    """The template of the member role, to deploy to every member account with a StackSet.
+
+    Raises ValueError for a malformed role name, external id or account id.
+    """
+    description = (
+        "Canopy member role: deploy this template to every member account of the organization "
+        "with a CloudFormation StackSet, from the management account or a delegated "
+        f"administrator. It creates the IAM role {role_name} that Canopy's AWS account "
+        f"{trusted_account_id} assumes, with the integration's external id, to read the "
+        "account's resources."
+    )
+    return _render_role(
+        resource=MEMBER_RESOURCE,
+        description=description,
+        role_name=role_name,
+        role_path="/",
+        external_id=external_id,
+        trusted_account_id=trusted_account_id,
+        role_description="Lets Canopy read this account's resources (ReadOnlyAccess).",
+        output_description="The ARN of the member role in this account.",
+    )
+
+
+def _render_role(
+    *,
+    resource: str,
+    description: str,
+    role_name: str,
+    role_path: str,
+    external_id: str,
+    trusted_account_id: str,
+    role_description: str,
+    output_description: str,
+) -> str:
+    if (problem := role_name_problem(role_name)) is not None:
+        raise ValueError(f"role name {role_name!r} {problem}")
+    if not ROLE_PATH.match(role_path) or len(role_path) > MAX_ROLE_PATH_LENGTH:
+        raise ValueError(f"role path {role_path!r} is not an IAM path")
+    if not EXTERNAL_ID.match(external_id):
+        raise ValueError(f"external id {external_id!r} is not one STS accepts")
+    if not ACCOUNT_ID.match(trusted_account_id):
+        raise ValueError(f"trusted account id {trusted_account_id!r} is not 12 digits")
+    principal = f"arn:${{AWS::Partition}}:iam::{trusted_account_id}:root"
+    path_line = f"      Path: {_q(role_path)}\n" if role_path != "/" else ""
+    return (
+        f'AWSTemplateFormatVersion: "2010-09-09"\n'
+        f"Description: {_q(description)}\n"
+        f"Resources:\n"
+        f"  {resource}:\n"
+        f'    Type: "AWS::IAM::Role"\n'
+        f"    Properties:\n"
+        f"      RoleName: {_q(role_name)}\n"
+        f"{path_line}"
+        f"      Description: {_q(role_description)}\n"
+        f"      AssumeRolePolicyDocument:\n"
+        f'        Version: "2012-10-17"\n'
+        f"        Statement:\n"
+        f'          - Effect: "Allow"\n'
+        f"            Principal:\n"
+        f"              AWS: !Sub {_q(principal)}\n"
+        f'            Action: "sts:AssumeRole"\n'
+        f"            Condition:\n"
+        f"              StringEquals:\n"
+        f'                "sts:ExternalId": {_q(external_id)}\n'
+        f"      ManagedPolicyArns:\n"
+        f'        - !Sub "arn:${{AWS::Partition}}:iam::aws:policy/ReadOnlyAccess"\n'
+        f"      MaxSessionDuration: {MAX_SESSION_DURATION_SECONDS}\n"
+        f"Outputs:\n"
+        f"  RoleArn:\n"
+        f"    Description: {_q(output_description)}\n"
+        f"    Value: !GetAtt {resource}.Arn\n"
+    )
+
+
+def _q(value: str) -> str:
+    # A JSON string is a valid YAML double-quoted scalar; ensure_ascii keeps it to escapes
+    # YAML 1.1 (PyYAML, CloudFormation) reads the same way.
+    return json.dumps(value, ensure_ascii=True)

@@ -1,0 +1,272 @@
+"""CloudFormation role templates: what they say once parsed, and that cfn-lint finds nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cfnlint.api  # type: ignore[import-untyped]  # cfn-lint ships no type information
+import pytest
+import yaml
+
+from canopy_integration.aws import RoleArn, parse_role_arn
+from canopy_integration.templates import (
+    RoleTemplateKind,
+    file_name_for,
+    render_discovery_role,
+    render_member_role,
+)
+
+TRUSTED = "316881668097"
+EXTERNAL_ID = "o_cugqnt0sb890gkker123:k3j9x0ab"
+TRUST_PRINCIPAL = {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::{TRUSTED}:root"}
+READ_ONLY = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/ReadOnlyAccess"}
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """A safe loader that reads CloudFormation's short-form tags as their long forms."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+CloudFormationLoader.add_multi_constructor("!", _intrinsic)
+
+
+def parse(template: str) -> dict[str, Any]:
+    parsed = yaml.load(template, Loader=CloudFormationLoader)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+def lint(template: str, region: str) -> list[str]:
+    """cfn-lint's default rules (errors and warnings) in one region of the partition."""
+    return [str(match) for match in cfnlint.api.lint(template, regions=[region])]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One template to check, and what its role must look like."""
+
+    id: str
+    template: str
+    resource: str
+    role_name: str
+    role_path: str | None
+    region: str
+
+
+VARIANTS = [
+    Variant(
+        "discovery-aws-no-path",
+        render_discovery_role(
+            "arn:aws:iam::123456789012:role/canopy-discovery", EXTERNAL_ID, TRUSTED
+        ),
+        "CanopyDiscoveryRole",
+        "canopy-discovery",
+        None,
+        "us-east-1",
+    ),
+    Variant(
+        "discovery-aws-path",
+        render_discovery_role(
+            "arn:aws:iam::123456789012:role/platform/canopy/canopy-discovery", EXTERNAL_ID, TRUSTED
+        ),
+        "CanopyDiscoveryRole",
+        "canopy-discovery",
+        "/platform/canopy/",
+        "eu-west-1",
+    ),
+    Variant(
+        "discovery-aws-cn",
+        render_discovery_role(
+            "arn:aws-cn:iam::123456789012:role/ops/CanopyDiscovery", EXTERNAL_ID, TRUSTED
+        ),
+        "CanopyDiscoveryRole",
+        "CanopyDiscovery",
+        "/ops/",
+        "cn-north-1",
+    ),
+    Variant(
+        "discovery-aws-us-gov",
+        render_discovery_role(
+            parse_role_arn("arn:aws-us-gov:iam::123456789012:role/canopy-discovery"),
+            "t_01jd8x4k2m:abcd1234",
+            TRUSTED,
+        ),
+        "CanopyDiscoveryRole",
+        "canopy-discovery",
+        None,
+        "us-gov-west-1",
+    ),
+    Variant(
+        "discovery-by-name",
+        render_discovery_role("canopy-discovery", EXTERNAL_ID, TRUSTED),
+        "CanopyDiscoveryRole",
+        "canopy-discovery",
+        None,
+        "us-east-1",
+    ),
+    Variant(
+        "discovery-name-with-every-allowed-character",
+        render_discovery_role("a_b+c=d,e.f@g-h", EXTERNAL_ID, TRUSTED),
+        "CanopyDiscoveryRole",
+        "a_b+c=d,e.f@g-h",
+        None,
+        "us-east-1",
+    ),
+    Variant(
+        "member",
+        render_member_role("canopy-member", EXTERNAL_ID, TRUSTED),
+        "CanopyMemberRole",
+        "canopy-member",
+        None,
+        "us-east-1",
+    ),
+]
+variants = pytest.mark.parametrize("variant", VARIANTS, ids=[v.id for v in VARIANTS])
+
+
+def role_properties(variant: Variant) -> dict[str, Any]:
+    resources = parse(variant.template)["Resources"]
+    assert list(resources) == [variant.resource]
+    assert resources[variant.resource]["Type"] == "AWS::IAM::Role"
+    properties = resources[variant.resource]["Properties"]
+    assert isinstance(properties, dict)
+    return properties
+
+
+@variants
+def test_template_passes_cfn_lint_without_errors_or_warnings(variant: Variant) -> None:
+    assert lint(variant.template, variant.region) == []
+
+
+def test_cfn_lint_check_reports_a_broken_template() -> None:
+    # Guards the test above: a lint that never finds anything would pass it too.
+    broken = VARIANTS[0].template.replace("MaxSessionDuration: 3600", "MaxSessionDuration: 60")
+    assert any("E3034" in finding for finding in lint(broken, "us-east-1"))
+
+
+@variants
+def test_template_declares_the_format_version_and_a_description(variant: Variant) -> None:
+    parsed = parse(variant.template)
+    assert parsed["AWSTemplateFormatVersion"] == "2010-09-09"
+    assert isinstance(parsed["Description"], str)
+    assert 0 < len(parsed["Description"]) <= 1024
+
+
+@variants
+def test_role_trusts_only_the_platform_account_with_the_external_id(variant: Variant) -> None:
+    policy = role_properties(variant)["AssumeRolePolicyDocument"]
+    assert policy["Version"] == "2012-10-17"
+    (statement,) = policy["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"AWS": TRUST_PRINCIPAL}
+    assert statement["Action"] == "sts:AssumeRole"
+    external_id = "t_01jd8x4k2m:abcd1234" if variant.id == "discovery-aws-us-gov" else EXTERNAL_ID
+    assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": external_id}}
+
+
+@variants
+def test_role_has_read_only_access_and_one_hour_sessions(variant: Variant) -> None:
+    properties = role_properties(variant)
+    assert properties["ManagedPolicyArns"] == [READ_ONLY]
+    assert properties["MaxSessionDuration"] == 3600
+
+
+@variants
+def test_role_has_the_given_name_and_path(variant: Variant) -> None:
+    properties = role_properties(variant)
+    assert properties["RoleName"] == variant.role_name
+    assert properties.get("Path") == variant.role_path
+
+
+@variants
+def test_template_outputs_the_role_arn(variant: Variant) -> None:
+    outputs = parse(variant.template)["Outputs"]
+    assert outputs["RoleArn"]["Value"] == {"Fn::GetAtt": [variant.resource, "Arn"]}
+
+
+def test_member_template_description_says_to_deploy_it_with_a_stackset() -> None:
+    description = parse(render_member_role("canopy-member", EXTERNAL_ID, TRUSTED))["Description"]
+    assert "every member account" in description
+    assert "StackSet" in description
+
+
+def test_discovery_template_description_names_the_account_of_the_arn() -> None:
+    template = render_discovery_role(
+        "arn:aws:iam::123456789012:role/canopy-discovery", EXTERNAL_ID, TRUSTED
+    )
+    assert "account 123456789012" in parse(template)["Description"]
+
+
+def test_discovery_template_from_arn_text_equals_from_parsed_arn() -> None:
+    arn = "arn:aws:iam::123456789012:role/a/b/canopy"
+    assert render_discovery_role(arn, EXTERNAL_ID, TRUSTED) == render_discovery_role(
+        parse_role_arn(arn), EXTERNAL_ID, TRUSTED
+    )
+
+
+def test_rendering_twice_gives_the_same_text() -> None:
+    assert render_member_role("canopy-member", EXTERNAL_ID, TRUSTED) == render_member_role(
+        "canopy-member", EXTERNAL_ID, TRUSTED
+    )
+
+
+@pytest.mark.parametrize(
+    ("role_name", "external_id", "trusted", "message"),
+    [
+        ("bad name", EXTERNAL_ID, TRUSTED, "role name"),
+        ("", EXTERNAL_ID, TRUSTED, "role name"),
+        ("x" * 65, EXTERNAL_ID, TRUSTED, "role name"),
+        ("canopy", 'o_x:abc"\nEvil: 1', TRUSTED, "external id"),
+        ("canopy", "", TRUSTED, "external id"),
+        ("canopy", EXTERNAL_ID, "31688166809", "trusted account id"),
+        ("canopy", EXTERNAL_ID, "root", "trusted account id"),
+    ],
+)
+def test_member_template_refuses_malformed_input(
+    role_name: str, external_id: str, trusted: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        render_member_role(role_name, external_id, trusted)
+
+
+def test_discovery_template_refuses_malformed_arn() -> None:
+    with pytest.raises(ValueError, match="must look like"):
+        render_discovery_role("arn:aws:iam::123:role/x", EXTERNAL_ID, TRUSTED)
+
+
+def test_discovery_template_refuses_role_arn_with_malformed_path() -> None:
+    role = RoleArn(partition="aws", account_id="123456789012", path="no-slashes", name="canopy")
+    with pytest.raises(ValueError, match="role path"):
+        render_discovery_role(role, EXTERNAL_ID, TRUSTED)
+
+
+@pytest.mark.parametrize(
+    ("kind", "file_name"),
+    [
+        (RoleTemplateKind.DISCOVERY_ROLE, "canopy-discovery-role.yaml"),
+        ("DISCOVERY_ROLE", "canopy-discovery-role.yaml"),
+        (RoleTemplateKind.MEMBER_ROLE_STACK_SET, "canopy-member-role-stackset.yaml"),
+        ("MEMBER_ROLE_STACK_SET", "canopy-member-role-stackset.yaml"),
+    ],
+)
+def test_file_name_for_each_kind(kind: RoleTemplateKind | str, file_name: str) -> None:
+    assert file_name_for(kind) == file_name
+
+
+def test_file_name_for_unknown_kind_raises_value_error() -> None:
+    with pytest.raises(ValueError, match="UNSPECIFIED"):
+        file_name_for("UNSPECIFIED")
