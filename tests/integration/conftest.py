@@ -53,15 +53,22 @@ class Suite:
 
 async def seed_directory(directory: Any) -> None:
     """t_acme (ENTERPRISE) with o_ops (TEAM), o_free (FREE) and workspaces; t_team (TEAM)."""
-    tenants = [("t_acme", "acme", types_pb2.PLAN_ENTERPRISE), ("t_team", "teamco", types_pb2.PLAN_TEAM),
-               ("t_other", "other", types_pb2.PLAN_ENTERPRISE)]
+    tenants = [
+        ("t_acme", "acme", types_pb2.PLAN_ENTERPRISE),
+        ("t_team", "teamco", types_pb2.PLAN_TEAM),
+        ("t_other", "other", types_pb2.PLAN_ENTERPRISE),
+    ]
     for tid, handle, plan in tenants:
         await directory.UpsertTenant(
             drpc.UpsertTenantRequest(tenant=dpb.Tenant(id=tid, handle=handle, plan=plan)),
             metadata=SYSTEM,
         )
-    orgs = [("o_ops", "t_acme", "ops", types_pb2.PLAN_TEAM), ("o_free", "t_acme", "free", types_pb2.PLAN_FREE),
-            ("o_ent", "t_team", "ent", types_pb2.PLAN_ENTERPRISE), ("o_elsewhere", "t_other", "else", types_pb2.PLAN_TEAM)]
+    orgs = [
+        ("o_ops", "t_acme", "ops", types_pb2.PLAN_TEAM),
+        ("o_free", "t_acme", "free", types_pb2.PLAN_FREE),
+        ("o_ent", "t_team", "ent", types_pb2.PLAN_ENTERPRISE),
+        ("o_elsewhere", "t_other", "else", types_pb2.PLAN_TEAM),
+    ]
     for oid, tid, handle, plan in orgs:
         await directory.UpsertOrg(
             drpc.UpsertOrgRequest(org=dpb.Org(id=oid, tenant_id=tid, handle=handle, plan=plan)),
@@ -69,7 +76,9 @@ async def seed_directory(directory: Any) -> None:
         )
     for wid, oid in (("w_ops1", "o_ops"), ("w_ops2", "o_ops"), ("w_other", "o_elsewhere")):
         await directory.UpsertWorkspace(
-            drpc.UpsertWorkspaceRequest(workspace=dpb.Workspace(id=wid, org_id=oid, handle=wid[2:])),
+            drpc.UpsertWorkspaceRequest(
+                workspace=dpb.Workspace(id=wid, org_id=oid, handle=wid[2:])
+            ),
             metadata=SYSTEM,
         )
 
@@ -115,7 +124,7 @@ def new_integration(
     **extra: Any,
 ) -> pb.Integration:
     owner = org_id or tenant_id or ""
-    scope = types_pb2.Scope(org_id=org_id) if org_id else types_pb2.Scope(tenant_id=tenant_id)
+    scope = types_pb2.Scope(org_id=org_id) if org_id else types_pb2.Scope(tenant_id=tenant_id or "")
     return pb.Integration(
         handle=handle,
         scope=scope,
@@ -126,9 +135,12 @@ def new_integration(
     )
 
 
-async def create(suite: Suite, message: pb.Integration | None = None, metadata: Any = OWNER, **kw: Any) -> pb.Integration:
+async def create(
+    suite: Suite, message: pb.Integration | None = None, metadata: Any = OWNER, **kw: Any
+) -> pb.Integration:
     reply = await suite.integrations.CreateIntegration(
-        rpc.CreateIntegrationRequest(integration=message or new_integration(), **kw), metadata=metadata
+        rpc.CreateIntegrationRequest(integration=message or new_integration(), **kw),
+        metadata=metadata,
     )
     return reply.integration
 
@@ -157,11 +169,16 @@ def snapshot(
         organization_id=organization_id,
         management_account_id="999999999999",
         root_id=root_id,
-        organizational_units=[tree_pb.OrganizationalUnit(id=i, parent_id=p, name=n) for i, p, n in units],
+        organizational_units=[
+            tree_pb.OrganizationalUnit(id=i, parent_id=p, name=n) for i, p, n in units
+        ],
         accounts=[
             tree_pb.Account(
-                id=a[0], parent_id=a[1], name=a[2], email=f"{a[0]}@example.com",
-                state=a[3] if len(a) > 3 else "ACTIVE",  # type: ignore[misc]
+                id=a[0],
+                parent_id=a[1],
+                name=a[2],
+                email=f"{a[0]}@example.com",
+                state=a[3] if len(a) > 3 else "ACTIVE",
             )
             for a in accounts
         ],

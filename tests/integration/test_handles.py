@@ -68,12 +68,6 @@ def held_folder(
 # -- strategies ---------------------------------------------------------------------------------
 
 account_ids = st.integers(0, 10**12 - 1).map(lambda n: f"{n:012d}")
-# Ids that share their last 4 or 6 digits, so the short suffixes collide too.
-clashing_account_ids = st.builds(
-    lambda head, tail: head + tail,
-    st.sampled_from(["000000", "111111", "222222"]),
-    st.sampled_from(["339012", "449012", "789012"]),
-)
 any_names = st.text(max_size=60)
 TRICKY_NAMES = [
     "",
@@ -97,14 +91,16 @@ TRICKY_NAMES = [
     "Sales " * 10,
 ]
 tricky_names = st.sampled_from(TRICKY_NAMES)
-# Every string of up to 3 characters from a tiny alphabet: most of them slug alike.
+# Every string of up to 2 characters from a tiny alphabet: most of them slug alike.
 TINY_NAMES = [
-    "".join(chars) for size in range(4) for chars in itertools.product("aB1 -é", repeat=size)
+    "".join(chars) for size in range(3) for chars in itertools.product("aB1 -é", repeat=size)
 ]
 tiny_names = st.sampled_from(TINY_NAMES)
 names = st.one_of(any_names, tricky_names, tiny_names)
-# Names drawn whole (not character by character) keep the generated worlds cheap.
-world_names = st.one_of(tiny_names, tricky_names)
+# A handful of names with few distinct slugs, so that the accounts of a world collide often.
+WORLD_NAMES = ["", "a", "A", "a ", "b", "B-", "ab", "a b", "Prod", "prod!", "PROD", "Public"]
+WORLD_NAMES += ["pg_stats", "PG", "steampipe", "2024", "é", "x" * 50, "x" * 38 + " y"]
+world_names = st.sampled_from(WORLD_NAMES)
 tricky_prefixes = st.sampled_from(
     ["", "p", "pg", "steampipe", "information_", "information_schem", "publi", "a_", "z" * 20]
 )
@@ -116,10 +112,12 @@ built_prefixes = st.builds(
 ).filter(lambda prefix: prefix_problem(prefix) is None)
 prefixes = st.one_of(tricky_prefixes, built_prefixes)
 world_prefixes = st.sampled_from(["", "aws_", "p", "pg", "information_", "z" * 20, "acme"])
-ou_ids = st.builds(
-    lambda root, tail: f"ou-{root}-{tail}",
-    st.sampled_from(["ab12", "r00t"]),
-    st.sampled_from(["cd34ef56", "zz34ef56", "99887766", "cd34ef56cd34ef56cd34ef56"]),
+ou_ids = st.sampled_from(
+    [
+        f"ou-{root}-{tail}"
+        for root in ("ab12", "r00t", "x9y8")
+        for tail in ("cd34ef56", "zz34ef56", "99887766", "cd34ef56cd34ef56cd34ef56")
+    ]
 )
 
 
@@ -318,7 +316,11 @@ def test_a_prefix_and_name_that_together_are_reserved_fall_back_to_the_account_i
 
 @pytest.mark.parametrize(
     ("prefix", "name", "expected"),
-    [("steampipe", "Prod", "steampipeprod"), ("pg", "Stats", "pgstats"), ("publi", "Cs", "publics")],
+    [
+        ("steampipe", "Prod", "steampipeprod"),
+        ("pg", "Stats", "pgstats"),
+        ("publi", "Cs", "publics"),
+    ],
 )
 def test_a_prefix_that_only_resembles_a_reserved_name_keeps_the_name(
     prefix: str, name: str, expected: str
@@ -636,6 +638,24 @@ def test_an_empty_request_list_assigns_nothing() -> None:
     assert assign_connection_handles("aws_", [], frozenset({"x"})) == {}
 
 
+# Each account of a world is one tuple: its id, its name before and after a possible rename, and
+# its standing (see `standing`) — whole values keep generation fast.
+WORLD_ACCOUNT_IDS = [
+    head + tail
+    for head in ("000000", "111111", "222222")
+    for tail in ("339012", "449012", "789012")  # shared last 4 / 6 digits
+] + [f"{n:012d}" for n in (7, 123456789012, 210987654321, 555555555555, 987654321098)]
+world_accounts = st.tuples(
+    st.sampled_from(WORLD_ACCOUNT_IDS), world_names, world_names, st.integers(0, 7)
+)
+
+
+def standing(code: int) -> tuple[bool, bool, bool]:
+    """Whether an item already exists, has a user-set handle, and was renamed since."""
+    exists = code >= 2
+    return exists, code == 2, not exists or code >= 6
+
+
 @st.composite
 def connection_worlds(
     draw: st.DrawFn,
@@ -643,31 +663,30 @@ def connection_worlds(
     """A prefix, requests with a history (some held, some static, some renamed) and the handles
     other integrations hold — built so that collisions are frequent."""
     prefix = draw(world_prefixes)
-    ids = draw(
-        st.lists(st.one_of(clashing_account_ids, account_ids), min_size=1, max_size=8, unique=True)
-    )
-    before = {i: draw(world_names) for i in ids}
-    taken_names = draw(st.lists(world_names, max_size=4))
+    accounts = draw(st.lists(world_accounts, min_size=1, max_size=8, unique_by=lambda a: a[0]))
+    # Other integrations hold the first few candidates of some name and id: deep enough that
+    # accounts of this world run out of id suffixes and need counters.
     taken = frozenset(
-        next(
-            itertools.islice(
-                collision_candidates(dynamic_connection_handle(prefix, name, ID), ID),
-                draw(st.integers(0, 3)),
-                None,
+        candidate
+        for name, account_id, depth in draw(
+            st.lists(
+                st.tuples(world_names, st.sampled_from(WORLD_ACCOUNT_IDS), st.integers(1, 6)),
+                max_size=3,
             )
         )
-        for name in taken_names
+        for candidate in first(
+            collision_candidates(dynamic_connection_handle(prefix, name, account_id), account_id),
+            depth,
+        )
     )
-    existing = [i for i in ids if draw(st.booleans())]
     history = assign_connection_handles(
-        prefix, [new(i, before[i]) for i in existing], frozenset(taken)
+        prefix, [new(i, before) for i, before, _, code in accounts if standing(code)[0]], taken
     )
     requests = []
-    for account_id in ids:
-        renamed = draw(st.booleans())
-        name = draw(world_names) if renamed else before[account_id]
-        if account_id in history:
-            static = draw(st.integers(0, 4)) == 0
+    for account_id, before, after, code in accounts:
+        exists, static, renamed = standing(code)
+        name = after if renamed else before
+        if exists:
             requests.append(held(account_id, name, history[account_id], static=static))
         else:
             requests.append(new(account_id, name))
@@ -855,22 +874,24 @@ def test_a_suffixed_folder_handle_stays_when_the_plain_one_becomes_free() -> Non
     assert assigned == {OU: "sales_ef56"}
 
 
+world_folders = st.tuples(ou_ids, world_names, world_names, st.integers(0, 7))
+
+
 @st.composite
 def folder_worlds(draw: st.DrawFn) -> tuple[list[FolderHandleRequest], frozenset[str]]:
     """Sibling folders with a history, and the handles of siblings outside the request."""
-    ids = draw(st.lists(ou_ids, min_size=1, max_size=8, unique=True))
-    before = {i: draw(world_names) for i in ids}
+    folders = draw(st.lists(world_folders, min_size=1, max_size=8, unique_by=lambda f: f[0]))
     taken = frozenset(
-        dynamic_folder_handle(name, OU)
-        for name in draw(st.lists(world_names, max_size=3))
+        dynamic_folder_handle(name, OU) for name in draw(st.lists(world_names, max_size=3))
     )
-    existing = [i for i in ids if draw(st.booleans())]
-    history = assign_folder_handles([new_folder(i, before[i]) for i in existing], taken)
+    history = assign_folder_handles(
+        [new_folder(i, before) for i, before, _, code in folders if standing(code)[0]], taken
+    )
     requests = []
-    for ou_id in ids:
-        name = draw(world_names) if draw(st.booleans()) else before[ou_id]
-        if ou_id in history:
-            static = draw(st.integers(0, 4)) == 0
+    for ou_id, before, after, code in folders:
+        exists, static, renamed = standing(code)
+        name = after if renamed else before
+        if exists:
             requests.append(held_folder(ou_id, name, history[ou_id], static=static))
         else:
             requests.append(new_folder(ou_id, name))

@@ -30,7 +30,9 @@ def check_mask(
         else:
             known = ", ".join(sorted(p for p in writable if "." not in p))
             problems.append(
-                FieldViolation(f"{field}.paths[{i}]", f"{path!r} is not a field you can update ({known})")
+                FieldViolation(
+                    f"{field}.paths[{i}]", f"{path!r} is not a field you can update ({known})"
+                )
             )
     if problems:
         raise InvalidArgument(problems, reason="INVALID_UPDATE_MASK")
