@@ -12,11 +12,12 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench import eventlog_bench
+from bench import eventlog_bench, snapshot_bench
 from bench.support import postgres
 
 BENCHES: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
     "eventlog": eventlog_bench.run,
+    "snapshot_apply": snapshot_bench.run,
 }
 
 

@@ -181,7 +181,11 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
         )
         return rpc.RenderRoleTemplateResponse(
             template_yaml=rendered,
-            file_name=templates.file_name_for(kind),
+            file_name=templates.file_name_for(
+                templates.RoleTemplateKind.DISCOVERY_ROLE
+                if kind == "discovery"
+                else templates.RoleTemplateKind.MEMBER_ROLE_STACK_SET
+            ),
             trusted_account_id=self.ctx.trusted_account_id,
         )
 

@@ -26,7 +26,12 @@ from canopy_integration.errors import GenerationMismatch
 from canopy_integration.events import TreeEvents
 from canopy_integration.integrations import Context, _check_id, hidden
 from canopy_integration.model import Integration, IntegrationState, Snapshot
-from canopy_integration.tree_diff import TreePlan, plan_snapshot, validate_snapshot
+from canopy_integration.tree_diff import (
+    TreePlan,
+    plan_snapshot,
+    unchanged_accounts,
+    validate_snapshot,
+)
 from canopy_integration.tree_paths import folder_paths
 
 FAILURE_REASON = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -149,16 +154,29 @@ async def _apply_snapshot(
 ) -> ApplyResult:
     db_conn = conn
     await store.lock_tenant_handles(db_conn, integration.scope.tenant_id)
-    folders, connections = await store.load_tree(db_conn, integration.id)
+    # Accounts whose stored digest matches the snapshot cannot change: leave them unread.
+    stored = await store.load_digests(db_conn, integration.id)
+    same_organization = integration.organization_id in ("", snapshot.organization_id)
+    skipped = (
+        unchanged_accounts(snapshot, {a: digest for a, (digest, _) in stored.items()})
+        if same_organization
+        else set()
+    )
+    folders = await store.load_folders(db_conn, integration.id)
+    connections = await store.load_connections_of(
+        db_conn, integration.id, sorted(set(stored) - skipped)
+    )
+    skipped_handles = {stored[a][1] for a in skipped}
     taken = await store.handles_elsewhere(db_conn, integration.scope.tenant_id, integration.id)
     plan = plan_snapshot(
         integration,
         folders,
         connections,
         snapshot,
-        taken,
+        taken | skipped_handles,
         new_id=new_id,
         confirm_deletions=confirm_deletions,
+        unchanged=skipped,
     )
     if plan.needs_confirmation:
         return ApplyResult(ApplyOutcome.NEEDS_CONFIRMATION, plan, 0, 0, integration)
@@ -177,10 +195,10 @@ async def _apply_snapshot(
         for name in ("state", "organization_id", "management_account_id", "tree_generation")
         if getattr(after, name) != getattr(integration, name)
     ]
+    rows = await store.refresh_digests(db_conn, plan.digest_refreshes)
     if plan.empty and not integration_changed:
-        return ApplyResult(ApplyOutcome.UNCHANGED, plan, 0, 0, integration)
+        return ApplyResult(ApplyOutcome.UNCHANGED, plan, rows, 0, integration)
 
-    rows = 0
     saved = await store.save_integration(db_conn, after)
     rows += 1
     final_folders = {f.id: f for f in folders}
@@ -219,6 +237,11 @@ async def _apply_snapshot(
     for connection in plan.connection_creates:
         events.connection_created(connection)
     rows += await store.delete_folders(db_conn, [d.item.id for d in plan.folder_deletes])
+    rows += await store.add_tombstones(
+        db_conn,
+        [*(d.item.id for d in plan.connection_deletes), *(d.item.id for d in plan.folder_deletes)],
+        integration.scope,
+    )
     for removed in plan.folder_deletes:
         events.folder_deleted(removed.item, removed.reason, before_paths.get(removed.item.id, ()))
     if events.events:

@@ -10,11 +10,13 @@ among their siblings. Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import NamedTuple
 
 CONNECTION_HANDLE = re.compile(r"^[a-z](?:[a-z0-9]|_(?=[a-z0-9])){0,38}$")
 FOLDER_HANDLE = re.compile(r"^[a-z](?:[a-z0-9]|[-_](?=[a-z0-9])){0,38}$")
@@ -129,14 +131,18 @@ def dynamic_connection_handle(prefix: str, account_name: str, account_id: str) -
     problem = prefix_problem(prefix)
     if problem is not None:
         raise ValueError(f"handle prefix {prefix!r} {problem}")
-    by_id = "a" + _alnum_id(account_id)
+    return _dynamic_connection_handle(prefix, account_name, account_id)
+
+
+def _dynamic_connection_handle(prefix: str, account_name: str, account_id: str) -> str:
+    """`dynamic_connection_handle` for a prefix already checked (the hot path of a sync)."""
     name = slug(account_name)
     if not name or (not prefix and name[0].isdigit()):
-        name = by_id
+        name = "a" + _alnum_id(account_id)
     # Cutting keeps the first 38+ characters, so it neither makes nor unmakes a reserved name.
     handle = _fit(prefix + name)
     if is_reserved(handle):
-        handle = _fit(prefix + by_id)
+        handle = _fit(prefix + "a" + _alnum_id(account_id))
     return handle
 
 
@@ -163,14 +169,18 @@ class _Candidates:
     tails: tuple[str, ...]
     folder: bool
 
-    def fixed(self) -> list[str]:
-        """The base, then the base suffixed with ever longer tails of the id."""
+    @functools.cached_property
+    def _fixed(self) -> list[str]:
         found = [self.base]
         for tail in self.tails:
             candidate = _suffixed(self.base, tail, None, folder=self.folder)
             if candidate is not None and candidate not in found:
                 found.append(candidate)
         return found
+
+    def fixed(self) -> list[str]:
+        """The base, then the base suffixed with ever longer tails of the id."""
+        return self._fixed
 
     def numbered(self, counter: int) -> str | None:
         """The base with the whole id and a counter (2, 3, …); None if it cannot fit."""
@@ -188,7 +198,7 @@ class _Candidates:
 
     def includes(self, handle: str) -> bool:
         """Whether `handle` is one of these candidates (any counter)."""
-        if handle in self.fixed():
+        if handle == self.base or handle in self.fixed():
             return True
         found = _COUNTER.search(handle)
         if found is None:
@@ -276,18 +286,24 @@ class FolderHandleRequest:
     static: bool
 
 
-@dataclass(frozen=True)
-class _Request:
-    """What assignment needs of a connection or folder request."""
+class _Request(NamedTuple):
+    """What assignment needs of a connection or folder request (a tuple: syncs make 10,000s)."""
 
     key: str
     order: tuple[str, str]
     current: str | None
     static: bool
-    candidates: Callable[[], _Candidates]
+    name: str
+    aws_id: str
 
 
-def _assign(requests: Sequence[_Request], taken: AbstractSet[str], what: str) -> dict[str, str]:
+def _assign(
+    requests: Sequence[_Request],
+    taken: AbstractSet[str],
+    what: str,
+    base_of: Callable[[str, str], str],
+    candidates_of: Callable[[str, str], _Candidates],
+) -> dict[str, str]:
     """Give every request a handle; see `assign_connection_handles` for the rules."""
     keys = [r.key for r in requests]
     if len(set(keys)) != len(keys):
@@ -308,17 +324,21 @@ def _assign(requests: Sequence[_Request], taken: AbstractSet[str], what: str) ->
         used.add(request.current)
 
     # 2. A dynamic handle stays while it is still a form of what the name asks for.
+    bases: dict[str, str] = {}
     candidates: dict[str, _Candidates] = {}
     for request in ordered:
         if request.static:
             continue
-        candidates[request.key] = request.candidates()
+        base = bases[request.key] = base_of(request.name, request.aws_id)
         current = request.current
-        if (
-            current is not None
-            and current not in used
-            and candidates[request.key].includes(current)
-        ):
+        if current is None or current in used:
+            continue
+        if current == base:  # the common case of a sync: nothing to compute
+            assigned[request.key] = current
+            used.add(current)
+            continue
+        candidates[request.key] = candidates_of(base, request.aws_id)
+        if candidates[request.key].includes(current):
             assigned[request.key] = current
             used.add(current)
 
@@ -332,6 +352,8 @@ def _assign(requests: Sequence[_Request], taken: AbstractSet[str], what: str) ->
     for request in ordered:
         if request.key in assigned:
             continue
+        if request.key not in candidates:
+            candidates[request.key] = candidates_of(bases[request.key], request.aws_id)
         for candidate in candidates[request.key]:
             if candidate in used or held_by.get(candidate, set()) - {request.key}:
                 continue
@@ -351,20 +373,22 @@ def assign_connection_handles(
     a handle another request held before.
     """
 
-    def connection(request: HandleRequest) -> _Request:
-        def candidates() -> _Candidates:
-            base = dynamic_connection_handle(prefix, request.account_name, request.account_id)
-            return _connection_candidates(base, request.account_id)
+    problem = prefix_problem(prefix)
+    if problem is not None:
+        raise ValueError(f"handle prefix {prefix!r} {problem}")
 
-        return _Request(
-            key=request.key,
-            order=(request.account_id, request.key),
-            current=request.current,
-            static=request.static,
-            candidates=candidates,
-        )
-
-    return _assign([connection(r) for r in requests], taken_elsewhere, "connection")
+    return _assign(
+        [
+            _Request(
+                r.key, (r.account_id, r.key), r.current, r.static, r.account_name, r.account_id
+            )
+            for r in requests
+        ],
+        taken_elsewhere,
+        "connection",
+        lambda name, account_id: _dynamic_connection_handle(prefix, name, account_id),
+        _connection_candidates,
+    )
 
 
 def assign_folder_handles(
@@ -373,17 +397,10 @@ def assign_folder_handles(
     """A handle for every sibling folder (by key), unique and disjoint from `taken`, by the
     rules of `assign_connection_handles` with the OU id in place of the account id."""
 
-    def folder(request: FolderHandleRequest) -> _Request:
-        def candidates() -> _Candidates:
-            base = dynamic_folder_handle(request.name, request.ou_id)
-            return _folder_candidates(base, request.ou_id)
-
-        return _Request(
-            key=request.key,
-            order=(request.ou_id, request.key),
-            current=request.current,
-            static=request.static,
-            candidates=candidates,
-        )
-
-    return _assign([folder(r) for r in requests], taken, "folder")
+    return _assign(
+        [_Request(r.key, (r.ou_id, r.key), r.current, r.static, r.name, r.ou_id) for r in requests],
+        taken,
+        "folder",
+        dynamic_folder_handle,
+        _folder_candidates,
+    )

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+import asyncpg
+
 from canopy.integration.v1 import integration_service_pb2 as rpc
 from canopy_core import requests
 from canopy_core.auth import Principal
@@ -121,12 +123,21 @@ class NewIntegration:
 def validate_access(
     integration: Integration, owner_id: str, path: str, found: list[FieldViolation]
 ) -> str | None:
-    """Role ARN, role name and external ids; returns a reason code for an owner mismatch."""
+    """Role ARN, role name and external ids; returns a reason code for an owner mismatch.
+
+    With no owner (the scope itself is missing) external ids are checked for form only.
+    """
+
+    def owner_of(external_id: str) -> str:
+        return owner_id or external_id.partition(":")[0]
+
     reason = None
     problem = aws.role_arn_problem(integration.discovery_role_arn)
     if problem:
         found.append(FieldViolation(f"{path}.discovery_access.role_arn", problem))
-    description, why = aws.external_id_problem(integration.discovery_external_id, owner_id)
+    description, why = aws.external_id_problem(
+        integration.discovery_external_id, owner_of(integration.discovery_external_id)
+    )
     if description:
         found.append(FieldViolation(f"{path}.discovery_access.external_id", description))
         reason = why if why == "EXTERNAL_ID_OWNER_MISMATCH" else reason
@@ -134,7 +145,9 @@ def validate_access(
     if problem:
         found.append(FieldViolation(f"{path}.member_access.role_name", problem))
     if integration.member_external_id:
-        description, why = aws.external_id_problem(integration.member_external_id, owner_id)
+        description, why = aws.external_id_problem(
+            integration.member_external_id, owner_of(integration.member_external_id)
+        )
         if description:
             found.append(FieldViolation(f"{path}.member_access.external_id", description))
             reason = why if why == "EXTERNAL_ID_OWNER_MISMATCH" else reason
@@ -173,9 +186,9 @@ def validate_settings(
         )
     if checking("crawl_limits"):
         limits = integration.crawl_limits
-        if limits.max_concurrency is not None and not 1 <= limits.max_concurrency <= 256:
+        if limits.max_concurrency is not None and not 1 <= limits.max_concurrency <= 64:
             found.append(
-                FieldViolation(f"{path}.crawl_limits.max_concurrency", "must be between 1 and 256")
+                FieldViolation(f"{path}.crawl_limits.max_concurrency", "must be between 1 and 64")
             )
         if limits.max_requests_per_second is not None and not (
             0 < limits.max_requests_per_second <= 10_000
@@ -187,11 +200,11 @@ def validate_settings(
                 )
             )
         if limits.crawl_timeout is not None and not (
-            timedelta(seconds=10) <= limits.crawl_timeout <= timedelta(hours=24)
+            timedelta(seconds=10) <= limits.crawl_timeout <= timedelta(hours=1)
         ):
             found.append(
                 FieldViolation(
-                    f"{path}.crawl_limits.crawl_timeout", "must be between 10 seconds and 24 hours"
+                    f"{path}.crawl_limits.crawl_timeout", "must be between 10 seconds and 1 hour"
                 )
             )
 
@@ -212,6 +225,14 @@ def hidden(principal: Principal, kind: str, resource_id: str, *chain: str | None
         f"{principal.subject!r} may not read {kind} {resource_id!r}",
         metadata={"subject": principal.subject, "resource": f"{kind} {resource_id}"},
     )
+
+
+async def missing(
+    conn: asyncpg.Connection, principal: Principal, kind: str, resource_id: str
+) -> Exception:
+    """The error for an id with no row: members of a deleted item's scope learn NOT_FOUND."""
+    scope = await store.tombstone(conn, resource_id)
+    return hidden(principal, kind, resource_id, *(scope.chain if scope else ()))
 
 
 async def resolve_scope(
@@ -384,6 +405,8 @@ async def get_integration(ctx: Context, principal: Principal, integration_id: st
     _check_id("id", integration_id, "i")
     async with ctx.db.connection() as conn:
         integration = await store.get_integration(conn, integration_id)
+        if integration is None:
+            raise await missing(conn, principal, "integration", integration_id)
     return readable(principal, integration, integration_id)
 
 
@@ -668,6 +691,11 @@ async def delete_integration(
             events.folder_deleted(folder, reason, paths.get(folder.id, ()))
         events.integration_deleted()
         await store.delete_integration(conn, integration_id)
+        await store.add_tombstones(
+            conn,
+            [integration_id, *(f.id for f in folders), *(c.id for c in connections)],
+            integration.scope,
+        )
         await ctx.log.append(conn, events.events)
         if request.request_id:
             await requests.remember(

@@ -197,6 +197,8 @@ class Connection:
     handle: str
     handle_static: bool = False
     account_joined_time: datetime | None = None
+    # What the last snapshot said of the account: a sync skips accounts whose digest is unchanged.
+    source_digest: str = ""
     config_overrides: ConnectionConfig = field(default_factory=ConnectionConfig)
     etag: str = ""
     create_time: datetime | None = None

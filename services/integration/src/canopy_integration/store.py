@@ -33,8 +33,8 @@ _INTEGRATION = """id, tenant_id, org_id, handle, state, state_reason, state_mess
 _FOLDER = """id, integration_id, parent_id, kind, aws_id, title, handle, handle_static, etag,
     created_at, updated_at"""
 _CONNECTION = """id, integration_id, tenant_id, folder_id, account_id, account_name,
-    account_email, account_joined_at, handle, handle_static, config_overrides, etag,
-    created_at, updated_at"""
+    account_email, account_joined_at, handle, handle_static, config_overrides, source_digest,
+    etag, created_at, updated_at"""
 
 
 def _integration(row: Mapping[str, Any]) -> Integration:
@@ -93,6 +93,7 @@ def _connection(row: asyncpg.Record) -> Connection:
         handle=row["handle"],
         handle_static=row["handle_static"],
         config_overrides=config_from_dict(row["config_overrides"]),
+        source_digest=row["source_digest"],
         etag=row["etag"],
         create_time=row["created_at"],
         update_time=row["updated_at"],
@@ -358,6 +359,7 @@ async def insert_connections(conn: asyncpg.Connection, connections: Sequence[Con
                 c.handle,
                 c.handle_static,
                 config_to_dict(c.config_overrides),
+                c.source_digest,
                 c.etag or new_etag(),
             )
             for c in connections
@@ -374,6 +376,7 @@ async def insert_connections(conn: asyncpg.Connection, connections: Sequence[Con
             "handle",
             "handle_static",
             "config_overrides",
+            "source_digest",
             "etag",
         ],
     )
@@ -388,11 +391,12 @@ async def update_connections(conn: asyncpg.Connection, connections: Sequence[Con
         """UPDATE connections AS c SET folder_id = u.folder_id, account_name = u.account_name,
                account_email = u.account_email, account_joined_at = u.account_joined_at,
                handle = u.handle, handle_static = u.handle_static,
-               config_overrides = u.config_overrides, etag = u.etag, updated_at = now()
+               config_overrides = u.config_overrides, source_digest = u.source_digest,
+               etag = u.etag, updated_at = now()
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                       $6::text[], $7::boolean[], $8::jsonb[], $9::text[])
+                       $6::text[], $7::boolean[], $8::jsonb[], $9::text[], $10::text[])
                 AS u(id, folder_id, account_name, account_email, account_joined_at, handle,
-                     handle_static, config_overrides, etag)
+                     handle_static, config_overrides, source_digest, etag)
            WHERE c.id = u.id""",
         [c.id for c in connections],
         [c.folder_id for c in connections],
@@ -402,9 +406,45 @@ async def update_connections(conn: asyncpg.Connection, connections: Sequence[Con
         [c.handle for c in connections],
         [c.handle_static for c in connections],
         [config_to_dict(c.config_overrides) for c in connections],
+        [c.source_digest for c in connections],
         [new_etag() for _ in connections],
     )
     return len(connections)
+
+
+async def refresh_digests(conn: asyncpg.Connection, connections: Sequence[Connection]) -> int:
+    """Record new source digests; nothing a client sees changes, so no etag or time either."""
+    if not connections:
+        return 0
+    await conn.execute(
+        "UPDATE connections AS c SET source_digest = u.digest "
+        "FROM unnest($1::text[], $2::text[]) AS u(id, digest) WHERE c.id = u.id",
+        [c.id for c in connections],
+        [c.source_digest for c in connections],
+    )
+    return len(connections)
+
+
+async def load_digests(conn: asyncpg.Connection, integration_id: str) -> dict[str, tuple[str, str]]:
+    """Account id → (source digest, handle) of every connection of an integration."""
+    rows = await conn.fetch(
+        "SELECT account_id, source_digest, handle FROM connections WHERE integration_id = $1",
+        integration_id,
+    )
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+async def load_connections_of(
+    conn: asyncpg.Connection, integration_id: str, account_ids: Sequence[str]
+) -> list[Connection]:
+    """The integration's connections of these accounts."""
+    rows = await conn.fetch(
+        f"SELECT {_CONNECTION} FROM connections "
+        "WHERE integration_id = $1 AND account_id = ANY($2::text[])",
+        integration_id,
+        list(account_ids),
+    )
+    return [_connection(r) for r in rows]
 
 
 async def touch_connections(conn: asyncpg.Connection, connection_ids: Sequence[str]) -> int:
@@ -529,3 +569,23 @@ async def handles_in_tenant(
         "SELECT handle FROM connections WHERE tenant_id = $1 AND id <> $2", tenant_id, exclude_id
     )
     return {r["handle"] for r in rows}
+
+
+async def add_tombstones(conn: asyncpg.Connection, ids: Sequence[str], scope: Scope) -> int:
+    """Remember deleted ids with their scope."""
+    if not ids:
+        return 0
+    await conn.execute(
+        "INSERT INTO tombstones (id, tenant_id, org_id) SELECT unnest($1::text[]), $2, $3 "
+        "ON CONFLICT (id) DO NOTHING",
+        list(ids),
+        scope.tenant_id,
+        scope.org_id,
+    )
+    return len(ids)
+
+
+async def tombstone(conn: asyncpg.Connection, item_id: str) -> Scope | None:
+    """The scope a deleted item had, if it existed."""
+    row = await conn.fetchrow("SELECT tenant_id, org_id FROM tombstones WHERE id = $1", item_id)
+    return Scope(tenant_id=row[0], org_id=row[1]) if row else None

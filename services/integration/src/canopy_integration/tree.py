@@ -14,7 +14,14 @@ from canopy_integration import handles, store
 from canopy_integration.config import apply_config_mask, effective_config, validate_config
 from canopy_integration.errors import HandleTaken
 from canopy_integration.events import TreeEvents
-from canopy_integration.integrations import Context, _check_id, hidden, readable, writable
+from canopy_integration.integrations import (
+    Context,
+    _check_id,
+    hidden,
+    missing,
+    readable,
+    writable,
+)
 from canopy_integration.model import (
     CONFIG_FIELDS,
     Connection,
@@ -99,7 +106,7 @@ async def get_folder(
     async with ctx.db.connection() as conn:
         folder = await store.get_folder(conn, folder_id)
         if folder is None:
-            raise hidden(principal, "folder", folder_id)
+            raise await missing(conn, principal, "folder", folder_id)
         integration = await store.get_integration(conn, folder.integration_id)
         if integration is None or not principal.is_member(*integration.scope.chain):
             raise hidden(principal, "folder", folder_id)
@@ -215,7 +222,9 @@ async def get_connection(
     _check_id("id", connection_id, "c")
     async with ctx.db.connection() as conn:
         found = await store.get_connection_with_integration(conn, connection_id)
-    if found is None or not principal.is_member(*found[1].scope.chain):
+        if found is None:
+            raise await missing(conn, principal, "connection", connection_id)
+    if not principal.is_member(*found[1].scope.chain):
         raise hidden(principal, "connection", connection_id)
     return found
 

@@ -8,8 +8,9 @@ whether the deletion guard stops the apply. Nothing here touches the database.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
@@ -63,6 +64,7 @@ class TreePlan:
     connection_updates: list[Update[Connection]] = field(default_factory=list)
     connection_deletes: list[Deletion[Connection]] = field(default_factory=list)
     folder_deletes: list[Deletion[Folder]] = field(default_factory=list)
+    digest_refreshes: list[Connection] = field(default_factory=list)
     accounts_skipped_inactive: int = 0
     connections_total: int = 0
     organization_changed: bool = False
@@ -153,6 +155,22 @@ def _check_name(
         bad(field_path, f"must be at most {MAX_NAME} characters")
 
 
+def account_digest(account: Account) -> str:
+    """A digest of what a connection mirrors of its account (name, email, parent, joined)."""
+    joined = account.joined_time.isoformat() if account.joined_time else ""
+    text = f"{account.name}\x1f{account.email}\x1f{account.parent_id}\x1f{joined}"
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def unchanged_accounts(snapshot: Snapshot, stored_digests: Mapping[str, str]) -> set[str]:
+    """ACTIVE accounts whose stored connection already mirrors them exactly."""
+    return {
+        a.id
+        for a in snapshot.accounts
+        if a.state == ACTIVE and stored_digests.get(a.id) == account_digest(a)
+    }
+
+
 def plan_snapshot(
     integration: Integration,
     folders: Sequence[Folder],
@@ -162,9 +180,17 @@ def plan_snapshot(
     *,
     new_id: IdFactory,
     confirm_deletions: bool = False,
+    unchanged: AbstractSet[str] = frozenset(),
 ) -> TreePlan:
-    """The changes that make the stored tree mirror `snapshot` (validated beforehand)."""
-    plan = TreePlan(connections_total=len(connections))
+    """The changes that make the stored tree mirror `snapshot` (validated beforehand).
+
+    `connections` may leave out the connections of `unchanged` accounts (whose stored digest
+    matches the snapshot): they cannot change, so they are skipped; their handles must then be
+    in `taken_elsewhere`. `folders` must be complete.
+    """
+    if integration.organization_id and integration.organization_id != snapshot.organization_id:
+        unchanged = frozenset()  # a different organization replaces everything
+    plan = TreePlan(connections_total=len(connections) + len(unchanged))
     root = next(f for f in folders if f.kind is FolderKind.ROOT)
     plan.organization_changed = bool(
         integration.organization_id and integration.organization_id != snapshot.organization_id
@@ -216,6 +242,13 @@ def plan_snapshot(
     for unit in units:
         by_parent[folder_for_aws_id[unit.id].parent_id or ""].append(unit.id)
     for siblings in by_parent.values():
+        if all(
+            a in stored_units
+            and stored_units[a].parent_id == folder_for_aws_id[a].parent_id
+            and stored_units[a].title == folder_for_aws_id[a].title
+            for a in siblings
+        ):
+            continue  # nothing that decides these siblings' handles changed
         staying = {
             folder_for_aws_id[a].handle
             for a in siblings
@@ -266,10 +299,10 @@ def plan_snapshot(
     snapshot_ids: set[str] = set()
     for account in snapshot.accounts:
         snapshot_ids.add(account.id)
-        if account.state == ACTIVE:
-            active.append(account)
-        else:
+        if account.state != ACTIVE:
             plan.accounts_skipped_inactive += 1
+        elif account.id not in unchanged:
+            active.append(account)
     active.sort(key=lambda a: a.id)
 
     requests = []
@@ -302,8 +335,22 @@ def plan_snapshot(
                     account_email=account.email,
                     account_joined_time=account.joined_time,
                     handle=assigned_handles[account.id],
+                    source_digest=account_digest(account),
                 )
             )
+            continue
+        handle = assigned_handles[account.id]
+        digest = account_digest(account)
+        if (
+            stored_conn.folder_id == folder.id
+            and stored_conn.account_name == account.name
+            and stored_conn.account_email == account.email
+            and stored_conn.account_joined_time == account.joined_time
+            and stored_conn.handle == handle
+        ):
+            if stored_conn.source_digest != digest:
+                # Only the recorded digest is stale (nothing a workspace sees): fix it quietly.
+                plan.digest_refreshes.append(replace(stored_conn, source_digest=digest))
             continue
         after_conn = replace(
             stored_conn,
@@ -311,15 +358,15 @@ def plan_snapshot(
             account_name=account.name,
             account_email=account.email,
             account_joined_time=account.joined_time,
-            handle=assigned_handles[account.id],
+            handle=handle,
+            source_digest=digest,
         )
         changed = _changed(
             stored_conn,
             after_conn,
             ("handle", "folder_id", "account_name", "account_email", "account_joined_time"),
         )
-        if changed:
-            plan.connection_updates.append(Update(stored_conn, after_conn, changed))
+        plan.connection_updates.append(Update(stored_conn, after_conn, changed))
 
     active_ids = {a.id for a in active}
     for stored_conn in sorted(connections, key=lambda c: c.account_id):

@@ -1,0 +1,129 @@
+"""Start Canopy services for a benchmark: in-process on port 0, or as separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from canopy.permissions.v1 import directory_pb2 as dpb
+from canopy.permissions.v1 import directory_service_pb2 as drpc
+from canopy.permissions.v1 import directory_service_pb2_grpc as dgrpc
+from canopy.type.v1 import types_pb2
+from canopy_core.auth import mint_token
+from canopy_core.server import RunningService, serve
+from canopy_integration.server import spec as integration_spec
+from canopy_integration.settings import IntegrationSettings
+from canopy_permissions.server import spec as permissions_spec
+from canopy_permissions.settings import PermissionsSettings
+
+SECRET = "canopy-bench-secret-0123456789abcdef0123456789"
+
+
+def bearer(**claims: Any) -> tuple[tuple[str, str]]:
+    """Call metadata with a token signed by the bench secret."""
+    subject = claims.pop("subject", "bench")
+    system = claims.pop("system", False)
+    token = mint_token(SECRET, subject, roles=claims, system=system, ttl_seconds=3600)
+    return (("authorization", f"Bearer {token}"),)
+
+
+SYSTEM = bearer(system=True)
+
+
+def common_settings(dsn: str) -> dict[str, Any]:
+    return {
+        "database_url": dsn,
+        "host": "127.0.0.1",
+        "port": 0,
+        "metrics_port": None,
+        "jwt_secret": SECRET,
+        "log_level": "WARNING",
+        "data_dir": Path(tempfile.mkdtemp(prefix="canopy-bench-data-")),
+    }
+
+
+@dataclass
+class InProcess:
+    """The permissions and integration services running in this process."""
+
+    permissions: RunningService
+    integration: RunningService
+
+
+@asynccontextmanager
+async def in_process(dsn: str) -> AsyncIterator[InProcess]:
+    """Permissions and integration services on one database, with tenant t_bench seeded."""
+    permissions = await serve(permissions_spec(), PermissionsSettings(**common_settings(dsn)))
+    integration = await serve(
+        integration_spec(),
+        IntegrationSettings(
+            **common_settings(dsn), permissions_address=f"127.0.0.1:{permissions.port}"
+        ),
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{permissions.port}") as channel:
+            await seed(dgrpc.DirectoryServiceStub(channel))
+        yield InProcess(permissions, integration)
+    finally:
+        await integration.stop()
+        await permissions.stop()
+
+
+async def seed(directory: Any) -> None:
+    """An ENTERPRISE tenant for the benchmarks."""
+    await directory.UpsertTenant(
+        drpc.UpsertTenantRequest(
+            tenant=dpb.Tenant(id="t_bench", handle="bench", plan=types_pb2.PLAN_ENTERPRISE)
+        ),
+        metadata=SYSTEM,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def subprocess_service(module: str, env: dict[str, str]) -> AsyncIterator[str]:
+    """A service (or any gRPC server module) as a child process; yields its address."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", module],
+        env={**os.environ, **env, "CANOPY_PORT": str(port), "CANOPY_HOST": "127.0.0.1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for _ in range(300):
+                if process.poll() is not None:
+                    raise RuntimeError(f"{module} exited with {process.returncode}")
+                try:
+                    await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.1)
+        yield address
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
