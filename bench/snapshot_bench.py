@@ -38,7 +38,9 @@ def organization(seed: int = 7) -> tree_pb.OrganizationSnapshot:
             unit_id = f"ou-b{n % 97:03d}-{n:08d}"
             units.append(
                 tree_pb.OrganizationalUnit(
-                    id=unit_id, parent_id=rng.choice(previous), name=f"Unit {n} {rng.choice(['Prod', 'Dev', 'Shared'])}"
+                    id=unit_id,
+                    parent_id=rng.choice(previous),
+                    name=f"Unit {n} {rng.choice(['Prod', 'Dev', 'Shared'])}",
                 )
             )
             level.append(unit_id)
@@ -88,7 +90,10 @@ async def run(admin_dsn: str) -> dict[str, Any]:
         "snapshot_bytes": base.ByteSize(),
     }
     async with fresh_database(admin_dsn) as dsn, in_process(dsn) as services:
-        options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+        options = [
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.max_receive_message_length", 64 << 20),
+        ]
         async with grpc.aio.insecure_channel(
             f"127.0.0.1:{services.integration.port}", options=options
         ) as channel:
@@ -133,7 +138,14 @@ async def run(admin_dsn: str) -> dict[str, Any]:
                     "connections_renamed": reply.summary.connections_renamed,
                     "connections_moved": reply.summary.connections_moved,
                 }
-                print(f"  apply {name}: {seconds:.2f} s, {reply.summary.rows_written} rows", file=sys.stderr)
-    results["unchanged_vs_first"] = round(results["unchanged"]["seconds"] / results["first"]["seconds"], 3)
-    results["one_percent_vs_first"] = round(results["one_percent"]["seconds"] / results["first"]["seconds"], 3)
+                print(
+                    f"  apply {name}: {seconds:.2f} s, {reply.summary.rows_written} rows",
+                    file=sys.stderr,
+                )
+    results["unchanged_vs_first"] = round(
+        results["unchanged"]["seconds"] / results["first"]["seconds"], 3
+    )
+    results["one_percent_vs_first"] = round(
+        results["one_percent"]["seconds"] / results["first"]["seconds"], 3
+    )
     return results
