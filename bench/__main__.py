@@ -12,12 +12,13 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench import eventlog_bench, snapshot_bench
+from bench import eventlog_bench, get_connection_bench, snapshot_bench
 from bench.support import postgres
 
 BENCHES: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
     "eventlog": eventlog_bench.run,
     "snapshot_apply": snapshot_bench.run,
+    "get_connection": get_connection_bench.run,
 }
 
 

@@ -24,6 +24,7 @@ from canopy_core.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
+_VERIFIED_CACHE_SIZE = 10_000
 _ASYMMETRIC = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA"]
 
 
@@ -123,9 +124,24 @@ class TokenVerifier:
             self._keys.append((secret, ["HS256"]))
         if not self._keys:
             raise RuntimeError("set CANOPY_JWT_SECRET or CANOPY_JWT_PUBLIC_KEY")
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def verify(self, token: str) -> Principal:
-        """The principal a token names; raises `Unauthenticated` with a precise reason."""
+        """The principal a token names; raises `Unauthenticated` with a precise reason.
+
+        A verified token is remembered until it expires, so its signature is checked once
+        rather than on every call of a busy client.
+        """
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         options: Any = {"require": ["sub", "exp"], "verify_aud": self.audience is not None}
         last_error: Exception | None = None
         for key, algorithms in self._keys:
@@ -146,7 +162,7 @@ class TokenVerifier:
                 continue
             except jwt.InvalidTokenError as exc:
                 raise Unauthenticated(f"invalid token: {exc}", reason="TOKEN_INVALID") from None
-            return parse_claims(claims)
+            return parse_claims(claims), float(claims["exp"])
         raise Unauthenticated(
             "the token's signature does not verify", reason="TOKEN_SIGNATURE_INVALID"
         ) from last_error

@@ -148,6 +148,7 @@ class Database:
                 "application_name": f"canopy-{settings.service_name}",
             },
             init=_init_connection,
+            reset=_keep_session,
         )
         return cls(pool, dsn, schema)
 
@@ -187,6 +188,15 @@ def _decode_jsonb(data: bytes) -> object:
     if data == b"\x01{}":  # the common empty object, without the parser
         return {}
     return json.loads(data[1:])
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without the default reset query (a round trip on every release).
+
+    Pooled connections never change session state: the search path comes from the connection
+    settings, locks are transaction-scoped, and LISTEN uses a connection of its own. asyncpg
+    still rolls back a transaction left open before calling this.
+    """
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

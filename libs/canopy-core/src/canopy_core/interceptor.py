@@ -94,6 +94,28 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, service: str, verifier: TokenVerifier) -> None:
         self.service = service
         self.verifier = verifier
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
+        self._gauges: dict[str, Any] = {}
+
+    # Metric children by label, looked up once: `labels()` is costly on every call.
+    def _requests(self, method: str, code: str) -> Any:
+        child = self._counters.get((method, code))
+        if child is None:
+            child = self._counters[(method, code)] = REQUESTS.labels(self.service, method, code)
+        return child
+
+    def _latency(self, method: str) -> Any:
+        child = self._histograms.get(method)
+        if child is None:
+            child = self._histograms[method] = LATENCY.labels(self.service, method)
+        return child
+
+    def _in_flight(self, method: str) -> Any:
+        child = self._gauges.get(method)
+        if child is None:
+            child = self._gauges[method] = IN_FLIGHT.labels(self.service, method)
+        return child
 
     async def intercept_service(
         self,
@@ -160,9 +182,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             code = status_for(failure, None)[0]
         name = (code or grpc.StatusCode.OK).name
         elapsed = time.perf_counter() - started
-        REQUESTS.labels(self.service, method, name).inc()
+        self._requests(method, name).inc()
         if not stream:
-            LATENCY.labels(self.service, method).observe(elapsed)
+            self._latency(method).observe(elapsed)
+        if not log.isEnabledFor(logging.INFO):
+            return
         log.info(
             "rpc",
             extra={
@@ -178,7 +202,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             subject: str | None = None
             failure: BaseException | None = None
-            in_flight = IN_FLIGHT.labels(self.service, method)
+            in_flight = self._in_flight(method)
             in_flight.inc()
             try:
                 _, subject = self._begin(context)
@@ -202,7 +226,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             subject: str | None = None
             failure: BaseException | None = None
-            in_flight = IN_FLIGHT.labels(self.service, method)
+            in_flight = self._in_flight(method)
             in_flight.inc()
             try:
                 _, subject = self._begin(context)

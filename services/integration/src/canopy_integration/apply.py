@@ -154,11 +154,11 @@ async def _apply_snapshot(
 ) -> ApplyResult:
     db_conn = conn
     await store.lock_tenant_handles(db_conn, integration.scope.tenant_id)
-    # Accounts whose stored digest matches the snapshot cannot change: leave them unread.
-    stored = await store.load_digests(db_conn, integration.id)
+    # Accounts whose stored fingerprint matches the snapshot cannot change: leave them unread.
+    stored = await store.load_fingerprints(db_conn, integration.id)
     same_organization = integration.organization_id in ("", snapshot.organization_id)
     skipped = (
-        unchanged_accounts(snapshot, {a: digest for a, (digest, _) in stored.items()})
+        unchanged_accounts(snapshot, {a: fingerprint for a, (fingerprint, _) in stored.items()})
         if same_organization
         else set()
     )
@@ -195,7 +195,7 @@ async def _apply_snapshot(
         for name in ("state", "organization_id", "management_account_id", "tree_generation")
         if getattr(after, name) != getattr(integration, name)
     ]
-    rows = await store.refresh_digests(db_conn, plan.digest_refreshes)
+    rows = await store.refresh_fingerprints(db_conn, plan.fingerprint_refreshes)
     if plan.empty and not integration_changed:
         return ApplyResult(ApplyOutcome.UNCHANGED, plan, rows, 0, integration)
 

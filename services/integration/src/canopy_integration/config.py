@@ -6,6 +6,7 @@ Pure functions over `ConnectionConfig`; `api.py` maps them to and from protobuf.
 
 from __future__ import annotations
 
+import functools
 import re
 import urllib.parse
 from collections.abc import Sequence
@@ -173,8 +174,13 @@ def member_role_arn(discovery_role_arn: str, account_id: str, member_role_name: 
 
     Raises ValueError if `discovery_role_arn` is not a role ARN.
     """
-    partition = parse_role_arn(discovery_role_arn).partition
-    return f"arn:{partition}:iam::{account_id}:role/{member_role_name}"
+    return f"arn:{_partition(discovery_role_arn)}:iam::{account_id}:role/{member_role_name}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _partition(role_arn: str) -> str:
+    # Every connection read needs it; an integration has one discovery role.
+    return parse_role_arn(role_arn).partition
 
 
 def effective_config(

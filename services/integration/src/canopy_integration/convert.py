@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
 
@@ -328,6 +328,13 @@ def folder_kind(name: str) -> FolderKind:
 # -- snapshots ------------------------------------------------------------------------------
 
 
+def _joined(account: tree_pb.Account) -> datetime | None:
+    if not account.HasField("joined_time"):
+        return None
+    stamp = account.joined_time
+    return datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1e9, UTC)
+
+
 def snapshot_from_proto(message: tree_pb.OrganizationSnapshot) -> Snapshot:
     """A snapshot, flat as sent."""
     return Snapshot(
@@ -335,20 +342,10 @@ def snapshot_from_proto(message: tree_pb.OrganizationSnapshot) -> Snapshot:
         management_account_id=message.management_account_id,
         root_id=message.root_id,
         units=tuple(
-            OrganizationalUnit(id=u.id, parent_id=u.parent_id, name=u.name)
-            for u in message.organizational_units
+            OrganizationalUnit(u.id, u.parent_id, u.name) for u in message.organizational_units
         ),
         accounts=tuple(
-            Account(
-                id=a.id,
-                name=a.name,
-                email=a.email,
-                parent_id=a.parent_id,
-                state=a.state,
-                joined_time=a.joined_time.ToDatetime(tzinfo=UTC)
-                if a.HasField("joined_time")
-                else None,
-            )
+            Account(a.id, a.name, a.email, a.parent_id, a.state, _joined(a))
             for a in message.accounts
         ),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 
 class IntegrationState(enum.Enum):
@@ -197,26 +198,24 @@ class Connection:
     handle: str
     handle_static: bool = False
     account_joined_time: datetime | None = None
-    # What the last snapshot said of the account: a sync skips accounts whose digest is unchanged.
-    source_digest: str = ""
+    # What the last snapshot said of the account; a sync skips it while this is unchanged.
+    source_fingerprint: str = ""
     config_overrides: ConnectionConfig = field(default_factory=ConnectionConfig)
     etag: str = ""
     create_time: datetime | None = None
     update_time: datetime | None = None
 
 
-@dataclass(frozen=True)
-class OrganizationalUnit:
-    """One OU of a snapshot."""
+class OrganizationalUnit(NamedTuple):
+    """One OU of a snapshot (a tuple: snapshots carry thousands)."""
 
     id: str
     parent_id: str
     name: str
 
 
-@dataclass(frozen=True)
-class Account:
-    """One account of a snapshot, whatever its state."""
+class Account(NamedTuple):
+    """One account of a snapshot, whatever its state (a tuple: snapshots carry 10,000s)."""
 
     id: str
     name: str

@@ -33,7 +33,7 @@ _INTEGRATION = """id, tenant_id, org_id, handle, state, state_reason, state_mess
 _FOLDER = """id, integration_id, parent_id, kind, aws_id, title, handle, handle_static, etag,
     created_at, updated_at"""
 _CONNECTION = """id, integration_id, tenant_id, folder_id, account_id, account_name,
-    account_email, account_joined_at, handle, handle_static, config_overrides, source_digest,
+    account_email, account_joined_at, handle, handle_static, config_overrides, source_fingerprint,
     etag, created_at, updated_at"""
 
 
@@ -93,7 +93,7 @@ def _connection(row: asyncpg.Record) -> Connection:
         handle=row["handle"],
         handle_static=row["handle_static"],
         config_overrides=config_from_dict(row["config_overrides"]),
-        source_digest=row["source_digest"],
+        source_fingerprint=row["source_fingerprint"],
         etag=row["etag"],
         create_time=row["created_at"],
         update_time=row["updated_at"],
@@ -359,7 +359,7 @@ async def insert_connections(conn: asyncpg.Connection, connections: Sequence[Con
                 c.handle,
                 c.handle_static,
                 config_to_dict(c.config_overrides),
-                c.source_digest,
+                c.source_fingerprint,
                 c.etag or new_etag(),
             )
             for c in connections
@@ -376,7 +376,7 @@ async def insert_connections(conn: asyncpg.Connection, connections: Sequence[Con
             "handle",
             "handle_static",
             "config_overrides",
-            "source_digest",
+            "source_fingerprint",
             "etag",
         ],
     )
@@ -391,12 +391,12 @@ async def update_connections(conn: asyncpg.Connection, connections: Sequence[Con
         """UPDATE connections AS c SET folder_id = u.folder_id, account_name = u.account_name,
                account_email = u.account_email, account_joined_at = u.account_joined_at,
                handle = u.handle, handle_static = u.handle_static,
-               config_overrides = u.config_overrides, source_digest = u.source_digest,
+               config_overrides = u.config_overrides, source_fingerprint = u.source_fingerprint,
                etag = u.etag, updated_at = now()
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                        $6::text[], $7::boolean[], $8::jsonb[], $9::text[], $10::text[])
                 AS u(id, folder_id, account_name, account_email, account_joined_at, handle,
-                     handle_static, config_overrides, source_digest, etag)
+                     handle_static, config_overrides, source_fingerprint, etag)
            WHERE c.id = u.id""",
         [c.id for c in connections],
         [c.folder_id for c in connections],
@@ -406,29 +406,31 @@ async def update_connections(conn: asyncpg.Connection, connections: Sequence[Con
         [c.handle for c in connections],
         [c.handle_static for c in connections],
         [config_to_dict(c.config_overrides) for c in connections],
-        [c.source_digest for c in connections],
+        [c.source_fingerprint for c in connections],
         [new_etag() for _ in connections],
     )
     return len(connections)
 
 
-async def refresh_digests(conn: asyncpg.Connection, connections: Sequence[Connection]) -> int:
-    """Record new source digests; nothing a client sees changes, so no etag or time either."""
+async def refresh_fingerprints(conn: asyncpg.Connection, connections: Sequence[Connection]) -> int:
+    """Record new source fingerprints; nothing a client sees changes, so no etag or time either."""
     if not connections:
         return 0
     await conn.execute(
-        "UPDATE connections AS c SET source_digest = u.digest "
-        "FROM unnest($1::text[], $2::text[]) AS u(id, digest) WHERE c.id = u.id",
+        "UPDATE connections AS c SET source_fingerprint = u.fingerprint "
+        "FROM unnest($1::text[], $2::text[]) AS u(id, fingerprint) WHERE c.id = u.id",
         [c.id for c in connections],
-        [c.source_digest for c in connections],
+        [c.source_fingerprint for c in connections],
     )
     return len(connections)
 
 
-async def load_digests(conn: asyncpg.Connection, integration_id: str) -> dict[str, tuple[str, str]]:
-    """Account id → (source digest, handle) of every connection of an integration."""
+async def load_fingerprints(
+    conn: asyncpg.Connection, integration_id: str
+) -> dict[str, tuple[str, str]]:
+    """Account id → (source fingerprint, handle) of every connection of an integration."""
     rows = await conn.fetch(
-        "SELECT account_id, source_digest, handle FROM connections WHERE integration_id = $1",
+        "SELECT account_id, source_fingerprint, handle FROM connections WHERE integration_id = $1",
         integration_id,
     )
     return {r[0]: (r[1], r[2]) for r in rows}
@@ -542,22 +544,24 @@ async def load_folders(conn: asyncpg.Connection, integration_id: str) -> list[Fo
     return [_folder(r) for r in rows]
 
 
+_INTEGRATION_NAMES = [c.strip() for c in _INTEGRATION.split(",")]
+_CONNECTION_WITH_INTEGRATION = (
+    "SELECT "
+    + ", ".join(f"c.{c.strip()}" for c in _CONNECTION.split(","))
+    + ", "
+    + ", ".join(f"i.{c} AS i_{c}" for c in _INTEGRATION_NAMES)
+    + " FROM connections c JOIN integrations i ON i.id = c.integration_id WHERE c.id = $1"
+)
+
+
 async def get_connection_with_integration(
     conn: asyncpg.Connection, connection_id: str
 ) -> tuple[Connection, Integration] | None:
     """A connection and its integration, in one round trip."""
-    columns = ", ".join(f"c.{c.strip()}" for c in _CONNECTION.split(","))
-    integration_columns = ", ".join(
-        f"i.{c.strip()} AS i_{c.strip()}" for c in _INTEGRATION.split(",")
-    )
-    row = await conn.fetchrow(
-        f"SELECT {columns}, {integration_columns} FROM connections c "
-        "JOIN integrations i ON i.id = c.integration_id WHERE c.id = $1",
-        connection_id,
-    )
+    row = await conn.fetchrow(_CONNECTION_WITH_INTEGRATION, connection_id)
     if row is None:
         return None
-    integration_row = {c.strip(): row[f"i_{c.strip()}"] for c in _INTEGRATION.split(",")}
+    integration_row = {c: row[f"i_{c}"] for c in _INTEGRATION_NAMES}
     return _connection(row), _integration(integration_row)
 
 

@@ -8,7 +8,6 @@ whether the deletion guard stops the apply. Nothing here touches the database.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -64,7 +63,7 @@ class TreePlan:
     connection_updates: list[Update[Connection]] = field(default_factory=list)
     connection_deletes: list[Deletion[Connection]] = field(default_factory=list)
     folder_deletes: list[Deletion[Folder]] = field(default_factory=list)
-    digest_refreshes: list[Connection] = field(default_factory=list)
+    fingerprint_refreshes: list[Connection] = field(default_factory=list)
     accounts_skipped_inactive: int = 0
     connections_total: int = 0
     organization_changed: bool = False
@@ -122,7 +121,7 @@ def validate_snapshot(snapshot: Snapshot, path: str = "snapshot") -> None:
     seen_accounts: set[str] = set()
     for i, account in enumerate(snapshot.accounts):
         where = f"{path}.accounts[{i}]"
-        if not ACCOUNT_ID.match(account.id):
+        if not (len(account.id) == 12 and account.id.isascii() and account.id.isdigit()):
             bad(f"{where}.id", "must be 12 digits")
         elif account.id in seen_accounts:
             bad(f"{where}.id", f"{account.id} appears twice")
@@ -155,19 +154,19 @@ def _check_name(
         bad(field_path, f"must be at most {MAX_NAME} characters")
 
 
-def account_digest(account: Account) -> str:
-    """A digest of what a connection mirrors of its account (name, email, parent, joined)."""
-    joined = account.joined_time.isoformat() if account.joined_time else ""
-    text = f"{account.name}\x1f{account.email}\x1f{account.parent_id}\x1f{joined}"
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+def account_fingerprint(account: Account) -> str:
+    """What a connection mirrors of its account (name, email, parent, joined), as one string:
+    a sync compares it with the stored one to skip accounts that did not change."""
+    joined = account.joined_time.timestamp() if account.joined_time else ""
+    return f"{account.name}\x1f{account.email}\x1f{account.parent_id}\x1f{joined}"
 
 
-def unchanged_accounts(snapshot: Snapshot, stored_digests: Mapping[str, str]) -> set[str]:
+def unchanged_accounts(snapshot: Snapshot, stored: Mapping[str, str]) -> set[str]:
     """ACTIVE accounts whose stored connection already mirrors them exactly."""
     return {
         a.id
         for a in snapshot.accounts
-        if a.state == ACTIVE and stored_digests.get(a.id) == account_digest(a)
+        if a.state == ACTIVE and stored.get(a.id) == account_fingerprint(a)
     }
 
 
@@ -184,7 +183,7 @@ def plan_snapshot(
 ) -> TreePlan:
     """The changes that make the stored tree mirror `snapshot` (validated beforehand).
 
-    `connections` may leave out the connections of `unchanged` accounts (whose stored digest
+    `connections` may leave out the connections of `unchanged` accounts (whose stored fingerprint
     matches the snapshot): they cannot change, so they are skipped; their handles must then be
     in `taken_elsewhere`. `folders` must be complete.
     """
@@ -217,13 +216,17 @@ def plan_snapshot(
 
     units = _parents_first(snapshot)
     new_folders: dict[str, Folder] = {}
+    # Parents come first, so each parent's folder id is known when its children are built.
     for unit in units:
         stored = stored_units.get(unit.id)
-        folder_id = stored.id if stored else new_id("f")
+        parent_id = folder_for_aws_id[unit.parent_id].id
+        if stored is not None and stored.parent_id == parent_id and stored.title == unit.name:
+            folder_for_aws_id[unit.id] = stored  # the common case: reuse, build nothing
+            continue
         folder_for_aws_id[unit.id] = Folder(
-            id=folder_id,
+            id=stored.id if stored else new_id("f"),
             integration_id=integration.id,
-            parent_id=None,  # set below, once every folder has its id
+            parent_id=parent_id,
             kind=FolderKind.ORGANIZATIONAL_UNIT,
             aws_id=unit.id,
             title=unit.name,
@@ -233,9 +236,6 @@ def plan_snapshot(
             create_time=stored.create_time if stored else None,
             update_time=stored.update_time if stored else None,
         )
-    for unit in units:
-        parent = folder_for_aws_id[unit.parent_id]
-        folder_for_aws_id[unit.id] = replace(folder_for_aws_id[unit.id], parent_id=parent.id)
 
     # Folder handles, sibling by sibling.
     by_parent: dict[str, list[str]] = defaultdict(list)
@@ -289,10 +289,10 @@ def plan_snapshot(
         if stored is None:
             plan.folder_creates.append(after)
             new_folders[unit.id] = after
-            continue
-        changed = _changed(stored, after, ("title", "handle", "handle_static", "parent_id"))
-        if changed:
-            plan.folder_updates.append(Update(stored, after, changed))
+        elif after is not stored:
+            changed = _changed(stored, after, ("title", "handle", "handle_static", "parent_id"))
+            if changed:
+                plan.folder_updates.append(Update(stored, after, changed))
 
     # -- connections --------------------------------------------------------------------------
     active: list[Account] = []
@@ -335,12 +335,12 @@ def plan_snapshot(
                     account_email=account.email,
                     account_joined_time=account.joined_time,
                     handle=assigned_handles[account.id],
-                    source_digest=account_digest(account),
+                    source_fingerprint=account_fingerprint(account),
                 )
             )
             continue
         handle = assigned_handles[account.id]
-        digest = account_digest(account)
+        fingerprint = account_fingerprint(account)
         if (
             stored_conn.folder_id == folder.id
             and stored_conn.account_name == account.name
@@ -348,9 +348,11 @@ def plan_snapshot(
             and stored_conn.account_joined_time == account.joined_time
             and stored_conn.handle == handle
         ):
-            if stored_conn.source_digest != digest:
-                # Only the recorded digest is stale (nothing a workspace sees): fix it quietly.
-                plan.digest_refreshes.append(replace(stored_conn, source_digest=digest))
+            if stored_conn.source_fingerprint != fingerprint:
+                # Only the recorded fingerprint is stale (nothing a workspace sees): fix it quietly.
+                plan.fingerprint_refreshes.append(
+                    replace(stored_conn, source_fingerprint=fingerprint)
+                )
             continue
         after_conn = replace(
             stored_conn,
@@ -359,7 +361,7 @@ def plan_snapshot(
             account_email=account.email,
             account_joined_time=account.joined_time,
             handle=handle,
-            source_digest=digest,
+            source_fingerprint=fingerprint,
         )
         changed = _changed(
             stored_conn,

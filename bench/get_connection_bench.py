@@ -1,0 +1,138 @@
+"""GetConnection throughput with 32 concurrent callers: the integration service (token check,
+database read, effective configuration) against a bare grpc.aio server returning the same bytes,
+both as separate processes, measured one after the other in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench.services import SECRET, SYSTEM, bearer, in_process, subprocess_service
+from bench.support import fresh_database
+from canopy.integration.v1 import connection_tree_pb2 as tree_pb
+from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
+from canopy.integration.v1 import connection_tree_service_pb2_grpc as tree_grpc
+from canopy.integration.v1 import integration_pb2 as pb
+from canopy.integration.v1 import integration_service_pb2 as rpc
+from canopy.integration.v1 import integration_service_pb2_grpc as rpc_grpc
+from canopy.type.v1 import types_pb2
+
+CALLERS = 32
+WARMUP_SECONDS = 1.0
+SECONDS = 4.0
+
+
+async def _throughput(address: str, connection_id: str, metadata: Any) -> dict[str, Any]:
+    """Calls per second with CALLERS concurrent callers on one channel."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = tree_grpc.ConnectionTreeServiceStub(channel)
+        request = tree_rpc.GetConnectionRequest(id=connection_id)
+        counting = False
+        calls = 0
+        errors = 0
+        stop_at = time.perf_counter() + WARMUP_SECONDS + SECONDS
+
+        async def caller() -> None:
+            nonlocal calls, errors
+            while time.perf_counter() < stop_at:
+                try:
+                    await stub.GetConnection(request, metadata=metadata, timeout=10)
+                    if counting:
+                        calls += 1
+                except grpc.aio.AioRpcError:
+                    errors += 1
+
+        tasks = [asyncio.create_task(caller()) for _ in range(CALLERS)]
+        await asyncio.sleep(WARMUP_SECONDS)
+        counting = True
+        started = time.perf_counter()
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    return {"calls_per_second": round(calls / elapsed), "errors": errors}
+
+
+async def run(admin_dsn: str) -> dict[str, Any]:
+    """Both throughputs and their ratio."""
+    async with fresh_database(admin_dsn) as dsn:
+        async with (
+            in_process(dsn) as services,
+            grpc.aio.insecure_channel(f"127.0.0.1:{services.integration.port}") as ch,
+        ):
+            created = await rpc_grpc.IntegrationServiceStub(ch).CreateIntegration(
+                rpc.CreateIntegrationRequest(
+                    integration=pb.Integration(
+                        handle="bench",
+                        scope=types_pb2.Scope(tenant_id="t_bench"),
+                        discovery_access=pb.AwsDiscoveryAccess(
+                            role_arn="arn:aws:iam::100000000000:role/canopy",
+                            external_id="t_bench:abcd1234",
+                        ),
+                        member_access=pb.AwsMemberAccess(role_name="canopy-member"),
+                    )
+                ),
+                metadata=bearer(t_bench="owner"),
+            )
+            tree = tree_grpc.ConnectionTreeServiceStub(ch)
+            await tree.ApplyDiscoverySnapshot(
+                tree_rpc.ApplyDiscoverySnapshotRequest(
+                    integration_id=created.integration.id,
+                    snapshot=tree_pb.OrganizationSnapshot(
+                        organization_id="o-benchmark01",
+                        management_account_id="100000000000",
+                        root_id="r-bench",
+                        accounts=[
+                            tree_pb.Account(
+                                id=f"{100000000000 + i:012d}",
+                                name=f"Account {i}",
+                                email=f"a{i}@example.com",
+                                parent_id="r-bench",
+                                state="ACTIVE",
+                            )
+                            for i in range(100)
+                        ],
+                    ),
+                ),
+                metadata=SYSTEM,
+            )
+            listed = await tree.ListConnections(
+                tree_rpc.ListConnectionsRequest(integration_id=created.integration.id),
+                metadata=SYSTEM,
+            )
+            connection_id = listed.connections[0].id
+            reply = await tree.GetConnection(
+                tree_rpc.GetConnectionRequest(id=connection_id), metadata=SYSTEM
+            )
+        response_file = Path(tempfile.mkdtemp(prefix="canopy-bench-echo-")) / "response.bin"
+        response_file.write_bytes(reply.SerializeToString())
+        member = bearer(subject="reader", t_bench="member")
+        env = {
+            "CANOPY_DATABASE_URL": dsn,
+            "CANOPY_DB_SCHEMA": "integration",
+            "CANOPY_JWT_SECRET": SECRET,
+            "CANOPY_METRICS_PORT": "none",
+            "CANOPY_LOG_LEVEL": "WARNING",
+            "CANOPY_DATA_DIR": str(response_file.parent),
+            "ECHO_RESPONSE_FILE": str(response_file),
+        }
+        async with subprocess_service("bench.echo_server", env) as address:
+            bare = await _throughput(address, connection_id, member)
+        async with subprocess_service("canopy_integration", env) as address:
+            service = await _throughput(address, connection_id, member)
+    print(
+        f"  GetConnection/s: bare {bare['calls_per_second']}, service {service['calls_per_second']}",
+        file=sys.stderr,
+    )
+    return {
+        "callers": CALLERS,
+        "seconds": SECONDS,
+        "response_bytes": reply.ByteSize(),
+        "bare_grpc_aio": bare,
+        "integration_service": service,
+        "service_vs_bare": round(service["calls_per_second"] / max(bare["calls_per_second"], 1), 3),
+    }
