@@ -49,7 +49,7 @@ proto-check: $(VENV) ## fail if libs/canopy-api differs from what protos/ genera
 	  else rm -rf $$tmp; echo "libs/canopy-api is stale: run 'make proto' and commit"; exit 1; fi
 
 bench: $(VENV) ## run the benchmarks; prints one JSON object of figures
-	$(UV) run --frozen python -m bench
+	$(UV) run --frozen python -m bench $(ARGS)
 
 clean: ## remove tools, the virtualenv and the embedded database
 	rm -rf $(TOOLS)/venv $(TOOLS)/node_modules .venv .canopy
