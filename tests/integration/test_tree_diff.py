@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from canopy_core.errors import InvalidArgument
@@ -43,6 +43,8 @@ PROPERTY = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+T_ = TypeVar("T_")
 
 ORG_ID = "o-abcdef1234"
 OTHER_ORG_ID = "o-zyxwvu9876"
@@ -185,6 +187,7 @@ MUTATIONS = [
     "email",
     "joined",
     "swap_account_names",
+    "swap_account_names",
     "swap_ou_names",
 ]
 
@@ -241,13 +244,19 @@ def mutated(
                         del accounts[account.id]
         elif op == "swap_account_names":
             # Names passed around a few accounts: what a sync must not answer with a swap.
-            chosen = draw(st.lists(st.sampled_from(sorted(accounts)), unique=True)) if accounts else []
+            if len(accounts) < 2:
+                continue
+            pool = sorted(accounts)
+            chosen = draw(st.lists(st.sampled_from(pool), unique=True, min_size=2, max_size=4))
             rotated = chosen[1:] + chosen[:1]
             renamed = {a: accounts[b].name for a, b in zip(chosen, rotated, strict=True)}
             for a, name in renamed.items():
                 accounts[a] = accounts[a]._replace(name=name)
         elif op == "swap_ou_names":
-            chosen = draw(st.lists(st.sampled_from(sorted(units)), unique=True)) if units else []
+            if len(units) < 2:
+                continue
+            pool = sorted(units)
+            chosen = draw(st.lists(st.sampled_from(pool), unique=True, min_size=2, max_size=4))
             rotated = chosen[1:] + chosen[:1]
             retitled = {a: units[b].name for a, b in zip(chosen, rotated, strict=True)}
             for a, name in retitled.items():
@@ -654,6 +663,52 @@ def test_a_sequence_of_snapshots_keeps_ids_and_handles_stable(
         assert again.empty, again
         assert not again.fingerprint_refreshes
         snapshot, tree = following, after
+
+
+def _rotate(items: list[T_], names: list[str]) -> dict[T_, str]:
+    return dict(zip(items, names[1:] + names[:1], strict=True))
+
+
+@PROPERTY
+@given(data=st.data(), prefix=prefixes, taken=taken_sets)
+def test_passing_names_around_never_passes_handles_around(
+    data: st.DataObject, prefix: str, taken: frozenset[str]
+) -> None:
+    """Accounts (and sibling OUs) trade names: whoever held a handle before the sync either
+    keeps it or lets it go, but it never goes to another account (OU) that stays."""
+    new_id = id_factory()
+    snapshot = data.draw(snapshots(max_units=6, max_accounts=12), label="first")
+    ids = sorted(active(snapshot))
+    assume(len(ids) >= 2)
+    _, tree = Tree.new(prefix=prefix).sync(snapshot, taken, new_id)
+    chosen = data.draw(st.lists(st.sampled_from(ids), unique=True, min_size=2, max_size=5))
+    by_id = {a.id: a for a in snapshot.accounts}
+    names_of = _rotate(chosen, [by_id[a].name for a in chosen])
+    units = {u.id: u for u in snapshot.units}
+    parents = sorted({u.parent_id for u in snapshot.units})
+    if parents:
+        parent = data.draw(st.sampled_from(parents), label="OUs of")
+        siblings = data.draw(st.permutations(sorted(u for u in units if units[u].parent_id == parent)))
+        titles = _rotate(siblings, [units[u].name for u in siblings])
+        units.update({u: units[u]._replace(name=t) for u, t in titles.items()})
+    following = replace(
+        snapshot,
+        units=tuple(units.values()),
+        accounts=tuple(a._replace(name=names_of.get(a.id, a.name)) for a in snapshot.accounts),
+    )
+    _, after = tree.sync(following, taken, new_id)
+    mirrors(after.folders, after.connections, following)
+    old_holder = {c.handle: c.id for c in tree.connections}
+    for connection in after.connections:
+        holder = old_holder.get(connection.handle, connection.id)
+        assert holder == connection.id, f"{connection.id} took {connection.handle} of {holder}"
+    old_folders = {f.id: f for f in tree.folders}
+    old_sibling = {(f.parent_id, f.handle): f.id for f in tree.folders}
+    for folder in after.folders:
+        holder = old_sibling.get((folder.parent_id, folder.handle), folder.id)
+        assert holder == folder.id or holder not in old_folders, (
+            f"{folder.id} took {folder.handle} of its sibling {holder}"
+        )
 
 
 @PROPERTY

@@ -56,6 +56,15 @@ class Cursor:
             revision,
         )
 
+    async def reset(self, conn: asyncpg.Connection, revision: int) -> None:
+        """Move the cursor to `revision`, backwards too (after the source log was reset)."""
+        await self.lock(conn)
+        await conn.execute(
+            "UPDATE consumer_cursors SET revision = $2, updated_at = now() WHERE consumer = $1",
+            self.consumer,
+            revision,
+        )
+
 
 async def apply_batch(
     db: Database,

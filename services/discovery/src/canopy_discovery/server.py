@@ -1,25 +1,85 @@
-"""The discovery service: what it serves and what it runs."""
+"""The discovery service: its RPCs, the scheduler's workers, and the tree-event trigger."""
 
 from __future__ import annotations
 
 from importlib import resources
 
-from canopy.discovery.v1 import (
-    discovery_service_pb2,
-    discovery_service_pb2_grpc,
-)
+from canopy.discovery.v1 import discovery_service_pb2, discovery_service_pb2_grpc
 from canopy_core.db import load_migrations
-from canopy_core.server import Runtime, ServiceSpec, unimplemented
+from canopy_core.directory import DirectoryClient
+from canopy_core.server import Runtime, ServiceSpec
+from canopy_discovery.api import Context, DiscoveryApi
+from canopy_discovery.aws import AwsSettings
+from canopy_discovery.crawler import CrawlLimits
+from canopy_discovery.integration_client import IntegrationClient
+from canopy_discovery.scheduler import Scheduler, SchedulerConfig
+from canopy_discovery.settings import DiscoverySettings
+from canopy_discovery.triggers import follow_tree_events
 
 SERVICE_NAMES = [
     discovery_service_pb2.DESCRIPTOR.services_by_name["DiscoveryService"].full_name,
 ]
 
 
+def aws_settings(settings: DiscoverySettings) -> AwsSettings:
+    """Where and as whom discovery calls AWS."""
+    return AwsSettings(
+        endpoint_url=settings.aws_endpoint_url,
+        region=settings.aws_region,
+        access_key_id=settings.aws_access_key_id,
+        secret_access_key=(
+            settings.aws_secret_access_key.get_secret_value()
+            if settings.aws_secret_access_key
+            else None
+        ),
+        session_token=(
+            settings.aws_session_token.get_secret_value() if settings.aws_session_token else None
+        ),
+    )
+
+
 async def setup(runtime: Runtime) -> None:
-    """Register the servicers; RPCs not built yet answer UNIMPLEMENTED."""
+    """Register the servicer and start the workers and the trigger."""
+    settings = runtime.settings
+    if not isinstance(settings, DiscoverySettings):
+        settings = DiscoverySettings(**settings.model_dump())
+    integration_channel = runtime.channel(settings.integration_address)
+    directory_channel = runtime.channel(settings.permissions_address)
+    runtime.on_stop.append(integration_channel.close)
+    runtime.on_stop.append(directory_channel.close)
+    integrations = IntegrationClient(integration_channel)
+    aws = aws_settings(settings)
+    ctx = Context(
+        db=runtime.db,
+        log=runtime.event_log,
+        integrations=integrations,
+        directory=DirectoryClient(directory_channel),
+        aws=aws,
+    )
     discovery_service_pb2_grpc.add_DiscoveryServiceServicer_to_server(
-        unimplemented(discovery_service_pb2_grpc.DiscoveryServiceServicer), runtime.server
+        DiscoveryApi(ctx), runtime.server
+    )
+    scheduler = Scheduler(
+        runtime.db,
+        runtime.event_log,
+        integrations,
+        aws,
+        SchedulerConfig(
+            workers=settings.sync_workers,
+            lease_ttl=settings.lease_ttl,
+            poll_interval=settings.scheduler_poll_interval.total_seconds(),
+            jitter=settings.schedule_jitter,
+            default_limits=CrawlLimits(
+                max_concurrency=settings.crawl_concurrency,
+                max_requests_per_second=settings.crawl_requests_per_second,
+                call_timeout=settings.crawl_call_timeout.total_seconds(),
+                crawl_timeout=settings.crawl_timeout.total_seconds(),
+            ),
+        ),
+    )
+    runtime.add_task(scheduler.run(), name="discovery-scheduler")
+    runtime.add_task(
+        follow_tree_events(runtime.db, runtime.event_log, integrations), name="tree-events"
     )
 
 

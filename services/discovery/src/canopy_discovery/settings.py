@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from canopy_core.settings import ServiceSettings
+from datetime import timedelta
+
+from pydantic import Field, SecretStr
+
+from canopy_core.settings import Duration, ServiceSettings
 
 
 class DiscoverySettings(ServiceSettings):
@@ -12,3 +16,21 @@ class DiscoverySettings(ServiceSettings):
     db_schema: str = "discovery"
     port: int = 50052
     metrics_port: int | None = 9152
+
+    aws_endpoint_url: str | None = Field(
+        default=None, description="AWS endpoint (a moto server, a proxy); unset: real AWS."
+    )
+    aws_region: str = "us-east-1"
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+
+    crawl_concurrency: int = Field(default=8, ge=1, le=64)
+    crawl_requests_per_second: float | None = Field(default=None, gt=0)
+    crawl_call_timeout: Duration = timedelta(seconds=20)
+    crawl_timeout: Duration = timedelta(minutes=10)
+
+    sync_workers: int = Field(default=4, ge=1, le=64, description="Concurrent syncs per replica.")
+    lease_ttl: Duration = timedelta(seconds=30)
+    scheduler_poll_interval: Duration = timedelta(seconds=5)
+    schedule_jitter: float = Field(default=0.1, ge=0, le=0.5)

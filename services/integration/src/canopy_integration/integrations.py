@@ -17,6 +17,7 @@ from canopy.integration.v1 import integration_service_pb2 as rpc
 from canopy_core import requests
 from canopy_core.auth import Principal
 from canopy_core.db import Database
+from canopy_core.directory import Directory, ScopeInfo
 from canopy_core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -31,7 +32,6 @@ from canopy_core.validation import HANDLE, HANDLE_RULE, Violations
 from canopy_integration import aws, handles, store, templates
 from canopy_integration.config import apply_config_mask, effective_config, validate_config
 from canopy_integration.convert import integration_to_proto
-from canopy_integration.directory import Directory, ScopeInfo
 from canopy_integration.errors import ConfirmationMismatch, HandleTaken, PlanNotEligible
 from canopy_integration.events import TreeEvents
 from canopy_integration.model import (

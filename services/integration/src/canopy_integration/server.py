@@ -11,9 +11,9 @@ from canopy.integration.v1 import (
     integration_service_pb2_grpc,
 )
 from canopy_core.db import load_migrations
+from canopy_core.directory import DirectoryClient
 from canopy_core.server import Runtime, ServiceSpec
 from canopy_integration.api import ConnectionTreeApi, IntegrationApi
-from canopy_integration.directory import DirectoryClient
 from canopy_integration.integrations import Context
 from canopy_integration.settings import IntegrationSettings
 

@@ -1,4 +1,4 @@
-"""What the integration service asks the directory (the permissions service's
+"""What services ask the directory (the permissions service's
 `DirectoryService`): a scope's tenant and plan, and where a workspace belongs."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class WorkspaceInfo:
 
 
 class Directory(Protocol):
-    """Lookups the integration service needs from the directory."""
+    """Lookups other services need from the directory."""
 
     async def tenant(self, tenant_id: str) -> ScopeInfo: ...
 

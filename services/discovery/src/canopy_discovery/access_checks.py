@@ -1,0 +1,113 @@
+"""TestDiscoveryAccess and TestMemberAccess: who may ask, and about which roles."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from canopy_core.auth import Principal
+from canopy_core.directory import Directory
+from canopy_core.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
+from canopy_discovery import access
+from canopy_discovery.aws import AwsSettings
+from canopy_discovery.integration_client import IntegrationClient
+from canopy_discovery.runs import scope_of
+
+ROLE_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+EXTERNAL_ID = re.compile(r"^([to]_[a-z0-9]{1,60}):[a-z0-9]{8}$")
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+MAX_SAMPLE = 50
+DEFAULT_SAMPLE = 5
+
+
+async def discovery_access_for_integration(
+    integrations: IntegrationClient, aws: AwsSettings, principal: Principal, integration_id: str
+) -> access.AccessResult:
+    """Test an integration's discovery role (members of its scope)."""
+    await scope_of(integrations, principal, integration_id)
+    integration = await integrations.get_integration(integration_id)
+    return await access.test_discovery_access(
+        aws, integration.discovery_access.role_arn, integration.discovery_access.external_id
+    )
+
+
+async def discovery_access_for_role(
+    directory: Directory, aws: AwsSettings, principal: Principal, role_arn: str, external_id: str
+) -> access.AccessResult:
+    """Test a role before an integration exists; the external id must be the caller's scope's
+    (else Canopy would be a confused deputy, probing roles with someone else's external id)."""
+    found = []
+    if not ROLE_ARN.match(role_arn):
+        found.append(FieldViolation("access.role_arn", "must be an IAM role ARN"))
+    owner = EXTERNAL_ID.match(external_id)
+    if owner is None:
+        found.append(
+            FieldViolation("access.external_id", "must be '<tenant or org id>:<8 of [a-z0-9]>'")
+        )
+    if found:
+        raise InvalidArgument(found)
+    assert owner is not None
+    owner_id = owner.group(1)
+    try:
+        if owner_id.startswith("o_"):
+            info = await directory.org(owner_id)
+            chain: tuple[str | None, ...] = (info.tenant_id, owner_id)
+        else:
+            await directory.tenant(owner_id)
+            chain = (owner_id,)
+    except NotFound:
+        chain = (owner_id,)
+    if not principal.is_owner(*chain):
+        raise PermissionDenied(
+            f"{principal.subject!r} may not use the external id of {owner_id}",
+            reason="EXTERNAL_ID_OWNER_MISMATCH",
+            metadata={"field": "access.external_id", "owner": owner_id},
+        )
+    return await access.test_discovery_access(aws, role_arn, external_id)
+
+
+async def member_access(
+    integrations: IntegrationClient,
+    aws: AwsSettings,
+    principal: Principal,
+    integration_id: str,
+    account_ids: list[str],
+    sample_size: int,
+) -> list[access.MemberResult]:
+    """Assume the member role in the given accounts of the integration, or in a sample."""
+    found = []
+    for i, account_id in enumerate(account_ids):
+        if not ACCOUNT_ID.match(account_id):
+            found.append(FieldViolation(f"account_ids[{i}]", "must be 12 digits"))
+    if sample_size < 0 or sample_size > MAX_SAMPLE:
+        found.append(FieldViolation("sample_size", f"must be between 0 and {MAX_SAMPLE}"))
+    if len(account_ids) > MAX_SAMPLE:
+        found.append(FieldViolation("account_ids", f"at most {MAX_SAMPLE} accounts"))
+    if found:
+        raise InvalidArgument(found)
+    await scope_of(integrations, principal, integration_id)
+    integration = await integrations.get_integration(integration_id)
+    known = await integrations.account_ids(integration_id)
+    if account_ids:
+        strangers = [a for a in account_ids if a not in set(known)]
+        if strangers:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        f"account_ids[{account_ids.index(a)}]",
+                        "is not an account of this integration",
+                    )
+                    for a in strangers
+                ]
+            )
+        targets = account_ids
+    else:
+        targets = random.sample(known, min(len(known), sample_size or DEFAULT_SAMPLE))
+    partition = integration.discovery_access.role_arn.split(":")[1]
+    role = integration.member_access.role_name
+    external_id = integration.member_access.external_id or integration.discovery_access.external_id
+    return await access.test_member_access(
+        aws,
+        [(a, f"arn:{partition}:iam::{a}:role/{role}") for a in sorted(targets)],
+        external_id,
+    )

@@ -1,0 +1,137 @@
+"""gRPC servicer of the discovery service: protobuf in, domain calls, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from canopy.discovery.v1 import discovery_pb2 as pb
+from canopy.discovery.v1 import discovery_service_pb2 as rpc
+from canopy.discovery.v1 import discovery_service_pb2_grpc as rpc_grpc
+from canopy_core.context import current_principal
+from canopy_core.db import Database
+from canopy_core.directory import Directory
+from canopy_core.errors import InvalidArgument
+from canopy_core.eventlog import EventLog
+from canopy_core.interceptor import RpcContext
+from canopy_discovery import access_checks, runs
+from canopy_discovery.access import AccessResult
+from canopy_discovery.aws import AwsSettings
+from canopy_discovery.convert import run_to_proto
+from canopy_discovery.integration_client import IntegrationClient
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the discovery RPCs run against."""
+
+    db: Database
+    log: EventLog
+    integrations: IntegrationClient
+    directory: Directory
+    aws: AwsSettings
+
+
+def _reason(name: str) -> pb.AccessFailureReason.ValueType:
+    try:
+        return pb.AccessFailureReason.Value(f"ACCESS_FAILURE_REASON_{name}")
+    except ValueError:
+        return pb.ACCESS_FAILURE_REASON_OTHER
+
+
+def _access_reply(result: AccessResult) -> rpc.TestDiscoveryAccessResponse:
+    return rpc.TestDiscoveryAccessResponse(
+        ok=result.ok,
+        account_id=result.account_id,
+        organization_id=result.organization_id,
+        management_account_id=result.management_account_id,
+        root_id=result.root_id,
+        reason=_reason(result.reason) if result.reason else pb.ACCESS_FAILURE_REASON_UNSPECIFIED,
+        message=result.message,
+    )
+
+
+class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
+    """`canopy.discovery.v1.DiscoveryService`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def TestDiscoveryAccess(
+        self, request: rpc.TestDiscoveryAccessRequest, context: RpcContext
+    ) -> rpc.TestDiscoveryAccessResponse:
+        which = request.WhichOneof("target")
+        if which == "integration_id":
+            result = await access_checks.discovery_access_for_integration(
+                self.ctx.integrations, self.ctx.aws, current_principal(), request.integration_id
+            )
+        elif which == "access":
+            result = await access_checks.discovery_access_for_role(
+                self.ctx.directory,
+                self.ctx.aws,
+                current_principal(),
+                request.access.role_arn,
+                request.access.external_id,
+            )
+        else:
+            raise InvalidArgument.field("target", "name an integration_id or an access to test")
+        return _access_reply(result)
+
+    async def TestMemberAccess(
+        self, request: rpc.TestMemberAccessRequest, context: RpcContext
+    ) -> rpc.TestMemberAccessResponse:
+        results = await access_checks.member_access(
+            self.ctx.integrations,
+            self.ctx.aws,
+            current_principal(),
+            request.integration_id,
+            list(request.account_ids),
+            request.sample_size,
+        )
+        return rpc.TestMemberAccessResponse(
+            results=[
+                pb.MemberAccessResult(
+                    account_id=r.account_id,
+                    role_arn=r.role_arn,
+                    ok=r.ok,
+                    reason=_reason(r.reason) if r.reason else pb.ACCESS_FAILURE_REASON_UNSPECIFIED,
+                    message=r.message,
+                )
+                for r in results
+            ]
+        )
+
+    async def SyncIntegration(
+        self, request: rpc.SyncIntegrationRequest, context: RpcContext
+    ) -> rpc.SyncIntegrationResponse:
+        run = await runs.sync_integration(
+            self.ctx.db, self.ctx.log, self.ctx.integrations, current_principal(), request
+        )
+        return rpc.SyncIntegrationResponse(run=run_to_proto(run))
+
+    async def GetSyncRun(
+        self, request: rpc.GetSyncRunRequest, context: RpcContext
+    ) -> rpc.GetSyncRunResponse:
+        run = await runs.get_run(self.ctx.db, current_principal(), request.id)
+        return rpc.GetSyncRunResponse(run=run_to_proto(run))
+
+    async def ListSyncRuns(
+        self, request: rpc.ListSyncRunsRequest, context: RpcContext
+    ) -> rpc.ListSyncRunsResponse:
+        page = await runs.list_runs(
+            self.ctx.db,
+            self.ctx.integrations,
+            current_principal(),
+            request.integration_id,
+            request.page_size,
+            request.page_token,
+        )
+        return rpc.ListSyncRunsResponse(
+            runs=[run_to_proto(r) for r in page.runs], next_page_token=page.next_page_token
+        )
+
+    async def WatchSyncRun(
+        self, request: rpc.WatchSyncRunRequest, context: RpcContext
+    ) -> AsyncIterator[rpc.WatchSyncRunResponse]:
+        async for run in runs.watch_run(self.ctx.db, self.ctx.log, current_principal(), request.id):
+            yield rpc.WatchSyncRunResponse(run=run)

@@ -1,0 +1,300 @@
+"""The crawl: one complete snapshot of an AWS Organization's OUs and accounts, or a failure.
+
+Breadth-first from the root, but without waiting for whole levels: each parent's OU listing and
+account listing run concurrently, and a child OU is crawled as soon as a page names it, so the
+crawl's critical path is depth x pages, not levels x the slowest parent. Every call goes through
+one Organizations client, one concurrency bound and one token bucket, so the whole crawl shares
+a single rate budget. Throttling and other transient errors are retried with exponential backoff
+and full jitter; each attempt has a timeout, the whole crawl a deadline. Any failure cancels the
+rest and raises DiscoveryFailure: a crawl never returns part of an organization.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from canopy.integration.v1 import connection_tree_pb2 as tree_pb
+from canopy_discovery.aws import (
+    ACCESS_DENIED,
+    CRAWL_DEADLINE_EXCEEDED,
+    AwsSettings,
+    DiscoveryFailure,
+    assumed_session,
+    classify,
+    is_throttling,
+    is_transient,
+    not_management_account,
+    organizations_client,
+)
+
+# The largest page Organizations' list calls allow.
+PAGE_SIZE = 20
+
+
+@dataclass(frozen=True)
+class CrawlLimits:
+    """How hard one crawl may press on AWS, and how long it may take."""
+
+    max_concurrency: int = 8
+    max_requests_per_second: float | None = None  # None: no rate limit
+    call_timeout: float = 20.0  # seconds per attempt of one API call
+    crawl_timeout: float = 600.0  # seconds for the whole crawl, assuming the role included
+    max_attempts: int = 8  # per call, for throttling and other transient errors
+    base_backoff: float = 0.1
+    max_backoff: float = 5.0
+
+
+@dataclass
+class CrawlProgress:
+    """Counters of a running crawl, reported after every call."""
+
+    organizational_units_found: int = 0
+    accounts_found: int = 0
+    api_calls: int = 0  # every attempt sent, AssumeRole included
+    throttled_calls: int = 0
+    elapsed: float = 0.0  # seconds
+
+
+class TokenBucket:
+    """A token bucket: `rate` tokens a second, at most `burst` saved up.
+
+    A taker reserves its token at once (the balance may go negative) and sleeps until the
+    reservation is due, so concurrent takers queue in order without a lock.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = self.burst
+        self._updated = time.monotonic()
+
+    async def take(self) -> None:
+        """Wait until one more request may be sent."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        self._tokens -= 1
+        if self._tokens < 0:
+            await asyncio.sleep(-self._tokens / self.rate)
+
+
+def account_state(account: dict[str, Any]) -> str:
+    """An account's state: AWS is replacing `Status` with `State`; prefer the new field."""
+    return str(account.get("State") or account.get("Status") or "")
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based): full jitter."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+class _Crawl:
+    """The state of one crawl: the shared client, limits, counters and what was found."""
+
+    def __init__(
+        self,
+        client: Any,
+        limits: CrawlLimits,
+        progress: CrawlProgress,
+        report: Callable[[], None],
+    ) -> None:
+        self.client = client
+        self.limits = limits
+        self.progress = progress
+        self.report = report
+        self.slots = asyncio.Semaphore(limits.max_concurrency)
+        rate = limits.max_requests_per_second
+        self.bucket = TokenBucket(rate) if rate else None
+        self.snapshot = tree_pb.OrganizationSnapshot()
+        self.seen: set[str] = set()
+        self.tasks: asyncio.TaskGroup | None = None
+
+    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """One API call, retried while AWS throttles or fails transiently."""
+        method = getattr(self.client, _snake(operation))
+        limits = self.limits
+        attempt = 0
+        while True:
+            attempt += 1
+            error: Exception
+            # Hold a slot only while a request is in flight, never while backing off.
+            async with self.slots:
+                if self.bucket is not None:
+                    await self.bucket.take()
+                self.progress.api_calls += 1
+                try:
+                    async with asyncio.timeout(limits.call_timeout):
+                        answer: dict[str, Any] = await method(**params)
+                except Exception as caught:
+                    error = caught
+                else:
+                    self.report()
+                    return answer
+            if is_throttling(error):
+                self.progress.throttled_calls += 1
+            self.report()
+            if not is_transient(error) or attempt >= limits.max_attempts:
+                raise classify(error) from error
+            await asyncio.sleep(backoff(attempt, limits.base_backoff, limits.max_backoff))
+
+    async def pages(
+        self, operation: str, key: str, parent_id: str, take: Callable[[list[Any]], None]
+    ) -> None:
+        """Every page of a list call for one parent; a page may be empty before the last."""
+        token = ""
+        while True:
+            params: dict[str, Any] = {"ParentId": parent_id, "MaxResults": PAGE_SIZE}
+            if token:
+                params["NextToken"] = token
+            answer = await self.call(operation, **params)
+            take(answer.get(key) or [])
+            token = answer.get("NextToken") or ""
+            if not token:
+                return
+
+    def visit(self, parent_id: str) -> None:
+        """Start listing the OUs and the accounts of one parent."""
+        assert self.tasks is not None
+        self.tasks.create_task(
+            self.pages(
+                "ListOrganizationalUnitsForParent",
+                "OrganizationalUnits",
+                parent_id,
+                lambda page: self.add_units(parent_id, page),
+            )
+        )
+        self.tasks.create_task(
+            self.pages(
+                "ListAccountsForParent",
+                "Accounts",
+                parent_id,
+                lambda page: self.add_accounts(parent_id, page),
+            )
+        )
+
+    def add_units(self, parent_id: str, page: list[dict[str, Any]]) -> None:
+        """Record a page of OUs and crawl each one at once."""
+        for unit in page:
+            unit_id = unit["Id"]
+            # An OU moved while we crawl can show up under two parents: keep the first.
+            if unit_id in self.seen:
+                continue
+            self.seen.add(unit_id)
+            self.snapshot.organizational_units.add(
+                id=unit_id, parent_id=parent_id, name=unit.get("Name", "")
+            )
+            self.progress.organizational_units_found += 1
+            self.visit(unit_id)
+
+    def add_accounts(self, parent_id: str, page: list[dict[str, Any]]) -> None:
+        """Record a page of accounts."""
+        for account in page:
+            account_id = account["Id"]
+            if account_id in self.seen:
+                continue
+            self.seen.add(account_id)
+            entry = self.snapshot.accounts.add(
+                id=account_id,
+                name=account.get("Name", ""),
+                email=account.get("Email", ""),
+                parent_id=parent_id,
+                state=account_state(account),
+            )
+            joined = account.get("JoinedTimestamp")
+            if joined is not None:
+                entry.joined_time.FromDatetime(joined)
+            self.progress.accounts_found += 1
+
+    async def describe(self) -> None:
+        """The organization's id and management account."""
+        organization = (await self.call("DescribeOrganization"))["Organization"]
+        self.snapshot.organization_id = organization["Id"]
+        self.snapshot.management_account_id = organization.get("MasterAccountId", "")
+
+    async def run(self) -> tree_pb.OrganizationSnapshot:
+        """Crawl everything; the complete snapshot."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self.tasks = tasks
+                tasks.create_task(self.describe())
+                try:
+                    roots = (await self.call("ListRoots"))["Roots"]
+                except DiscoveryFailure as failure:
+                    # Only the management account or a delegated administrator may list roots.
+                    if failure.reason == ACCESS_DENIED:
+                        raise not_management_account(failure.message) from failure.__cause__
+                    raise
+                self.snapshot.root_id = roots[0]["Id"]
+                self.visit(self.snapshot.root_id)
+        except BaseExceptionGroup as group:
+            raise _first_failure(group) from None
+        return self.snapshot
+
+
+def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The failure to report from a crawl whose tasks failed (all others were cancelled)."""
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_failure(error)
+        if isinstance(error, DiscoveryFailure):
+            return error
+        if not isinstance(error, Exception):
+            return error  # KeyboardInterrupt and the like pass through untouched
+        return classify(error)
+    return classify(group)
+
+
+def _snake(operation: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")
+
+
+async def crawl(
+    aws: AwsSettings,
+    role_arn: str,
+    external_id: str,
+    limits: CrawlLimits,
+    on_progress: Callable[[CrawlProgress], None] | None = None,
+) -> tree_pb.OrganizationSnapshot:
+    """Assume the discovery role and crawl the whole organization.
+
+    Returns the complete snapshot or raises DiscoveryFailure; `on_progress` gets a copy of the
+    counters after every call.
+    """
+    started = time.monotonic()
+    progress = CrawlProgress()
+
+    def report() -> None:
+        progress.elapsed = time.monotonic() - started
+        if on_progress is not None:
+            on_progress(dataclasses.replace(progress))
+
+    deadline = asyncio.timeout(limits.crawl_timeout)
+    try:
+        async with deadline:
+            progress.api_calls += 1
+            session = await assumed_session(aws, role_arn, external_id)
+            report()
+            async with organizations_client(
+                session, aws, concurrency=limits.max_concurrency, call_timeout=limits.call_timeout
+            ) as client:
+                return await _Crawl(client, limits, progress, report).run()
+    except TimeoutError as error:
+        if deadline.expired():
+            raise DiscoveryFailure(
+                CRAWL_DEADLINE_EXCEEDED,
+                f"the crawl did not finish within {limits.crawl_timeout:g} s "
+                f"({progress.api_calls} calls, {progress.accounts_found} accounts found so far)",
+            ) from error
+        raise classify(error) from error
+    except DiscoveryFailure:
+        raise
+    except Exception as error:
+        raise classify(error) from error

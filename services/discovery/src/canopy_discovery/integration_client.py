@@ -1,0 +1,94 @@
+"""What discovery asks of the integration service, with its system token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from canopy.integration.v1 import connection_tree_pb2 as tree_pb
+from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
+from canopy.integration.v1 import connection_tree_service_pb2_grpc as tree_grpc
+from canopy.integration.v1 import integration_pb2 as pb
+from canopy.integration.v1 import integration_service_pb2 as rpc
+from canopy.integration.v1 import integration_service_pb2_grpc as rpc_grpc
+from canopy_core.errors import Aborted, NotFound, OutOfRange, Unavailable
+from canopy_core.remote import error_info
+
+
+class IntegrationClient:
+    """Integrations, their connections, snapshot applies and the tree log."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout: float = 30.0) -> None:
+        self._integrations = rpc_grpc.IntegrationServiceStub(channel)
+        self._tree = tree_grpc.ConnectionTreeServiceStub(channel)
+        self._timeout = timeout
+
+    @staticmethod
+    def _translate(error: grpc.aio.AioRpcError, what: str, resource_id: str) -> Exception:
+        code = error.code()
+        if code == grpc.StatusCode.NOT_FOUND:
+            return NotFound("integration", resource_id)
+        if code == grpc.StatusCode.ABORTED:
+            return Aborted(error.details() or "aborted", reason="TREE_GENERATION_MISMATCH")
+        if code == grpc.StatusCode.OUT_OF_RANGE:
+            reason, metadata = error_info(error)
+            return OutOfRange(error.details() or "out of range", reason=reason, metadata=metadata)
+        return Unavailable(
+            f"the integration service could not {what}: {code.name} {error.details()}",
+            reason="INTEGRATION_SERVICE_UNAVAILABLE",
+        )
+
+    async def get_integration(self, integration_id: str) -> pb.Integration:
+        """An integration, whatever its scope."""
+        try:
+            reply = await self._integrations.GetIntegration(
+                rpc.GetIntegrationRequest(id=integration_id), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise self._translate(error, "read the integration", integration_id) from None
+        return reply.integration
+
+    async def account_ids(self, integration_id: str) -> list[str]:
+        """The account ids of an integration's connections."""
+        found: list[str] = []
+        token = ""
+        try:
+            while True:
+                reply = await self._tree.ListConnections(
+                    tree_rpc.ListConnectionsRequest(
+                        integration_id=integration_id, page_size=100, page_token=token
+                    ),
+                    timeout=self._timeout,
+                )
+                found.extend(c.account_id for c in reply.connections)
+                token = reply.next_page_token
+                if not token:
+                    return found
+        except grpc.aio.AioRpcError as error:
+            raise self._translate(error, "list the connections", integration_id) from None
+
+    async def apply(
+        self, request: tree_rpc.ApplyDiscoverySnapshotRequest
+    ) -> tree_rpc.ApplyDiscoverySnapshotResponse:
+        """ApplyDiscoverySnapshot (a snapshot of 10,000 accounts is well under the size limit)."""
+        try:
+            reply: tree_rpc.ApplyDiscoverySnapshotResponse = (
+                await self._tree.ApplyDiscoverySnapshot(request, timeout=300)
+            )
+            return reply
+        except grpc.aio.AioRpcError as error:
+            raise self._translate(error, "apply the snapshot", request.integration_id) from None
+
+    async def watch(self, after_revision: int) -> AsyncIterator[list[tree_pb.TreeEvent]]:
+        """Every tree event after a revision, in batches (empty on progress messages)."""
+        stream = self._tree.WatchTreeEvents(
+            tree_rpc.WatchTreeEventsRequest(after_revision=after_revision)
+        )
+        try:
+            async for reply in stream:
+                yield list(reply.events)
+        except grpc.aio.AioRpcError as error:
+            raise self._translate(error, "stream tree events", "*") from None
+        finally:
+            stream.cancel()
