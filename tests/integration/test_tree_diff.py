@@ -39,7 +39,7 @@ from canopy_integration.tree_diff import (
 )
 
 PROPERTY = settings(
-    max_examples=int(__import__("os").environ.get("N", "60")),
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -391,7 +391,9 @@ def active(snapshot: Snapshot) -> dict[str, Account]:
     return {a.id: a for a in snapshot.accounts if a.state == "ACTIVE"}
 
 
-def mirrors(folders: Iterable[Folder], connections: Iterable[Connection], snapshot: Snapshot) -> None:
+def mirrors(
+    folders: Iterable[Folder], connections: Iterable[Connection], snapshot: Snapshot
+) -> None:
     """The tree is exactly the snapshot: the root, one folder per OU, one connection per ACTIVE
     account, each in the right place with the right name."""
     by_id = {f.id: f for f in folders}
@@ -602,9 +604,7 @@ def test_first_apply_mirrors_the_snapshot_and_a_second_changes_nothing(
 
 
 @PROPERTY
-@given(
-    data=st.data(), prefix=prefixes, taken=taken_sets, skip=st.booleans(), statics=st.booleans()
-)
+@given(data=st.data(), prefix=prefixes, taken=taken_sets, skip=st.booleans(), statics=st.booleans())
 def test_a_sequence_of_snapshots_keeps_ids_and_handles_stable(
     data: st.DataObject, prefix: str, taken: frozenset[str], skip: bool, statics: bool
 ) -> None:
@@ -688,7 +688,9 @@ def test_passing_names_around_never_passes_handles_around(
     parents = sorted({u.parent_id for u in snapshot.units})
     if parents:
         parent = data.draw(st.sampled_from(parents), label="OUs of")
-        siblings = data.draw(st.permutations(sorted(u for u in units if units[u].parent_id == parent)))
+        siblings = data.draw(
+            st.permutations(sorted(u for u in units if units[u].parent_id == parent))
+        )
         titles = _rotate(siblings, [units[u].name for u in siblings])
         units.update({u: units[u]._replace(name=t) for u, t in titles.items()})
     following = replace(
@@ -828,7 +830,11 @@ def test_handles_held_elsewhere_are_never_assigned(data: st.DataObject, prefix: 
     snapshot = data.draw(snapshots(max_units=4, max_accounts=20), label="first")
     # Everything the first apply would hand out, plus the usual suspects, is now held elsewhere.
     _, probe = Tree.new(prefix=prefix).sync(snapshot, frozenset(), id_factory())
-    taken = frozenset(data.draw(st.sets(st.sampled_from(sorted({c.handle for c in probe.connections} | set(ELSEWHERE))))))
+    taken = frozenset(
+        data.draw(
+            st.sets(st.sampled_from(sorted({c.handle for c in probe.connections} | set(ELSEWHERE))))
+        )
+    )
     _, tree = Tree.new(prefix=prefix).sync(snapshot, taken, new_id)
     check_handles(tree.folders, tree.connections, taken)
     following = data.draw(mutated(snapshot), label="second")
@@ -843,18 +849,19 @@ def unit(n: int, parent: str = ROOT_ID, name: str = "Unit") -> OrganizationalUni
     return OrganizationalUnit(ou_id(n), parent, name)
 
 
-def account(
-    account_id: str = "123456789012", parent: str = ROOT_ID, **changes: Any
-) -> Account:
+def account(account_id: str = "123456789012", parent: str = ROOT_ID, **changes: Any) -> Account:
     return Account(account_id, "Prod", "ops@example.com", parent, "ACTIVE")._replace(**changes)
 
 
 def snap(
     units: Iterable[OrganizationalUnit] = (), accounts: Iterable[Account] = (), **changes: Any
 ) -> Snapshot:
-    return replace(
-        Snapshot(ORG_ID, MANAGEMENT, ROOT_ID, tuple(units), tuple(accounts)), **changes
-    )
+    return replace(Snapshot(ORG_ID, MANAGEMENT, ROOT_ID, tuple(units), tuple(accounts)), **changes)
+
+
+# Twelve digits, but not ASCII ones: `str.isdigit` says yes, the rule says no.
+FULLWIDTH_ID = "".join(chr(0xFF10 + int(d)) for d in "123456789012")
+ARABIC_INDIC_ID = "".join(chr(0x0660 + int(d)) for d in "123456789012")
 
 
 def violations(snapshot: Snapshot, path: str = "snapshot") -> list[str]:
@@ -885,13 +892,13 @@ def test_generated_snapshots_are_valid(snapshot: Snapshot) -> None:
         ({"organization_id": "org-1"}, "snapshot.organization_id"),
         ({"organization_id": "o-ABCDEF1234"}, "snapshot.organization_id"),
         ({"management_account_id": "12345"}, "snapshot.management_account_id"),
-        ({"management_account_id": "１２３４５６７８９０１２"}, "snapshot.management_account_id"),
+        ({"management_account_id": FULLWIDTH_ID}, "snapshot.management_account_id"),
         ({"root_id": "root"}, "snapshot.root_id"),
         ({"root_id": "r-ab"}, "snapshot.root_id"),
     ],
 )
-def test_bad_snapshot_ids(changes: dict[str, str], field: str) -> None:
-    assert violations(snap(**changes)) == [field]
+def test_bad_snapshot_ids(changes: dict[str, Any], field: str) -> None:
+    assert violations(replace(snap(), **changes)) == [field]
 
 
 @pytest.mark.parametrize(
@@ -912,13 +919,21 @@ def test_bad_snapshot_ids(changes: dict[str, str], field: str) -> None:
             ["snapshot.organizational_units[1].parent_id"],
         ),
         # Bad shapes.
-        ([OrganizationalUnit("ou-AB12-00000000", ROOT_ID, "x")], [], ["snapshot.organizational_units[0].id"]),
-        ([OrganizationalUnit("ou-ab12-0000", ROOT_ID, "x")], [], ["snapshot.organizational_units[0].id"]),
+        (
+            [OrganizationalUnit("ou-AB12-00000000", ROOT_ID, "x")],
+            [],
+            ["snapshot.organizational_units[0].id"],
+        ),
+        (
+            [OrganizationalUnit("ou-ab12-0000", ROOT_ID, "x")],
+            [],
+            ["snapshot.organizational_units[0].id"],
+        ),
         ([unit(0, name="")], [], ["snapshot.organizational_units[0].name"]),
         ([unit(0, name="x" * 1025)], [], ["snapshot.organizational_units[0].name"]),
         ([], [account("12345678901")], ["snapshot.accounts[0].id"]),
         ([], [account("12345678901a")], ["snapshot.accounts[0].id"]),
-        ([], [account("١٢٣٤٥٦٧٨٩٠١٢")], ["snapshot.accounts[0].id"]),
+        ([], [account(ARABIC_INDIC_ID)], ["snapshot.accounts[0].id"]),
         ([], [account(state="")], ["snapshot.accounts[0].state"]),
         ([], [account(email="x" * 321)], ["snapshot.accounts[0].email"]),
         ([], [account(name="x" * 1025)], ["snapshot.accounts[0].name"]),

@@ -7,11 +7,9 @@ a user can act on; `classify` is the one place that decides which.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
@@ -29,8 +27,12 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
     NoCredentialsError,
     ReadTimeoutError,
 )
+from botocore.utils import parse_timestamp  # type: ignore[import-untyped]
 
 SESSION_NAME = "canopy-discovery"
+# A fixed User-Agent names Canopy in the customer's CloudTrail, and spares botocore rebuilding
+# its own (a noticeable share of a request's CPU time) on every call.
+USER_AGENT = "canopy-discovery"
 DEFAULT_SESSION_SECONDS = 3600
 
 ASSUME_ROLE_DENIED = "ASSUME_ROLE_DENIED"
@@ -98,11 +100,16 @@ class DiscoveryFailure(Exception):
         self.message = message
 
 
-def error_code(error: BaseException) -> str:
+def error_code(error: BaseException | None) -> str:
     """The AWS error code of a ClientError (`TooManyRequestsException`…), else ""."""
     if isinstance(error, ClientError):
         return str(error.response.get("Error", {}).get("Code", ""))
     return ""
+
+
+def is_access_denied(error: BaseException | None) -> bool:
+    """Whether AWS answered AccessDenied(Exception): the caller may not make this call."""
+    return error_code(error) in {"AccessDenied", "AccessDeniedException"}
 
 
 def http_status(error: BaseException) -> int:
@@ -146,7 +153,7 @@ def classify(error: BaseException) -> DiscoveryFailure:
                 ORGANIZATION_NOT_IN_USE,
                 f"the role's account is not a member of an AWS Organization: {text}",
             )
-        if code in {"AccessDenied", "AccessDeniedException"}:
+        if is_access_denied(error):
             return DiscoveryFailure(ACCESS_DENIED, f"AWS denied access: {text}")
         if code in _CREDENTIAL_CODES:
             return DiscoveryFailure(
@@ -178,6 +185,7 @@ def client_config(
     """Client settings for discovery: no retries of botocore's own (the crawl retries with its
     shared budget), bounded timeouts, and a pool large enough for every concurrent call."""
     return AioConfig(
+        user_agent=USER_AGENT,
         retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=min(connect_timeout, call_timeout),
         read_timeout=call_timeout,
@@ -185,9 +193,27 @@ def client_config(
     )
 
 
+def fast_timestamp(value: Any) -> datetime:
+    """botocore's timestamp parser without its local-time detour for epoch numbers (the JSON
+    protocol's form), which costs more than the rest of parsing an account."""
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    parsed: datetime = parse_timestamp(value)
+    return parsed
+
+
+def new_session() -> AioSession:
+    """An aiobotocore session that parses timestamps quickly."""
+    session = get_session()
+    session.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=fast_timestamp
+    )
+    return session
+
+
 def platform_session(aws: AwsSettings) -> AioSession:
     """A session with the platform's own credentials (explicit, else the default chain)."""
-    session = get_session()
+    session = new_session()
     if aws.access_key_id and aws.secret_access_key:
         session.set_credentials(aws.access_key_id, aws.secret_access_key, aws.session_token)
     return session
@@ -252,7 +278,7 @@ async def assume_role(
             DurationSeconds=duration_seconds,
         )
     except ClientError as error:
-        if error_code(error) in {"AccessDenied", "AccessDeniedException"}:
+        if is_access_denied(error):
             raise assume_role_denied(role_arn, _aws_message(error)) from error
         raise classify(error) from error
     except Exception as error:
@@ -281,7 +307,7 @@ class _Fixed(CredentialProvider):  # type: ignore[misc]
 
 
 def _session_with(credentials: Any) -> AioSession:
-    session = get_session()
+    session = new_session()
     # Registering a resolver (rather than static keys) keeps the credentials refreshable: every
     # client made on this session asks them for keys before each request.
     session.register_component("credential_provider", AioCredentialResolver([_Fixed(credentials)]))
@@ -316,11 +342,3 @@ async def session_credentials(session: AioSession) -> Any:
     """The session's current (refreshed if due) frozen credentials."""
     credentials = await session.get_credentials()
     return await credentials.get_frozen_credentials()
-
-
-async def call_with_timeout(
-    timeout: float, call: Callable[[], Awaitable[dict[str, Any]]]
-) -> dict[str, Any]:
-    """One AWS call bounded by `timeout` seconds (botocore's read timeout covers only reads)."""
-    async with asyncio.timeout(timeout):
-        return await call()

@@ -21,12 +21,13 @@ from typing import Any
 
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy_discovery.aws import (
-    ACCESS_DENIED,
     CRAWL_DEADLINE_EXCEEDED,
+    OTHER,
     AwsSettings,
     DiscoveryFailure,
     assumed_session,
     classify,
+    is_access_denied,
     is_throttling,
     is_transient,
     not_management_account,
@@ -39,10 +40,13 @@ PAGE_SIZE = 20
 
 @dataclass(frozen=True)
 class CrawlLimits:
-    """How hard one crawl may press on AWS, and how long it may take."""
+    """How hard one crawl may press on AWS, and how long it may take.
+
+    A concurrency below 1 counts as 1; a rate of None (or not above 0) means no rate limit.
+    """
 
     max_concurrency: int = 8
-    max_requests_per_second: float | None = None  # None: no rate limit
+    max_requests_per_second: float | None = None
     call_timeout: float = 20.0  # seconds per attempt of one API call
     crawl_timeout: float = 600.0  # seconds for the whole crawl, assuming the role included
     max_attempts: int = 8  # per call, for throttling and other transient errors
@@ -110,9 +114,9 @@ class _Crawl:
         self.limits = limits
         self.progress = progress
         self.report = report
-        self.slots = asyncio.Semaphore(limits.max_concurrency)
+        self.slots = asyncio.Semaphore(max(1, limits.max_concurrency))
         rate = limits.max_requests_per_second
-        self.bucket = TokenBucket(rate) if rate else None
+        self.bucket = TokenBucket(rate) if rate is not None and rate > 0 else None
         self.snapshot = tree_pb.OrganizationSnapshot()
         self.seen: set[str] = set()
         self.tasks: asyncio.TaskGroup | None = None
@@ -136,8 +140,7 @@ class _Crawl:
                 except Exception as caught:
                     error = caught
                 else:
-                    self.report()
-                    return answer
+                    return answer  # the caller reports, once it has taken in the answer
             if is_throttling(error):
                 self.progress.throttled_calls += 1
             self.report()
@@ -156,6 +159,7 @@ class _Crawl:
                 params["NextToken"] = token
             answer = await self.call(operation, **params)
             take(answer.get(key) or [])
+            self.report()
             token = answer.get("NextToken") or ""
             if not token:
                 return
@@ -218,6 +222,7 @@ class _Crawl:
         organization = (await self.call("DescribeOrganization"))["Organization"]
         self.snapshot.organization_id = organization["Id"]
         self.snapshot.management_account_id = organization.get("MasterAccountId", "")
+        self.report()
 
     async def run(self) -> tree_pb.OrganizationSnapshot:
         """Crawl everything; the complete snapshot."""
@@ -229,9 +234,12 @@ class _Crawl:
                     roots = (await self.call("ListRoots"))["Roots"]
                 except DiscoveryFailure as failure:
                     # Only the management account or a delegated administrator may list roots.
-                    if failure.reason == ACCESS_DENIED:
+                    if is_access_denied(failure.__cause__):
                         raise not_management_account(failure.message) from failure.__cause__
                     raise
+                self.report()
+                if not roots:
+                    raise DiscoveryFailure(OTHER, "ListRoots answered with no root")
                 self.snapshot.root_id = roots[0]["Id"]
                 self.visit(self.snapshot.root_id)
         except BaseExceptionGroup as group:

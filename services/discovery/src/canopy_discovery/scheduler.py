@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -50,7 +50,7 @@ class SchedulerConfig:
     lease_ttl: timedelta = timedelta(seconds=30)
     poll_interval: float = 5.0
     jitter: float = 0.1
-    default_limits: CrawlLimits = CrawlLimits()
+    default_limits: CrawlLimits = field(default_factory=CrawlLimits)
 
 
 def crawl_limits(defaults: CrawlLimits, integration: ipb.Integration) -> CrawlLimits:

@@ -187,8 +187,14 @@ def plan_snapshot(
     matches the snapshot): they cannot change, so they are skipped; their handles must then be
     in `taken_elsewhere`. `folders` must be complete.
     """
-    if integration.organization_id and integration.organization_id != snapshot.organization_id:
-        unchanged = frozenset()  # a different organization replaces everything
+    if (
+        unchanged
+        and integration.organization_id
+        and integration.organization_id != snapshot.organization_id
+    ):
+        # Fingerprints say nothing of the organization: a different one replaces everything,
+        # so the caller must pass every connection.
+        raise ValueError("cannot skip unchanged accounts of a different organization")
     plan = TreePlan(connections_total=len(connections) + len(unchanged))
     root = next(f for f in folders if f.kind is FolderKind.ROOT)
     plan.organization_changed = bool(

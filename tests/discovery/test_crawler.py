@@ -1,0 +1,360 @@
+"""The crawl against a real moto server over HTTP, with faults injected by tests/awsfaults.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from canopy.integration.v1 import connection_tree_pb2 as tree_pb
+from canopy_discovery import aws as aws_module
+from canopy_discovery.aws import AwsSettings, DiscoveryFailure, assumed_session, session_credentials
+from canopy_discovery.crawler import CrawlLimits, CrawlProgress, TokenBucket, crawl
+from tests.awsfaults import FaultProxy, Rule
+from tests.discovery.conftest import DISCOVERY_ROLE, EXTERNAL_ID, Org, normalized
+
+FAST = CrawlLimits(max_concurrency=8, base_backoff=0.005, max_backoff=0.02, call_timeout=5)
+
+
+async def crawl_org(
+    aws: AwsSettings, limits: CrawlLimits = FAST, progress: list[CrawlProgress] | None = None
+) -> tree_pb.OrganizationSnapshot:
+    """Crawl with the management account's discovery role; the snapshot sorted by id."""
+    snapshot = await crawl(
+        aws,
+        DISCOVERY_ROLE,
+        EXTERNAL_ID,
+        limits,
+        on_progress=progress.append if progress is not None else None,
+    )
+    return normalized(snapshot)
+
+
+def small_org(org: Org) -> None:
+    """Two OUs, one nested, five accounts spread over the root and the OUs."""
+    engineering = org.ou("Engineering")
+    platform = org.ou("Platform", engineering)
+    org.ou("Sandbox")
+    org.account("payments-prod", platform)
+    org.account("payments-dev", platform)
+    org.account("security", engineering)
+    org.account("billing")
+
+
+# What a crawl finds
+
+
+async def test_snapshot_ids_parents_and_names_match_the_organization(
+    aws: AwsSettings, org: Org
+) -> None:
+    small_org(org)
+    snapshot = await crawl_org(aws)
+    assert snapshot == org.expected()
+    assert snapshot.organization_id == org.id
+    assert snapshot.management_account_id == "123456789012"
+    assert snapshot.root_id == org.root_id
+    assert {u.name for u in snapshot.organizational_units} == {"Engineering", "Platform", "Sandbox"}
+    assert len(snapshot.accounts) == 5  # four created and the management account
+    joined = snapshot.accounts[0].joined_time.ToDatetime(tzinfo=UTC)
+    assert abs(joined - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+async def test_organizational_units_five_levels_deep_are_all_found(
+    aws: AwsSettings, org: Org
+) -> None:
+    chain = org.ou_chain(5)
+    deepest_account = org.account("deep", chain[-1])
+    snapshot = await crawl_org(aws)
+    parents = {unit.id: unit.parent_id for unit in snapshot.organizational_units}
+    assert [parents[ou] for ou in chain] == [org.root_id, *chain[:-1]]
+    assert {a.id: a.parent_id for a in snapshot.accounts}[deepest_account] == chain[-1]
+    assert snapshot == org.expected()
+
+
+async def test_more_than_twenty_children_per_parent_are_read_across_pages(
+    aws: AwsSettings, org: Org
+) -> None:
+    parent = org.ou("Wide")
+    for i in range(45):
+        org.ou(f"team-{i}", parent)
+    org.bulk_accounts(47, parent)
+    progress: list[CrawlProgress] = []
+    snapshot = await crawl_org(aws, progress=progress)
+    assert snapshot == org.expected()
+    assert sum(u.parent_id == parent for u in snapshot.organizational_units) == 45
+    assert sum(a.parent_id == parent for a in snapshot.accounts) == 47
+    # 3 pages of OUs and 3 of accounts under "Wide" show the NextToken was followed.
+    assert progress[-1].api_calls >= 1 + 2 + 2 + 3 + 3 + 45 * 2
+
+
+async def test_an_empty_page_with_a_next_token_does_not_end_the_listing(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    # AWS may answer a page with no items and a NextToken; the proxy puts one such page in front
+    # of every listing, so every item lies behind an empty page.
+    parent = org.ou("Wide")
+    for i in range(22):
+        org.ou(f"team-{i}", parent)
+    org.bulk_accounts(25, parent)
+    rule = proxy.add(Rule(service="organizations", empty_first_page=True))
+    snapshot = await crawl_org(proxied)
+    assert snapshot == org.expected()
+    assert rule.injected == 2 * (1 + 1 + 22)  # one empty page per listing of every parent
+
+
+async def test_a_thousand_accounts_are_all_found(aws: AwsSettings, org: Org) -> None:
+    # The accounts are made in moto's backend: CreateAccount over HTTP would take ~10 s alone.
+    units = [org.ou(f"unit-{i}") for i in range(10)]
+    for unit in units:
+        org.bulk_accounts(100, unit)
+    org.bulk_accounts(20, org.root_id)
+    started = time.monotonic()
+    snapshot = await crawl_org(aws, CrawlLimits(max_concurrency=16))
+    assert time.monotonic() - started < 15
+    assert len(snapshot.accounts) == 1021
+    assert snapshot == org.expected()
+
+
+async def test_suspended_and_closed_accounts_appear_with_their_state(
+    aws: AwsSettings, org: Org
+) -> None:
+    active = org.account("active")
+    suspended = org.account("suspended")
+    closed = org.account("closed")
+    pending = org.account("pending")
+    org.suspend(suspended)
+    org.set_state(closed, "CLOSED", status="SUSPENDED")
+    org.set_state(pending, "PENDING_CLOSURE", status="SUSPENDED")
+    states = {a.id: a.state for a in (await crawl_org(aws)).accounts}
+    assert states[active] == "ACTIVE"
+    assert states[suspended] == "SUSPENDED"
+    assert states[closed] == "CLOSED"
+    assert states[pending] == "PENDING_CLOSURE"
+
+
+async def test_account_state_falls_back_to_status_when_state_is_absent(
+    aws: AwsSettings, org: Org
+) -> None:
+    legacy = org.account("legacy")
+    org.set_state(legacy, "", status="SUSPENDED")  # moto omits nothing, so "" stands for absent
+    states = {a.id: a.state for a in (await crawl_org(aws)).accounts}
+    assert states[legacy] == "SUSPENDED"
+
+
+async def test_moves_renames_and_removals_between_crawls_reach_the_next_snapshot(
+    aws: AwsSettings, org: Org
+) -> None:
+    team = org.ou("Team")
+    old = org.ou("Old")
+    mover = org.account("mover")
+    renamed = org.account("renamed", team)
+    leaver = org.account("leaver", team)
+    await crawl_org(aws)
+    org.move(mover, team)
+    org.rename_account(renamed, "renamed-again")
+    org.rename_ou(team, "Team Two")
+    org.remove(leaver)
+    org.delete_ou(old)
+    snapshot = await crawl_org(aws)
+    assert snapshot == org.expected()
+    assert {a.id: a.parent_id for a in snapshot.accounts}[mover] == team
+    assert {a.id: a.name for a in snapshot.accounts}[renamed] == "renamed-again"
+    assert [u.name for u in snapshot.organizational_units] == ["Team Two"]
+    assert leaver not in {a.id for a in snapshot.accounts}
+
+
+async def test_progress_counts_units_accounts_and_calls(aws: AwsSettings, org: Org) -> None:
+    small_org(org)
+    progress: list[CrawlProgress] = []
+    await crawl_org(aws, progress=progress)
+    last = progress[-1]
+    assert (last.organizational_units_found, last.accounts_found) == (3, 5)
+    # AssumeRole, DescribeOrganization, ListRoots, and two listings for each of 4 parents.
+    assert last.api_calls == 3 + 2 * 4
+    assert last.throttled_calls == 0
+    assert last.elapsed > 0
+    assert [p.api_calls for p in progress] == sorted(p.api_calls for p in progress)
+
+
+# Faults
+
+
+async def test_throttling_and_latency_leave_the_snapshot_unchanged_and_count_throttles(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    small_org(org)
+    for i in range(25):
+        org.ou(f"extra-{i}")
+    clean = await crawl_org(proxied)
+    proxy.add(Rule(service="organizations", latency=0.01))
+    throttle = proxy.add(
+        Rule(service="organizations", error="TooManyRequestsException", fraction=0.3)
+    )
+    progress: list[CrawlProgress] = []
+    faulted = await crawl_org(proxied, progress=progress)
+    assert faulted == clean
+    assert throttle.injected > 0
+    assert progress[-1].throttled_calls == throttle.injected
+
+
+async def test_concurrent_modification_is_retried(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    small_org(org)
+    rule = proxy.add(
+        Rule(operation="ListAccountsForParent", error="ConcurrentModificationException", first=3)
+    )
+    snapshot = await crawl_org(proxied)
+    assert rule.injected == 3
+    assert snapshot == org.expected()
+
+
+async def test_throttling_that_never_stops_fails_throttled_after_max_attempts(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    small_org(org)
+    proxy.add(Rule(operation="ListRoots", error="TooManyRequestsException"))
+    with pytest.raises(DiscoveryFailure) as caught:
+        await crawl_org(proxied, CrawlLimits(max_attempts=4, base_backoff=0.001, max_backoff=0.01))
+    assert caught.value.reason == "THROTTLED"
+    assert "TooManyRequestsException" in caught.value.message
+    assert proxy.counts["ListRoots"] == 4
+
+
+async def test_assume_role_denied_fails_assume_role_denied(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    proxy.add(Rule(operation="AssumeRole", role_arn=DISCOVERY_ROLE, error="AccessDenied"))
+    with pytest.raises(DiscoveryFailure) as caught:
+        await crawl_org(proxied)
+    assert caught.value.reason == "ASSUME_ROLE_DENIED"
+    assert DISCOVERY_ROLE in caught.value.message
+    assert "external id" in caught.value.message
+    assert proxy.counts["ListRoots"] == 0
+
+
+async def test_role_outside_the_management_account_fails_not_management(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    proxy.add(
+        Rule(
+            service="organizations",
+            operation="ListRoots",
+            role_arn=DISCOVERY_ROLE,
+            error="AccessDeniedException",
+            message="You don't have permissions to access this resource.",
+        )
+    )
+    with pytest.raises(DiscoveryFailure) as caught:
+        await crawl_org(proxied)
+    assert caught.value.reason == "NOT_MANAGEMENT_OR_DELEGATED_ADMIN"
+
+
+async def test_endpoint_disappearing_mid_crawl_fails_unreachable_with_no_snapshot(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    chain = org.ou_chain(10)
+    proxy.disappear(after=8)
+    progress: list[CrawlProgress] = []
+    limits = CrawlLimits(max_attempts=3, base_backoff=0.001, max_backoff=0.01)
+    with pytest.raises(DiscoveryFailure) as caught:
+        await crawl_org(proxied, limits, progress)
+    assert caught.value.reason == "UNREACHABLE"
+    assert progress[-1].organizational_units_found < len(chain)  # it stopped part way
+
+
+async def test_endpoint_answering_503_mid_crawl_fails_unreachable(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    small_org(org)
+    proxy.disappear(after=6, mode="503")
+    limits = CrawlLimits(max_attempts=2, base_backoff=0.001, max_backoff=0.01)
+    with pytest.raises(DiscoveryFailure) as caught:
+        await crawl_org(proxied, limits)
+    assert caught.value.reason == "UNREACHABLE"
+
+
+async def test_crawl_past_its_deadline_fails_crawl_deadline_exceeded(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    small_org(org)
+    proxy.add(Rule(service="organizations", latency=0.2))
+    with pytest.raises(DiscoveryFailure) as caught:
+        await crawl_org(proxied, CrawlLimits(crawl_timeout=0.5))
+    assert caught.value.reason == "CRAWL_DEADLINE_EXCEEDED"
+
+
+async def test_call_slower_than_the_call_timeout_fails_call_timeout(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    proxy.add(Rule(operation="ListRoots", latency=1.0))
+    limits = CrawlLimits(call_timeout=0.1, max_attempts=2, base_backoff=0.001)
+    with pytest.raises(DiscoveryFailure) as caught:
+        await crawl_org(proxied, limits)
+    assert caught.value.reason == "CALL_TIMEOUT"
+    assert proxy.counts["ListRoots"] == 2
+
+
+async def test_concurrency_never_exceeds_max_concurrency(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    for i in range(30):
+        org.ou(f"unit-{i}")
+    proxy.add(Rule(service="organizations", latency=0.02))
+    await crawl_org(proxied, CrawlLimits(max_concurrency=4))
+    assert proxy.max_in_flight == 4
+
+
+async def test_request_rate_stays_within_rate_plus_burst(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    for i in range(15):
+        org.ou(f"unit-{i}")
+    rate = 20.0  # the burst is max(1, rate) = 20 as well
+    await crawl_org(proxied, CrawlLimits(max_concurrency=16, max_requests_per_second=rate))
+    times = [t for t, operation in proxy.arrivals if operation != "AssumeRole"]
+    assert len(times) == 2 + 2 * 16
+    # In every window: at most burst + rate x window requests (one more for arrival jitter).
+    for i, start in enumerate(times):
+        for j in range(i, len(times)):
+            assert j - i + 1 <= rate + rate * (times[j] - start) + 1, (i, j)
+    # The 14 calls beyond the burst needed 14 / rate seconds.
+    assert times[-1] - times[0] >= (len(times) - rate) / rate * 0.9
+
+
+async def test_token_bucket_spaces_takers_at_the_rate_after_the_burst() -> None:
+    bucket = TokenBucket(rate=50, burst=5)
+    started = time.monotonic()
+    await asyncio.gather(*(bucket.take() for _ in range(15)))
+    # The first 5 go at once; the other 10 need 10 / 50 s.
+    assert 0.18 <= time.monotonic() - started < 1.0
+
+
+async def test_credentials_refresh_by_assuming_the_role_again(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    # STS's shortest session is 900 s, which is inside botocore's 15-minute advisory refresh
+    # window from the start: each use of these credentials refreshes them, exactly as a long
+    # crawl's credentials do 45 minutes into a one-hour session.
+    session = await assumed_session(proxied, DISCOVERY_ROLE, EXTERNAL_ID, duration_seconds=900)
+    first = await session_credentials(session)
+    async with aws_module.organizations_client(session, proxied) as client:
+        await client.list_roots()
+        await client.list_roots()
+    second = await session_credentials(session)
+    assert proxy.counts["AssumeRole"] >= 3
+    assert first.access_key != second.access_key
+    assert proxy.roles_by_key[second.access_key] == DISCOVERY_ROLE
+
+
+async def test_credentials_are_not_refreshed_while_far_from_expiry(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    session = await assumed_session(proxied, DISCOVERY_ROLE, EXTERNAL_ID)
+    first = await session_credentials(session)
+    async with aws_module.organizations_client(session, proxied) as client:
+        await client.list_roots()
+    assert (await session_credentials(session)).access_key == first.access_key
+    assert proxy.counts["AssumeRole"] == 1
