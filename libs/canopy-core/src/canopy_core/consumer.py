@@ -115,7 +115,10 @@ async def consume(
             raise
         except Exception as exc:
             log.warning(
-                "consumer failed; retrying",
+                "consumer %s failed (%r); retrying in %.1f s",
+                cursor.consumer,
+                exc,
+                delay,
                 extra={"consumer": cursor.consumer, "error": repr(exc), "retry_in": delay},
             )
         await asyncio.sleep(delay)

@@ -70,19 +70,23 @@ class Runtime:
         """A channel to another Canopy service that presents this service's system token."""
         credentials = self.credentials
 
-        class _Auth(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+        # grpc.aio files an interceptor under one kind only, so one class per kind.
+        class _UnaryAuth(grpc.aio.UnaryUnaryClientInterceptor):
             async def intercept_unary_unary(
                 self, continuation: Any, details: Any, request: Any
             ) -> Any:
                 return await continuation(_with_token(details, credentials.token()), request)
 
+        class _StreamAuth(grpc.aio.UnaryStreamClientInterceptor):
             async def intercept_unary_stream(
                 self, continuation: Any, details: Any, request: Any
             ) -> Any:
                 return await continuation(_with_token(details, credentials.token()), request)
 
         return grpc.aio.insecure_channel(
-            address, options=channel_options(self.settings), interceptors=[_Auth()]
+            address,
+            options=channel_options(self.settings),
+            interceptors=[_UnaryAuth(), _StreamAuth()],
         )
 
 

@@ -22,6 +22,7 @@ def run_to_proto(run: SyncRun) -> pb.SyncRun:
         state=pb.SyncRunState.Value(f"SYNC_RUN_STATE_{run.state.value}"),
         trigger=pb.SyncTrigger.Value(f"SYNC_TRIGGER_{run.trigger.value}"),
         confirm_deletions=run.confirm_deletions,
+        attempt=run.attempt,
         progress=pb.SyncProgress(
             organizational_units_found=run.progress.organizational_units_found,
             accounts_found=run.progress.accounts_found,

@@ -170,6 +170,7 @@ class SyncRun(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Unique id, `r_` followed by a time-sortable suffix."""
     integration_id: _builtins.str
@@ -192,6 +193,10 @@ class SyncRun(_message.Message):
     """Output only. The AWS Organization id the crawl saw; empty until known."""
     etag: _builtins.str
     """Output only. Changes whenever the run changes."""
+    attempt: _builtins.int
+    """Output only. How many workers have started this run: more than 1 when a worker died
+    mid-crawl and another took the run over once its lease expired.
+    """
     @_builtins.property
     def progress(self) -> Global___SyncProgress:
         """Output only. Counters of the crawl, updated while it runs."""
@@ -235,10 +240,11 @@ class SyncRun(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "progress", b"progress", "start_time", b"start_time", "summary", b"summary", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply_outcome", b"apply_outcome", "confirm_deletions", b"confirm_deletions", "create_time", b"create_time", "end_time", b"end_time", "etag", b"etag", "failure_message", b"failure_message", "failure_reason", b"failure_reason", "id", b"id", "integration_id", b"integration_id", "organization_id", b"organization_id", "progress", b"progress", "start_time", b"start_time", "state", b"state", "summary", b"summary", "trigger", b"trigger", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply_outcome", b"apply_outcome", "attempt", b"attempt", "confirm_deletions", b"confirm_deletions", "create_time", b"create_time", "end_time", b"end_time", "etag", b"etag", "failure_message", b"failure_message", "failure_reason", b"failure_reason", "id", b"id", "integration_id", b"integration_id", "organization_id", b"organization_id", "progress", b"progress", "start_time", b"start_time", "state", b"state", "summary", b"summary", "trigger", b"trigger", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
