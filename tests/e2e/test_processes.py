@@ -114,7 +114,6 @@ async def test_buf_curl_upserts_and_reads_a_tenant_with_a_token(
 async def test_rpcs_not_built_yet_answer_unimplemented(suite: dict[str, ServiceProcess]) -> None:
     system = f"authorization: Bearer {token('operator', system=True)}"
     for name, method in (
-        ("discovery", "canopy.discovery.v1.DiscoveryService/GetSyncRun"),
         ("permissions", "canopy.permissions.v1.WorkspaceSchemaService/ListWorkspaceSchemas"),
     ):
         reply = await asyncio.to_thread(
