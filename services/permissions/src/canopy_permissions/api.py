@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
+
 from canopy.permissions.v1 import directory_pb2 as pb
 from canopy.permissions.v1 import directory_service_pb2 as rpc
 from canopy.permissions.v1 import directory_service_pb2_grpc as rpc_grpc
+from canopy.permissions.v1 import permission_service_pb2 as perm_rpc
+from canopy.permissions.v1 import permission_service_pb2_grpc as perm_grpc
+from canopy.permissions.v1 import workspace_schema_service_pb2 as ws_rpc
+from canopy.permissions.v1 import workspace_schema_service_pb2_grpc as ws_grpc
 from canopy.type.v1 import types_pb2
 from canopy_core.context import current_principal
 from canopy_core.convert import timestamp
 from canopy_core.db import Database
+from canopy_core.eventlog import EventLog
 from canopy_core.interceptor import RpcContext
-from canopy_permissions import directory
+from canopy_permissions import attachments, directory, grants
+from canopy_permissions.convert import attachment_to_proto, permissions_to_proto
 from canopy_permissions.model import Org, Plan, Tenant, Workspace
+from canopy_permissions.schemas import schema_to_proto
 
 
 def plan_from_proto(value: int) -> Plan | None:
@@ -72,8 +81,9 @@ def workspace_to_proto(workspace: Workspace) -> pb.Workspace:
 class DirectoryApi(rpc_grpc.DirectoryServiceServicer):
     """`canopy.permissions.v1.DirectoryService`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, log: EventLog) -> None:
         self.db = db
+        self.log = log
 
     async def UpsertTenant(
         self, request: rpc.UpsertTenantRequest, context: RpcContext
@@ -157,5 +167,127 @@ class DirectoryApi(rpc_grpc.DirectoryServiceServicer):
     async def DeleteWorkspace(
         self, request: rpc.DeleteWorkspaceRequest, context: RpcContext
     ) -> rpc.DeleteWorkspaceResponse:
-        await directory.delete_workspace(self.db, current_principal(), request.id, request.etag)
+        await directory.delete_workspace(
+            self.db, current_principal(), request.id, request.etag, self.log
+        )
         return rpc.DeleteWorkspaceResponse()
+
+
+def _item(message: object) -> tuple[str | None, str]:
+    which = message.WhichOneof("item")  # type: ignore[attr-defined]
+    return which, getattr(message, which) if which else ""
+
+
+def _grantees(values: Iterable[types_pb2.Grantee]) -> list[tuple[str, str]]:
+    found = []
+    for grantee in values:
+        which = grantee.WhichOneof("grantee")
+        found.append((which.removesuffix("_id"), getattr(grantee, which)) if which else ("", ""))
+    return found
+
+
+class PermissionApi(perm_grpc.PermissionServiceServicer):
+    """`canopy.permissions.v1.PermissionService`."""
+
+    def __init__(self, db: Database, log: EventLog) -> None:
+        self.db = db
+        self.log = log
+
+    async def GetPermissions(
+        self, request: perm_rpc.GetPermissionsRequest, context: RpcContext
+    ) -> perm_rpc.GetPermissionsResponse:
+        field, item_id = _item(request)
+        found = await grants.get_permissions(self.db, current_principal(), field, item_id)
+        return perm_rpc.GetPermissionsResponse(permissions=permissions_to_proto(found))
+
+    async def SetPermissions(
+        self, request: perm_rpc.SetPermissionsRequest, context: RpcContext
+    ) -> perm_rpc.SetPermissionsResponse:
+        field, item_id = _item(request)
+        found = await grants.set_permissions(
+            self.db,
+            self.log,
+            current_principal(),
+            field,
+            item_id,
+            _grantees(request.grantees),
+            request.etag,
+            request,
+        )
+        return perm_rpc.SetPermissionsResponse(permissions=permissions_to_proto(found))
+
+    async def ListAvailableConnections(
+        self, request: perm_rpc.ListAvailableConnectionsRequest, context: RpcContext
+    ) -> perm_rpc.ListAvailableConnectionsResponse:
+        page, token = await grants.list_available(
+            self.db,
+            current_principal(),
+            request.workspace_id,
+            request.page_size,
+            request.page_token,
+        )
+        return perm_rpc.ListAvailableConnectionsResponse(
+            connections=[
+                perm_rpc.AvailableConnection(
+                    connection_id=a.connection_id,
+                    handle=a.handle,
+                    integration_id=a.integration_id,
+                    folder_id=a.folder_id,
+                    account_id=a.account_id,
+                    title=a.title,
+                    attached=a.attached,
+                )
+                for a in page
+            ],
+            next_page_token=token,
+        )
+
+
+class WorkspaceSchemaApi(ws_grpc.WorkspaceSchemaServiceServicer):
+    """`canopy.permissions.v1.WorkspaceSchemaService`."""
+
+    def __init__(self, db: Database, log: EventLog) -> None:
+        self.db = db
+        self.log = log
+
+    async def AttachSchema(
+        self, request: ws_rpc.AttachSchemaRequest, context: RpcContext
+    ) -> ws_rpc.AttachSchemaResponse:
+        field, item_id = _item(request)
+        row = await attachments.attach(
+            self.db, self.log, current_principal(), request.workspace_id, field, item_id, request
+        )
+        return ws_rpc.AttachSchemaResponse(attachment=attachment_to_proto(row))
+
+    async def DetachSchema(
+        self, request: ws_rpc.DetachSchemaRequest, context: RpcContext
+    ) -> ws_rpc.DetachSchemaResponse:
+        field, item_id = _item(request)
+        await attachments.detach(
+            self.db, self.log, current_principal(), request.workspace_id, field, item_id, request
+        )
+        return ws_rpc.DetachSchemaResponse()
+
+    async def ListWorkspaceSchemas(
+        self, request: ws_rpc.ListWorkspaceSchemasRequest, context: RpcContext
+    ) -> ws_rpc.ListWorkspaceSchemasResponse:
+        page = await attachments.list_schemas(
+            self.db,
+            current_principal(),
+            request.workspace_id,
+            request.page_size,
+            request.page_token,
+        )
+        return ws_rpc.ListWorkspaceSchemasResponse(
+            schemas=[schema_to_proto(s) for s in page.schemas],
+            revision=page.revision,
+            next_page_token=page.next_page_token,
+        )
+
+    async def WatchWorkspaceSchemas(
+        self, request: ws_rpc.WatchWorkspaceSchemasRequest, context: RpcContext
+    ) -> AsyncIterator[ws_rpc.WatchWorkspaceSchemasResponse]:
+        async for events, latest in attachments.watch(
+            self.db, self.log, current_principal(), request.workspace_id, request.after_revision
+        ):
+            yield ws_rpc.WatchWorkspaceSchemasResponse(events=events, latest_revision=latest)

@@ -12,9 +12,11 @@ from dataclasses import replace
 from canopy_core.auth import Principal
 from canopy_core.db import Database
 from canopy_core.errors import Aborted, NotFound, PermissionDenied, StaleEtag
+from canopy_core.eventlog import EventLog
 from canopy_core.pagination import PageToken, page_size
 from canopy_core.validation import Violations
 from canopy_permissions import store
+from canopy_permissions.attachments import end_workspace
 from canopy_permissions.errors import ImmutableField
 from canopy_permissions.model import Org, Tenant, Workspace, WorkspacePage
 
@@ -203,9 +205,9 @@ async def list_workspaces(
 
 
 async def delete_workspace(
-    db: Database, principal: Principal, workspace_id: str, etag: str
+    db: Database, principal: Principal, workspace_id: str, etag: str, log: EventLog
 ) -> None:
-    """Delete a workspace (system callers only)."""
+    """Delete a workspace (system callers only): its schemas go, and its stream ends."""
     principal.require_system()
     validate_id("id", workspace_id, "w")
     async with db.transaction() as conn:
@@ -213,4 +215,5 @@ async def delete_workspace(
         if stored is None:
             raise NotFound("workspace", workspace_id)
         check_etag("workspace", workspace_id, etag, stored.etag)
+        await end_workspace(conn, log, workspace_id)
         await store.delete_workspace(conn, workspace_id)

@@ -62,3 +62,26 @@ class WorkspacePage:
 
     workspaces: list[Workspace]
     next_page_token: str
+
+
+@dataclass(frozen=True)
+class GrantView:
+    """One grant as the API shows it."""
+
+    kind: str
+    grantee_id: str
+    create_time: datetime
+    from_folder_id: str = ""
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """An item's direct and inherited grants."""
+
+    item_id: str
+    tenant_id: str
+    org_id: str | None
+    direct: list[GrantView]
+    inherited: list[GrantView]
+    etag: str
+    update_time: datetime | None

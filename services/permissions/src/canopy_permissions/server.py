@@ -13,8 +13,9 @@ from canopy.permissions.v1 import (
     workspace_schema_service_pb2_grpc,
 )
 from canopy_core.db import load_migrations
-from canopy_core.server import Runtime, ServiceSpec, unimplemented
-from canopy_permissions.api import DirectoryApi
+from canopy_core.server import Runtime, ServiceSpec
+from canopy_permissions.api import DirectoryApi, PermissionApi, WorkspaceSchemaApi
+from canopy_permissions.projection import follow_tree_events
 
 SERVICE_NAMES = [
     directory_service_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name,
@@ -24,17 +25,20 @@ SERVICE_NAMES = [
 
 
 async def setup(runtime: Runtime) -> None:
-    """Register the servicers; RPCs not built yet answer UNIMPLEMENTED."""
+    """Register the servicers and follow the integration service's tree log."""
+    db, log = runtime.db, runtime.event_log
     directory_service_pb2_grpc.add_DirectoryServiceServicer_to_server(
-        DirectoryApi(runtime.db), runtime.server
+        DirectoryApi(db, log), runtime.server
     )
     permission_service_pb2_grpc.add_PermissionServiceServicer_to_server(
-        unimplemented(permission_service_pb2_grpc.PermissionServiceServicer), runtime.server
+        PermissionApi(db, log), runtime.server
     )
     workspace_schema_service_pb2_grpc.add_WorkspaceSchemaServiceServicer_to_server(
-        unimplemented(workspace_schema_service_pb2_grpc.WorkspaceSchemaServiceServicer),
-        runtime.server,
+        WorkspaceSchemaApi(db, log), runtime.server
     )
+    channel = runtime.channel(runtime.settings.integration_address)
+    runtime.on_stop.append(channel.close)
+    runtime.add_task(follow_tree_events(db, log, channel), name="tree-projection")
 
 
 def spec() -> ServiceSpec:

@@ -8,6 +8,7 @@ import asyncpg
 from canopy_core.ids import new_etag
 from canopy_permissions.errors import HandleTaken
 from canopy_permissions.model import Org, Plan, Tenant, Workspace
+from canopy_permissions.sharing import Member, Schema, SchemaChange, Tree, TreeConnection
 
 _TENANT = "id, handle, display_name, plan, etag, created_at, updated_at"
 _ORG = "id, tenant_id, handle, display_name, plan, etag, created_at, updated_at"
@@ -203,3 +204,357 @@ async def list_workspaces(
 
 async def delete_workspace(conn: asyncpg.Connection, workspace_id: str) -> None:
     await conn.execute("DELETE FROM workspaces WHERE id = $1", workspace_id)
+
+
+# -- the tree projection -------------------------------------------------------------------------
+
+
+async def project_integration(
+    conn: asyncpg.Connection, integration_id: str, tenant_id: str, org_id: str | None, handle: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO tree_integrations (id, tenant_id, org_id, handle) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (id) DO UPDATE SET handle = EXCLUDED.handle",
+        integration_id,
+        tenant_id,
+        org_id,
+        handle,
+    )
+
+
+async def forget_integration(conn: asyncpg.Connection, integration_id: str) -> None:
+    """Drop an integration's projection, grants and attachments."""
+    for table in ("grants", "attachments", "tree_connections", "tree_folders"):
+        await conn.execute(f"DELETE FROM {table} WHERE integration_id = $1", integration_id)
+    await conn.execute("DELETE FROM tree_integrations WHERE id = $1", integration_id)
+
+
+async def project_folder(
+    conn: asyncpg.Connection, folder_id: str, integration_id: str, parent_id: str | None
+) -> None:
+    await conn.execute(
+        "INSERT INTO tree_folders (id, integration_id, parent_id) VALUES ($1, $2, $3) "
+        "ON CONFLICT (id) DO UPDATE SET parent_id = EXCLUDED.parent_id",
+        folder_id,
+        integration_id,
+        parent_id,
+    )
+
+
+async def forget_item(conn: asyncpg.Connection, item_id: str, table: str) -> None:
+    """Drop a folder or connection with its grants and attachments."""
+    await conn.execute(f"DELETE FROM {table} WHERE id = $1", item_id)
+    await conn.execute("DELETE FROM grants WHERE item_id = $1", item_id)
+    await conn.execute("DELETE FROM attachments WHERE item_id = $1", item_id)
+    await conn.execute("DELETE FROM grant_versions WHERE item_id = $1", item_id)
+
+
+async def project_connections(conn: asyncpg.Connection, rows: list[TreeConnection]) -> None:
+    """Insert or replace projected connections."""
+    if not rows:
+        return
+    await conn.execute(
+        """INSERT INTO tree_connections (id, integration_id, folder_id, handle, account_id,
+               account_name, config)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::text[], $7::bytea[])
+           ON CONFLICT (id) DO UPDATE SET folder_id = EXCLUDED.folder_id,
+               handle = EXCLUDED.handle, account_id = EXCLUDED.account_id,
+               account_name = EXCLUDED.account_name, config = EXCLUDED.config""",
+        [r.id for r in rows],
+        [r.integration_id for r in rows],
+        [r.folder_id for r in rows],
+        [r.handle for r in rows],
+        [r.account_id for r in rows],
+        [r.account_name for r in rows],
+        [r.config for r in rows],
+    )
+
+
+async def load_tree(conn: asyncpg.Connection, integration_id: str) -> Tree | None:
+    """One integration's projected tree; None if it is not (or no longer) known."""
+    integration = await conn.fetchrow(
+        "SELECT tenant_id, org_id FROM tree_integrations WHERE id = $1", integration_id
+    )
+    if integration is None:
+        return None
+    folders = await conn.fetch(
+        "SELECT id, parent_id FROM tree_folders WHERE integration_id = $1", integration_id
+    )
+    connections = await conn.fetch(
+        "SELECT id, integration_id, folder_id, handle, account_id, account_name, config "
+        "FROM tree_connections WHERE integration_id = $1",
+        integration_id,
+    )
+    return Tree(
+        integration_id=integration_id,
+        tenant_id=integration["tenant_id"],
+        org_id=integration["org_id"],
+        parents={r["id"]: r["parent_id"] for r in folders},
+        connections={r["id"]: TreeConnection(*r) for r in connections},
+    )
+
+
+async def item_integration(conn: asyncpg.Connection, item_id: str) -> str | None:
+    """The integration of a projected folder or connection."""
+    found: str | None = await conn.fetchval(
+        "SELECT integration_id FROM tree_folders WHERE id = $1 "
+        "UNION ALL SELECT integration_id FROM tree_connections WHERE id = $1 LIMIT 1",
+        item_id,
+    )
+    return found
+
+
+async def integration_scope(
+    conn: asyncpg.Connection, integration_id: str
+) -> tuple[str, str | None] | None:
+    row = await conn.fetchrow(
+        "SELECT tenant_id, org_id FROM tree_integrations WHERE id = $1", integration_id
+    )
+    return (row[0], row[1]) if row else None
+
+
+# -- grants and attachments ----------------------------------------------------------------------
+
+
+async def grants_of(conn: asyncpg.Connection, integration_id: str) -> list[tuple[str, str, str]]:
+    """(item, grantee kind, grantee id) of every grant in an integration."""
+    rows = await conn.fetch(
+        "SELECT item_id, grantee_kind, grantee_id FROM grants WHERE integration_id = $1",
+        integration_id,
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def item_grants(conn: asyncpg.Connection, item_ids: list[str]) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT item_id, grantee_kind, grantee_id, created_at FROM grants "
+        "WHERE item_id = ANY($1::text[]) ORDER BY created_at, grantee_kind, grantee_id",
+        item_ids,
+    )
+    return rows
+
+
+async def replace_grants(
+    conn: asyncpg.Connection,
+    item_id: str,
+    integration_id: str,
+    grantees: list[tuple[str, str]],
+) -> None:
+    """Make these the item's direct grants (keeping the time of those that stay)."""
+    await conn.execute(
+        "DELETE FROM grants WHERE item_id = $1 AND (grantee_kind, grantee_id) NOT IN "
+        "(SELECT * FROM unnest($2::text[], $3::text[]))",
+        item_id,
+        [g[0] for g in grantees],
+        [g[1] for g in grantees],
+    )
+    await conn.execute(
+        "INSERT INTO grants (item_id, integration_id, grantee_kind, grantee_id) "
+        "SELECT $1, $2, k, g FROM unnest($3::text[], $4::text[]) AS u(k, g) "
+        "ON CONFLICT DO NOTHING",
+        item_id,
+        integration_id,
+        [g[0] for g in grantees],
+        [g[1] for g in grantees],
+    )
+
+
+async def grant_version(conn: asyncpg.Connection, item_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT etag, updated_at FROM grant_versions WHERE item_id = $1", item_id
+    )
+
+
+async def bump_grant_version(conn: asyncpg.Connection, item_id: str) -> None:
+    await conn.execute(
+        "INSERT INTO grant_versions (item_id, etag) VALUES ($1, $2) "
+        "ON CONFLICT (item_id) DO UPDATE SET etag = EXCLUDED.etag, updated_at = now()",
+        item_id,
+        new_etag(),
+    )
+
+
+async def attachments_of(
+    conn: asyncpg.Connection, integration_id: str, workspace_ids: list[str]
+) -> dict[str, set[str]]:
+    rows = await conn.fetch(
+        "SELECT workspace_id, item_id FROM attachments WHERE integration_id = $1 "
+        "AND workspace_id = ANY($2::text[])",
+        integration_id,
+        workspace_ids,
+    )
+    found: dict[str, set[str]] = {}
+    for row in rows:
+        found.setdefault(row[0], set()).add(row[1])
+    return found
+
+
+async def workspaces_using(conn: asyncpg.Connection, integration_id: str) -> list[str]:
+    """Workspaces with an attachment in, or a schema from, an integration."""
+    rows = await conn.fetch(
+        "SELECT workspace_id FROM attachments WHERE integration_id = $1 "
+        "UNION SELECT workspace_id FROM workspace_schemas WHERE integration_id = $1",
+        integration_id,
+    )
+    return [r[0] for r in rows]
+
+
+async def members(conn: asyncpg.Connection, workspace_ids: list[str]) -> dict[str, Member]:
+    rows = await conn.fetch(
+        "SELECT id, org_id, tenant_id FROM workspaces WHERE id = ANY($1::text[])", workspace_ids
+    )
+    return {r[0]: Member(r[0], r[1], r[2]) for r in rows}
+
+
+async def insert_attachment(
+    conn: asyncpg.Connection,
+    attachment_id: str,
+    workspace_id: str,
+    integration_id: str,
+    kind: str,
+    item_id: str,
+) -> asyncpg.Record | None:
+    """Record an attachment; None if the item is already attached to the workspace."""
+    return await conn.fetchrow(
+        "INSERT INTO attachments (id, workspace_id, integration_id, item_kind, item_id, etag) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, item_id) DO NOTHING "
+        "RETURNING id, workspace_id, item_kind, item_id, etag, created_at",
+        attachment_id,
+        workspace_id,
+        integration_id,
+        kind,
+        item_id,
+        new_etag(),
+    )
+
+
+async def delete_attachment(
+    conn: asyncpg.Connection, workspace_id: str, item_id: str
+) -> str | None:
+    """Remove an attachment; the integration it was in, or None if there was none."""
+    found: str | None = await conn.fetchval(
+        "DELETE FROM attachments WHERE workspace_id = $1 AND item_id = $2 RETURNING integration_id",
+        workspace_id,
+        item_id,
+    )
+    return found
+
+
+# -- schemas -------------------------------------------------------------------------------------
+
+_SCHEMA = (
+    "workspace_id, connection_id, integration_id, name, account_id, attachment_kind, "
+    "via_folder_id, config"
+)
+
+
+def _schema(row: asyncpg.Record) -> Schema:
+    return Schema(
+        connection_id=row["connection_id"],
+        integration_id=row["integration_id"],
+        name=row["name"],
+        account_id=row["account_id"],
+        attachment_kind=row["attachment_kind"],
+        via_folder_id=row["via_folder_id"],
+        config=bytes(row["config"]),
+    )
+
+
+async def schemas_of(
+    conn: asyncpg.Connection, integration_id: str, workspace_ids: list[str]
+) -> dict[str, dict[str, Schema]]:
+    """Workspace → connection → schema, for one integration."""
+    rows = await conn.fetch(
+        f"SELECT {_SCHEMA} FROM workspace_schemas WHERE integration_id = $1 "
+        "AND workspace_id = ANY($2::text[])",
+        integration_id,
+        workspace_ids,
+    )
+    found: dict[str, dict[str, Schema]] = {}
+    for row in rows:
+        found.setdefault(row["workspace_id"], {})[row["connection_id"]] = _schema(row)
+    return found
+
+
+async def holders(conn: asyncpg.Connection, connection_ids: list[str]) -> list[tuple[str, Schema]]:
+    """(workspace, schema) for every workspace that uses one of these connections."""
+    rows = await conn.fetch(
+        f"SELECT {_SCHEMA} FROM workspace_schemas WHERE connection_id = ANY($1::text[])",
+        connection_ids,
+    )
+    return [(r["workspace_id"], _schema(r)) for r in rows]
+
+
+async def workspace_schemas(conn: asyncpg.Connection, workspace_id: str) -> list[Schema]:
+    rows = await conn.fetch(
+        f"SELECT {_SCHEMA} FROM workspace_schemas WHERE workspace_id = $1 ORDER BY name",
+        workspace_id,
+    )
+    return [_schema(r) for r in rows]
+
+
+async def write_schema_changes(
+    conn: asyncpg.Connection, changes: list[tuple[str, SchemaChange]]
+) -> None:
+    """Apply (workspace, change) pairs to workspace_schemas in three statements."""
+    removed = [(w, c.schema.connection_id) for w, c in changes if c.kind == "removed"]
+    if removed:
+        await conn.execute(
+            "DELETE FROM workspace_schemas AS s USING unnest($1::text[], $2::text[]) AS u(w, c) "
+            "WHERE s.workspace_id = u.w AND s.connection_id = u.c",
+            [r[0] for r in removed],
+            [r[1] for r in removed],
+        )
+    upserts: dict[tuple[str, str], Schema] = {}
+    for workspace_id, change in changes:
+        if change.kind != "removed":
+            upserts[(workspace_id, change.schema.connection_id)] = change.schema
+    if upserts:
+        keys = list(upserts)
+        values = [upserts[k] for k in keys]
+        await conn.execute(
+            f"""INSERT INTO workspace_schemas ({_SCHEMA})
+                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                     $6::text[], $7::text[], $8::bytea[])
+                ON CONFLICT (workspace_id, connection_id) DO UPDATE SET name = EXCLUDED.name,
+                    account_id = EXCLUDED.account_id,
+                    attachment_kind = EXCLUDED.attachment_kind,
+                    via_folder_id = EXCLUDED.via_folder_id, config = EXCLUDED.config""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [v.integration_id for v in values],
+            [v.name for v in values],
+            [v.account_id for v in values],
+            [v.attachment_kind for v in values],
+            [v.via_folder_id for v in values],
+            [v.config for v in values],
+        )
+
+
+async def set_workspace_heads(conn: asyncpg.Connection, heads: dict[str, int]) -> None:
+    if not heads:
+        return
+    await conn.execute(
+        "INSERT INTO workspace_heads (workspace_id, revision) "
+        "SELECT * FROM unnest($1::text[], $2::bigint[]) "
+        "ON CONFLICT (workspace_id) DO UPDATE SET revision = EXCLUDED.revision",
+        list(heads),
+        list(heads.values()),
+    )
+
+
+async def workspace_head(conn: asyncpg.Connection, workspace_id: str) -> int:
+    value = await conn.fetchval(
+        "SELECT revision FROM workspace_heads WHERE workspace_id = $1", workspace_id
+    )
+    return int(value or 0)
+
+
+async def forget_workspace(conn: asyncpg.Connection, workspace_id: str) -> None:
+    """Drop a deleted workspace's attachments, grants and schemas."""
+    await conn.execute("DELETE FROM attachments WHERE workspace_id = $1", workspace_id)
+    await conn.execute(
+        "DELETE FROM grants WHERE grantee_kind = 'workspace' AND grantee_id = $1", workspace_id
+    )
+    await conn.execute("DELETE FROM workspace_schemas WHERE workspace_id = $1", workspace_id)

@@ -1,0 +1,231 @@
+"""What each workspace uses: attaching and detaching folders and connections, listing a
+workspace's schemas with the revision they reflect, watching its schema stream, and the end of
+a deleted workspace's stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+
+from canopy.permissions.v1 import workspace_schema_pb2 as pb
+from canopy.permissions.v1 import workspace_schema_service_pb2 as rpc
+from canopy_core import requests
+from canopy_core.auth import Principal
+from canopy_core.db import Database
+from canopy_core.errors import Aborted, AlreadyExists, NotFound, PermissionDenied
+from canopy_core.eventlog import EventLog, NewEvent
+from canopy_core.ids import new_id
+from canopy_core.pagination import PageToken, page_size
+from canopy_core.validation import Violations
+from canopy_permissions import schemas, store
+from canopy_permissions.convert import attachment_to_proto
+from canopy_permissions.grants import check_item, workspace_member
+from canopy_permissions.sharing import RemovedReason, Schema, SchemaChange, granted_items, sees
+
+
+@dataclass(frozen=True)
+class SchemaPage:
+    """One page of a workspace's schemas and the log revision of the whole listing."""
+
+    schemas: list[Schema]
+    revision: int
+    next_page_token: str
+
+
+async def attach(
+    db: Database,
+    log: EventLog,
+    principal: Principal,
+    workspace_id: str,
+    field: str | None,
+    item_id: str,
+    request: rpc.AttachSchemaRequest,
+) -> dict[str, object]:
+    """Attach a folder or connection the workspace holds a grant on."""
+    with Violations() as v:
+        v.resource_id("workspace_id", workspace_id, "w")
+    check_item(field, item_id)
+    async with db.transaction() as conn:
+        if request.request_id:
+            earlier = await requests.replay(
+                conn,
+                "AttachSchema",
+                request.request_id,
+                principal.subject,
+                request,
+                rpc.AttachSchemaResponse,
+            )
+            if earlier is not None:
+                a = earlier.attachment
+                return {
+                    "id": a.id,
+                    "workspace_id": a.workspace_id,
+                    "item_kind": "folder" if a.HasField("folder_id") else "connection",
+                    "item_id": a.folder_id or a.connection_id,
+                    "etag": a.etag,
+                    "created_at": a.create_time.ToDatetime(),
+                }
+        member = await workspace_member(conn, principal, workspace_id)
+        integration_id = await store.item_integration(conn, item_id)
+        tree = await store.load_tree(conn, integration_id) if integration_id else None
+        granted = (
+            granted_items(member, await store.grants_of(conn, tree.integration_id))
+            if tree
+            else set()
+        )
+        if tree is None or not sees(tree, item_id, granted):
+            raise PermissionDenied(
+                f"workspace {workspace_id} holds no grant on {item_id}",
+                reason="NO_GRANT",
+                metadata={"field": field or "item", "workspace_id": workspace_id},
+            )
+        row = await store.insert_attachment(
+            conn,
+            new_id("a"),
+            workspace_id,
+            tree.integration_id,
+            "folder" if field == "folder_id" else "connection",
+            item_id,
+        )
+        if row is None:
+            raise AlreadyExists(
+                f"{item_id} is already attached to workspace {workspace_id}",
+                reason="ALREADY_ATTACHED",
+                metadata={"field": field or "item", "workspace_id": workspace_id},
+            )
+        await schemas.refresh(conn, log, tree.integration_id, [workspace_id])
+        attachment = dict(row.items())
+        if request.request_id:
+            await requests.remember(
+                conn,
+                "AttachSchema",
+                request.request_id,
+                principal.subject,
+                request,
+                rpc.AttachSchemaResponse(attachment=attachment_to_proto(attachment)),
+            )
+        return attachment
+
+
+async def detach(
+    db: Database,
+    log: EventLog,
+    principal: Principal,
+    workspace_id: str,
+    field: str | None,
+    item_id: str,
+    request: rpc.DetachSchemaRequest,
+) -> None:
+    """Detach an item where it was attached; connections still covered otherwise stay."""
+    with Violations() as v:
+        v.resource_id("workspace_id", workspace_id, "w")
+    check_item(field, item_id)
+    async with db.transaction() as conn:
+        if request.request_id:
+            earlier = await requests.replay(
+                conn,
+                "DetachSchema",
+                request.request_id,
+                principal.subject,
+                request,
+                rpc.DetachSchemaResponse,
+            )
+            if earlier is not None:
+                return
+        await workspace_member(conn, principal, workspace_id)
+        integration_id = await store.delete_attachment(conn, workspace_id, item_id)
+        if integration_id is None:
+            raise NotFound("attachment", f"{workspace_id}/{item_id}", reason="NOT_ATTACHED")
+        await schemas.refresh(conn, log, integration_id, [workspace_id])
+        if request.request_id:
+            await requests.remember(
+                conn,
+                "DetachSchema",
+                request.request_id,
+                principal.subject,
+                request,
+                rpc.DetachSchemaResponse(),
+            )
+
+
+async def list_schemas(
+    db: Database, principal: Principal, workspace_id: str, requested_size: int, page_token: str
+) -> SchemaPage:
+    """A workspace's schemas by name, and the schema log revision they reflect."""
+    with Violations() as v:
+        v.resource_id("workspace_id", workspace_id, "w")
+    size = page_size(requested_size)
+    arguments = {"workspace_id": workspace_id}
+    token = PageToken.decode(page_token, arguments)
+    async with (
+        db.connection() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        await workspace_member(conn, principal, workspace_id)
+        everything = await store.workspace_schemas(conn, workspace_id)
+        if token is None:
+            revision: int = await conn.fetchval("SELECT revision FROM event_log_head")
+            after_name = ""
+        else:
+            revision, after_name = int(token.after[0]), str(token.after[1])
+            if await store.workspace_head(conn, workspace_id) > revision:
+                raise Aborted(
+                    "the workspace's schemas changed since the first page; list again "
+                    "(or watch from the first page's revision)",
+                    reason="LISTING_CHANGED",
+                    metadata={"revision": str(revision)},
+                )
+    remaining = [s for s in everything if s.name > after_name]
+    page = remaining[:size]
+    more = len(remaining) > size
+    next_token = PageToken([revision, page[-1].name]).encode(arguments) if more else ""
+    return SchemaPage(page, revision, next_token)
+
+
+async def watch(
+    db: Database, log: EventLog, principal: Principal, workspace_id: str, after_revision: int
+) -> AsyncIterator[tuple[list[pb.SchemaEvent], int]]:
+    """The workspace's events after a revision, with progress messages; ends after
+    `workspace_deleted`."""
+    with Violations() as v:
+        v.resource_id("workspace_id", workspace_id, "w")
+    async with db.connection() as conn:
+        await workspace_member(conn, principal, workspace_id)
+    from canopy_core.convert import timestamp
+
+    async for batch in log.watch(after_revision, [f"workspace:{workspace_id}"]):
+        events = []
+        ended = False
+        for stored in batch.events:
+            event = pb.SchemaEvent.FromString(stored.payload)
+            event.revision = stored.revision
+            stamp = timestamp(stored.created_at)
+            if stamp is not None:
+                event.event_time.CopyFrom(stamp)
+            events.append(event)
+            ended = ended or event.HasField("workspace_deleted")
+        yield events, batch.latest_revision
+        if ended:
+            return
+
+
+async def end_workspace(conn: asyncpg.Connection, log: EventLog, workspace_id: str) -> None:
+    """A workspace is being deleted: remove each schema (WORKSPACE_DELETED), then the last event
+    of its stream; drop its attachments and grants."""
+    current = await store.workspace_schemas(conn, workspace_id)
+    await schemas.publish(
+        conn,
+        log,
+        [
+            (workspace_id, SchemaChange("removed", s, reason=RemovedReason.WORKSPACE_DELETED))
+            for s in sorted(current, key=lambda s: s.connection_id)
+        ],
+    )
+    ended = pb.SchemaEvent(workspace_id=workspace_id, workspace_deleted=pb.WorkspaceDeleted())
+    await log.append(
+        conn,
+        [NewEvent("workspace_deleted", (f"workspace:{workspace_id}",), ended.SerializeToString())],
+    )
+    await store.forget_workspace(conn, workspace_id)

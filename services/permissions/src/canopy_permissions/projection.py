@@ -1,0 +1,193 @@
+"""Following the integration service's tree log into this service's projection of the tree,
+and from there into every affected workspace's schemas. The cursor is stored in the same
+transaction as the projection and the schema events: exactly-once effect across crashes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import grpc
+
+from canopy.integration.v1 import connection_tree_pb2 as tree_pb
+from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
+from canopy.integration.v1 import connection_tree_service_pb2_grpc as tree_grpc
+from canopy.integration.v1 import integration_pb2 as ipb
+from canopy_core.consumer import Cursor, consume
+from canopy_core.db import Database
+from canopy_core.errors import OutOfRange, Unavailable
+from canopy_core.eventlog import EventLog
+from canopy_core.remote import error_info
+from canopy_permissions import schemas, store
+from canopy_permissions.sharing import RemovedReason, TreeConnection
+
+log = logging.getLogger(__name__)
+
+CURSOR = Cursor("integration-tree-events")
+
+
+def _connection(message: tree_pb.Connection) -> TreeConnection:
+    return TreeConnection(
+        id=message.id,
+        integration_id=message.integration_id,
+        folder_id=message.folder_id,
+        handle=message.handle,
+        account_id=message.account_id,
+        account_name=message.account_name,
+        config=message.effective_config.SerializeToString(),
+    )
+
+
+def initial_grants(
+    integration: ipb.Integration, permissions: ipb.RootFolderPermissions
+) -> list[tuple[str, str]]:
+    """The grants a new integration's root folder starts with, as (kind, id)."""
+    mode = permissions.mode
+    org_id = integration.scope.org_id or None
+    if mode == ipb.ROOT_FOLDER_PERMISSIONS_MODE_ALL_WORKSPACES:
+        return [("org", org_id)] if org_id else [("tenant", integration.tenant_id)]
+    if mode == ipb.ROOT_FOLDER_PERMISSIONS_MODE_ALL_ORGS:
+        return [("tenant", integration.tenant_id)]
+    found = []
+    for grantee in permissions.grantees:
+        kind = grantee.WhichOneof("grantee")
+        if kind:
+            found.append((kind.removesuffix("_id"), getattr(grantee, kind)))
+    return found
+
+
+async def apply_tree_events(
+    conn: asyncpg.Connection, event_log: EventLog, events: Sequence[tree_pb.TreeEvent]
+) -> None:
+    """Project one batch of tree events and update the workspaces they affect."""
+    structural: set[str] = set()  # integrations whose workspaces are recomputed
+    renamed: dict[str, tuple[str, str, bytes]] = {}  # connection → (integration, handle, config)
+    deleted: dict[str, RemovedReason] = {}
+    upserts: dict[str, TreeConnection] = {}
+    for event in events:
+        kind = event.WhichOneof("event")
+        if kind == "integration_created":
+            integration = event.integration_created.integration
+            await store.project_integration(
+                conn,
+                integration.id,
+                integration.tenant_id,
+                integration.scope.org_id or None,
+                integration.handle,
+            )
+            grantees = initial_grants(integration, event.integration_created.initial_permissions)
+            if grantees:
+                await store.replace_grants(
+                    conn, integration.root_folder_id, integration.id, grantees
+                )
+                await store.bump_grant_version(conn, integration.root_folder_id)
+        elif kind == "integration_updated":
+            after = event.integration_updated.after
+            await store.project_integration(
+                conn, after.id, after.tenant_id, after.scope.org_id or None, after.handle
+            )
+        elif kind == "integration_deleted":
+            await _flush(conn, upserts)
+            await schemas.refresh(conn, event_log, event.integration_id, deleted_reasons=deleted)
+            await store.forget_integration(conn, event.integration_id)
+            structural.discard(event.integration_id)
+        elif kind == "folder_created":
+            folder = event.folder_created.folder
+            await store.project_folder(
+                conn, folder.id, folder.integration_id, folder.parent_folder_id or None
+            )
+        elif kind == "folder_updated":
+            before, after_folder = event.folder_updated.before, event.folder_updated.after
+            if before.parent_folder_id != after_folder.parent_folder_id:
+                await store.project_folder(
+                    conn,
+                    after_folder.id,
+                    after_folder.integration_id,
+                    after_folder.parent_folder_id or None,
+                )
+                structural.add(event.integration_id)
+        elif kind == "folder_deleted":
+            await store.forget_item(conn, event.folder_deleted.folder.id, "tree_folders")
+            structural.add(event.integration_id)
+        elif kind == "connection_created":
+            connection = _connection(event.connection_created.connection)
+            upserts[connection.id] = connection
+            structural.add(event.integration_id)
+        elif kind == "connection_updated":
+            before_c, after_c = event.connection_updated.before, event.connection_updated.after
+            connection = _connection(after_c)
+            upserts[connection.id] = connection
+            if before_c.folder_id != after_c.folder_id:
+                structural.add(event.integration_id)
+            else:
+                renamed[connection.id] = (
+                    event.integration_id,
+                    connection.handle,
+                    connection.config,
+                )
+        elif kind == "connection_deleted":
+            removed = event.connection_deleted
+            upserts.pop(removed.connection.id, None)
+            renamed.pop(removed.connection.id, None)
+            await store.forget_item(conn, removed.connection.id, "tree_connections")
+            deleted[removed.connection.id] = (
+                RemovedReason.INTEGRATION_DELETED
+                if removed.reason == tree_pb.DELETION_REASON_INTEGRATION_DELETED
+                else RemovedReason.CONNECTION_DELETED
+            )
+            structural.add(event.integration_id)
+    await _flush(conn, upserts)
+    for integration_id in sorted(structural):
+        await schemas.refresh(conn, event_log, integration_id, deleted_reasons=deleted)
+    # In-place renames of integrations not recomputed above (a recompute catches them too).
+    in_place = {
+        connection_id: (handle, config)
+        for connection_id, (integration_id, handle, config) in renamed.items()
+        if integration_id not in structural
+    }
+    if in_place:
+        await schemas.follow_renames(conn, event_log, in_place)
+
+
+async def _flush(conn: asyncpg.Connection, upserts: dict[str, TreeConnection]) -> None:
+    await store.project_connections(conn, list(upserts.values()))
+    upserts.clear()
+
+
+async def follow_tree_events(db: Database, event_log: EventLog, channel: grpc.aio.Channel) -> None:
+    """Forever: consume the tree log from the stored cursor."""
+    stub = tree_grpc.ConnectionTreeServiceStub(channel)
+
+    async def subscribe(after: int) -> AsyncIterator[Sequence[tree_pb.TreeEvent]]:
+        stream = stub.WatchTreeEvents(tree_rpc.WatchTreeEventsRequest(after_revision=after))
+        try:
+            async for reply in stream:
+                if reply.events:
+                    yield list(reply.events)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.OUT_OF_RANGE:
+                reason, metadata = error_info(error)
+                raise OutOfRange(error.details() or "", reason=reason, metadata=metadata) from None
+            raise Unavailable(f"tree events: {error.code().name}") from None
+        finally:
+            stream.cancel()
+
+    async def handle(conn: asyncpg.Connection, events: Sequence[tree_pb.TreeEvent]) -> None:
+        await apply_tree_events(conn, event_log, events)
+
+    while True:
+        try:
+            await consume(db, CURSOR, subscribe, lambda e: e.revision, handle)
+        except OutOfRange as exc:
+            # Away longer than the tree log keeps events: the projection may miss changes made
+            # in the gap. Carry on after it and say so loudly.
+            resume = int(
+                exc.metadata.get("compacted_through") or exc.metadata.get("latest_revision") or 0
+            )
+            log.error(
+                "tree events were compacted before they were projected",
+                extra={"resume_after": resume},
+            )
+            async with db.transaction() as conn:
+                await CURSOR.reset(conn, resume)
