@@ -12,13 +12,15 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench import eventlog_bench, get_connection_bench, snapshot_bench
+from bench import crawl_bench, eventlog_bench, get_connection_bench, sharing_bench, snapshot_bench
 from bench.support import postgres
 
 BENCHES: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
     "eventlog": eventlog_bench.run,
     "snapshot_apply": snapshot_bench.run,
     "get_connection": get_connection_bench.run,
+    "schema_streams": sharing_bench.run,
+    "crawl": crawl_bench.run,
 }
 
 

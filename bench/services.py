@@ -99,14 +99,18 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def subprocess_service(module: str, env: dict[str, str]) -> AsyncIterator[str]:
+async def subprocess_service(
+    module: str, env: dict[str, str], port: int | None = None
+) -> AsyncIterator[str]:
     """A service (or any gRPC server module) as a child process; yields its address."""
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", module],
         env={**os.environ, **env, "CANOPY_PORT": str(port), "CANOPY_HOST": "127.0.0.1"},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(os.environ["BENCH_SERVICE_LOG"], "ab")  # noqa: SIM115
+        if os.environ.get("BENCH_SERVICE_LOG")
+        else subprocess.DEVNULL,
     )
     address = f"127.0.0.1:{port}"
     try:

@@ -69,6 +69,8 @@ async def attach(
                 }
         member = await workspace_member(conn, principal, workspace_id)
         integration_id = await store.item_integration(conn, item_id)
+        if integration_id:
+            await store.lock_sharing(conn, [integration_id])
         tree = await store.load_tree(conn, integration_id) if integration_id else None
         granted = (
             granted_items(member, await store.grants_of(conn, tree.integration_id))
@@ -135,6 +137,9 @@ async def detach(
             if earlier is not None:
                 return
         await workspace_member(conn, principal, workspace_id)
+        known = await store.item_integration(conn, item_id)
+        if known:
+            await store.lock_sharing(conn, [known])
         integration_id = await store.delete_attachment(conn, workspace_id, item_id)
         if integration_id is None:
             raise NotFound("attachment", f"{workspace_id}/{item_id}", reason="NOT_ATTACHED")
@@ -214,6 +219,12 @@ async def watch(
 async def end_workspace(conn: asyncpg.Connection, log: EventLog, workspace_id: str) -> None:
     """A workspace is being deleted: remove each schema (WORKSPACE_DELETED), then the last event
     of its stream; drop its attachments and grants."""
+    used = await conn.fetch(
+        "SELECT integration_id FROM attachments WHERE workspace_id = $1 "
+        "UNION SELECT integration_id FROM workspace_schemas WHERE workspace_id = $1",
+        workspace_id,
+    )
+    await store.lock_sharing(conn, [r[0] for r in used])
     current = await store.workspace_schemas(conn, workspace_id)
     await schemas.publish(
         conn,

@@ -135,6 +135,9 @@ async def set_permissions(
             if earlier is not None:
                 tree, _, _ = await _scoped_item(conn, principal, item_id)
                 return await _permissions(conn, tree, item_id)
+        integration_id = await store.item_integration(conn, item_id)
+        if integration_id:
+            await store.lock_sharing(conn, [integration_id])
         tree, tenant_id, org_id = await _scoped_item(conn, principal, item_id)
         principal.require_owner(tenant_id, org_id, resource=f"grants of {item_id}")
         version = await store.grant_version(conn, item_id)

@@ -61,8 +61,10 @@ async def apply_tree_events(
     conn: asyncpg.Connection, event_log: EventLog, events: Sequence[tree_pb.TreeEvent]
 ) -> None:
     """Project one batch of tree events and update the workspaces they affect."""
+    await store.lock_sharing(conn, [e.integration_id for e in events])
     structural: set[str] = set()  # integrations whose workspaces are recomputed
-    renamed: dict[str, tuple[str, str, bytes]] = {}  # connection → (integration, handle, config)
+    # connection → (integration, handle, config, whether the config changed), in place
+    renamed: dict[str, tuple[str, str, bytes, bool]] = {}
     deleted: dict[str, RemovedReason] = {}
     upserts: dict[str, TreeConnection] = {}
     for event in events:
@@ -121,10 +123,13 @@ async def apply_tree_events(
             if before_c.folder_id != after_c.folder_id:
                 structural.add(event.integration_id)
             else:
+                earlier = renamed.get(connection.id)
                 renamed[connection.id] = (
                     event.integration_id,
                     connection.handle,
                     connection.config,
+                    before_c.effective_config != after_c.effective_config
+                    or (earlier is not None and earlier[3]),
                 )
         elif kind == "connection_deleted":
             removed = event.connection_deleted
@@ -142,8 +147,8 @@ async def apply_tree_events(
         await schemas.refresh(conn, event_log, integration_id, deleted_reasons=deleted)
     # In-place renames of integrations not recomputed above (a recompute catches them too).
     in_place = {
-        connection_id: (handle, config)
-        for connection_id, (integration_id, handle, config) in renamed.items()
+        connection_id: (handle, config, config_changed)
+        for connection_id, (integration_id, handle, config, config_changed) in renamed.items()
         if integration_id not in structural
     }
     if in_place:

@@ -4,6 +4,7 @@ appending one event per change to the workspace schema log in the same transacti
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import asyncpg
 
@@ -60,12 +61,18 @@ def event_for(workspace_id: str, change: SchemaChange) -> NewEvent:
 
 
 async def publish(
-    conn: asyncpg.Connection, log: EventLog, changes: Sequence[tuple[str, SchemaChange]]
+    conn: asyncpg.Connection,
+    log: EventLog,
+    changes: Sequence[tuple[str, SchemaChange]],
+    *,
+    written: bool = False,
 ) -> int:
-    """Write changes to the schema table and append their events; returns how many."""
+    """Write changes to the schema table (unless the caller has) and append their events;
+    returns how many."""
     if not changes:
         return 0
-    await store.write_schema_changes(conn, list(changes))
+    if not written:
+        await store.write_schema_changes(conn, list(changes))
     events = [event_for(workspace_id, change) for workspace_id, change in changes]
     last = await log.append(conn, events)
     first = last - len(events) + 1
@@ -119,21 +126,53 @@ async def refresh(
     return await publish(conn, log, changes)
 
 
+def renamed_event(workspace_id: str, connection_id: str, old_name: str, new_name: str) -> NewEvent:
+    """The log entry of a rename (built directly: a prefix change makes 100,000s of them)."""
+    event = pb.SchemaEvent(
+        workspace_id=workspace_id,
+        schema_renamed=pb.SchemaRenamed(
+            connection_id=connection_id, old_name=old_name, new_name=new_name
+        ),
+    )
+    return NewEvent("renamed", (f"workspace:{workspace_id}",), event.SerializeToString())
+
+
 async def follow_renames(
-    conn: asyncpg.Connection, log: EventLog, connections: dict[str, tuple[str, bytes]]
+    conn: asyncpg.Connection, log: EventLog, connections: dict[str, tuple[str, bytes, bool]]
 ) -> int:
     """New handles or settings of connections that did not move: only the workspaces that use
-    them change (connection → (handle, config))."""
-    changes: list[tuple[str, SchemaChange]] = []
-    for workspace_id, schema in await store.holders(conn, list(connections)):
-        handle, config = connections[schema.connection_id]
-        after = Schema(**{**schema.__dict__, "name": handle, "config": config})
-        for change in diff_schemas(
-            {schema.connection_id: schema},
-            {schema.connection_id: after},
-            {},
-            RemovedReason.DETACHED,
-        ):
-            changes.append((workspace_id, change))
-    changes.sort(key=lambda c: (c[0], c[1].schema.connection_id))
-    return await publish(conn, log, changes)
+    them change (connection → (handle, config, whether the config changed)). The hot path of a
+    prefix change: one UPDATE per batch of connections, whatever the number of workspaces."""
+    entries: list[tuple[str, str, NewEvent]] = []
+    for workspace_id, connection_id, name in await store.holder_names(conn, list(connections)):
+        handle = connections[connection_id][0]
+        if name != handle:
+            entries.append(
+                (
+                    workspace_id,
+                    connection_id,
+                    renamed_event(workspace_id, connection_id, name, handle),
+                )
+            )
+    reconfigured = [c for c, (_, _, changed) in connections.items() if changed]
+    if reconfigured:
+        for workspace_id, schema in await store.holders(conn, reconfigured):
+            handle, config, _ = connections[schema.connection_id]
+            after = replace(schema, name=handle, config=config)
+            entries.append(
+                (
+                    workspace_id,
+                    schema.connection_id,
+                    event_for(workspace_id, SchemaChange("config_changed", after)),
+                )
+            )
+    if not entries:
+        return 0
+    entries.sort(key=lambda e: (e[0], e[1]))
+    await store.rename_schemas(conn, {c: (h, cfg) for c, (h, cfg, _) in connections.items()})
+    last = await log.append(conn, [e[2] for e in entries])
+    first = last - len(entries) + 1
+    await store.set_workspace_heads(
+        conn, {workspace_id: first + i for i, (workspace_id, _, _) in enumerate(entries)}
+    )
+    return len(entries)

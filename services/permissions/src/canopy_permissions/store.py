@@ -206,6 +206,19 @@ async def delete_workspace(conn: asyncpg.Connection, workspace_id: str) -> None:
     await conn.execute("DELETE FROM workspaces WHERE id = $1", workspace_id)
 
 
+# -- locks ---------------------------------------------------------------------------------------
+
+
+async def lock_sharing(conn: asyncpg.Connection, integration_ids: list[str]) -> None:
+    """Serialise everything that reads an integration's tree, grants and attachments to change
+    schemas, until commit: without it, an attach and a concurrent sync could each miss the
+    other's uncommitted rows and leave a workspace short of schemas for good."""
+    for integration_id in sorted(set(integration_ids)):
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))", f"sharing:{integration_id}"
+        )
+
+
 # -- the tree projection -------------------------------------------------------------------------
 
 
@@ -484,6 +497,32 @@ async def holders(conn: asyncpg.Connection, connection_ids: list[str]) -> list[t
         connection_ids,
     )
     return [(r["workspace_id"], _schema(r)) for r in rows]
+
+
+async def holder_names(
+    conn: asyncpg.Connection, connection_ids: list[str]
+) -> list[tuple[str, str, str]]:
+    """(workspace, connection, schema name) for every use of these connections."""
+    rows = await conn.fetch(
+        "SELECT workspace_id, connection_id, name FROM workspace_schemas "
+        "WHERE connection_id = ANY($1::text[])",
+        connection_ids,
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def rename_schemas(
+    conn: asyncpg.Connection, connections: dict[str, tuple[str, bytes]]
+) -> None:
+    """Every workspace's schema of these connections takes the new name and settings."""
+    await conn.execute(
+        "UPDATE workspace_schemas AS s SET name = u.name, config = u.config "
+        "FROM unnest($1::text[], $2::text[], $3::bytea[]) AS u(id, name, config) "
+        "WHERE s.connection_id = u.id AND (s.name <> u.name OR s.config <> u.config)",
+        list(connections),
+        [v[0] for v in connections.values()],
+        [v[1] for v in connections.values()],
+    )
 
 
 async def workspace_schemas(conn: asyncpg.Connection, workspace_id: str) -> list[Schema]:
