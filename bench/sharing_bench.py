@@ -3,7 +3,7 @@ root folder attached to 100 workspaces, one watcher per workspace plus 900 idle 
 other workspaces. The services run as separate processes; this process only watches.
 
 Reported: time from the update's commit to the last of the 100,000 `SchemaRenamed` events,
-events per second, and the p50/p99 delay per event (receipt − commit)."""
+events per second, and the p50/p99 delay per event (receipt - commit)."""
 
 from __future__ import annotations
 
