@@ -282,7 +282,8 @@ async def test_watch_sync_run_streams_progress_then_the_outcome(
         org.account(f"acct in {unit}", unit)
     created = await create(stack)
     await first_run(stack, created.id)
-    proxy.add(Rule(service="organizations", latency=0.05))
+    # Slow enough that the crawl outlasts several progress reports (every half second).
+    proxy.add(Rule(service="organizations", latency=0.25))
     reply = await stack.discovery.SyncIntegration(
         drpc.SyncIntegrationRequest(integration_id=created.id), metadata=OWNER
     )
