@@ -13,6 +13,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 COPY libs/canopy-api/pyproject.toml libs/canopy-api/pyproject.toml
 COPY libs/canopy-core/pyproject.toml libs/canopy-core/pyproject.toml
+COPY libs/canopy-cli/pyproject.toml libs/canopy-cli/pyproject.toml
 COPY services/integration/pyproject.toml services/integration/pyproject.toml
 COPY services/discovery/pyproject.toml services/discovery/pyproject.toml
 COPY services/permissions/pyproject.toml services/permissions/pyproject.toml

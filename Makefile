@@ -13,7 +13,7 @@ BUF := $(TOOLS)/node_modules/.bin/buf
 VENV := .venv/.synced
 PROTO_FILES = $(shell find protos -name '*.proto' | sort)
 API_SRC := libs/canopy-api/src
-PY_DIRS := libs/canopy-core/src services tests scripts bench
+PY_DIRS := libs/canopy-core/src libs/canopy-cli/src services tests scripts bench
 
 .PHONY: help run test pytest lint fmt proto proto-check bench clean
 

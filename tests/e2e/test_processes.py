@@ -1,5 +1,5 @@
 """The three services as separate processes: health, reflection with `buf curl`, calls with a
-token, UNIMPLEMENTED for RPCs not built yet, JSON logs with request ids, a clean SIGTERM, and
+token, JSON logs with request ids, a clean SIGTERM, and
 the embedded PostgreSQL shared by the services of one run."""
 
 from __future__ import annotations
@@ -109,18 +109,6 @@ async def test_buf_curl_upserts_and_reads_a_tenant_with_a_token(
     )
     assert anonymous.returncode != 0
     assert "unauthenticated" in anonymous.stderr.lower()
-
-
-async def test_rpcs_not_built_yet_answer_unimplemented(suite: dict[str, ServiceProcess]) -> None:
-    system = f"authorization: Bearer {token('operator', system=True)}"
-    for name, method in (
-        ("permissions", "canopy.permissions.v1.WorkspaceSchemaService/ListWorkspaceSchemas"),
-    ):
-        reply = await asyncio.to_thread(
-            buf_curl, "-H", system, "-d", "{}", f"http://{suite[name].address}/{method}"
-        )
-        assert reply.returncode != 0
-        assert "unimplemented" in reply.stderr.lower(), reply.stderr
 
 
 async def test_each_rpc_is_logged_as_a_json_line_with_its_request_id(

@@ -1,0 +1,1 @@
+"""The canopy command line and the make-run demo."""
