@@ -21,7 +21,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 run: $(VENV) ## run the three services on the embedded PostgreSQL (Ctrl-C stops them)
-	$(UV) run --frozen python -m canopy_core.launcher
+	$(UV) run --frozen python -m canopy_cli.run
 
 test: lint pytest ## lint, then the whole test suite (the CI command)
 

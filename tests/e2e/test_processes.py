@@ -191,7 +191,7 @@ async def test_make_run_launcher_starts_all_three_and_stops_them_on_ctrl_c(
         CANOPY_METRICS_PORT="none",
     )
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "canopy_core.launcher"],
+        [sys.executable, "-m", "canopy_cli.run"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
