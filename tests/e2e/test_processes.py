@@ -178,7 +178,7 @@ async def test_without_database_url_the_services_share_one_embedded_postgres(
                 service.process.kill()
 
 
-async def test_make_run_launcher_starts_all_three_and_stops_them_on_ctrl_c(
+async def test_make_run_starts_the_services_shows_the_demo_tree_and_stops_on_ctrl_c(
     database_url: str, tmp_path: Path
 ) -> None:
     ports = [free_port() for _ in range(3)]
@@ -211,6 +211,11 @@ async def test_make_run_launcher_starts_all_three_and_stops_them_on_ctrl_c(
                 break
         text = "".join(banner)
         assert "Canopy is running" in text, text
+        # The demo organization was discovered and its tree printed.
+        assert "Demo: organization o-" in text
+        assert "aws_prod_web" in text  # "Prod — Web" and "prod web" collide: one gets a suffix
+        assert "aws_public" in text  # "Public" is reserved on its own, not with the prefix
+        assert "Old Marketing" not in text  # suspended
         for port in ports:
             assert f"127.0.0.1:{port}" in text
         launcher.send_signal(signal.SIGINT)
