@@ -99,6 +99,9 @@ class FaultProxy:
         self.disappear_after: int | None = None  # after this many requests, fail every one
         self.disappear_mode: Literal["close", "503"] = "close"
         self.roles_by_key: dict[str, str] = {}
+        # Role ARN → another upstream: AssumeRole of that role, and every call signed with the
+        # keys issued for it, go there (a role that sees another organization).
+        self.routes: dict[str, str] = {}
         self.url = ""
         self._random = random.Random(0)
         self._loop = asyncio.new_event_loop()
@@ -239,8 +242,14 @@ class FaultProxy:
             return web.Response(status=kept.status, body=kept.body, content_type=kept.content_type)
         assert self._client is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_HEADERS}
+        role = (
+            dict(parse_qsl(call.body.decode())).get("RoleArn", "")
+            if call.operation == "AssumeRole"
+            else self.roles_by_key.get(call.access_key, "")
+        )
+        target = self.routes.get(role, self.upstream)
         async with self._client.request(
-            request.method, self.upstream + request.path_qs, headers=headers, data=body
+            request.method, target + request.path_qs, headers=headers, data=body
         ) as upstream:
             answer = await upstream.read()
             content_type = upstream.content_type

@@ -1,0 +1,41 @@
+"""The moto server, fault proxy and organization builder of the discovery tests, and the three
+services as processes in front of them, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.awsfaults import FaultProxy
+from tests.discovery.conftest import moto_server, moto_url, org, proxy  # noqa: F401
+from tests.e2e.processes import SERVICES, ServiceProcess, base_env, free_port, start, wait_serving
+
+
+@pytest.fixture
+async def services(
+    database_url: str, tmp_path: Path, proxy: FaultProxy  # noqa: F811
+) -> AsyncIterator[dict[str, ServiceProcess]]:
+    ports = {name: free_port() for name in SERVICES}
+    env = base_env(
+        tmp_path,
+        database_url,
+        CANOPY_AWS_ENDPOINT_URL=proxy.url,
+        CANOPY_AWS_ACCESS_KEY_ID="testing",
+        CANOPY_AWS_SECRET_ACCESS_KEY="testing",
+        CANOPY_INTEGRATION_ADDRESS=f"127.0.0.1:{ports['integration']}",
+        CANOPY_DISCOVERY_ADDRESS=f"127.0.0.1:{ports['discovery']}",
+        CANOPY_PERMISSIONS_ADDRESS=f"127.0.0.1:{ports['permissions']}",
+        CANOPY_SCHEDULER_POLL_INTERVAL="0.3",
+        CANOPY_WATCH_PROGRESS_INTERVAL="1",
+    )
+    running = {name: start(name, env, tmp_path, ports[name]) for name in SERVICES}
+    try:
+        await asyncio.gather(*(wait_serving(s) for s in running.values()))
+        yield running
+    finally:
+        for service in running.values():
+            if service.process.poll() is None:
+                service.terminate(15)
