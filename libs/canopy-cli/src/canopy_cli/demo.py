@@ -215,6 +215,8 @@ async def create_and_sync(
             )
             break
         except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.ALREADY_EXISTS:
+                break  # attached by an earlier run of the demo
             if error.code() not in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND):
                 raise
             await asyncio.sleep(0.1)
@@ -244,3 +246,47 @@ async def _first_run(runs: Any, integration_id: str, metadata: Any) -> dpb.SyncR
             return await _finished(runs, listed.runs[0].id, metadata)
         await asyncio.sleep(0.1)
     raise RuntimeError("the first sync of the demo integration did not start")
+
+
+async def main() -> None:
+    """`python -m canopy_cli.demo`: build the demo against running services and a moto server
+    (docker compose runs it once the suite is up). Addresses and the AWS endpoint come from the
+    usual `CANOPY_*` variables; the token is minted from `CANOPY_JWT_SECRET`."""
+    import os
+
+    from canopy_core.auth import mint_token, signing_secret
+    from canopy_core.settings import ServiceSettings
+
+    settings = ServiceSettings()
+    secret = signing_secret(settings)
+    assert secret is not None, "set CANOPY_JWT_SECRET"
+    metadata = (("authorization", f"Bearer {mint_token(secret, 'demo', system=True)}"),)
+    endpoint = os.environ["CANOPY_AWS_ENDPOINT_URL"]
+    organization = None
+    for _ in range(120):  # the moto container may still be starting
+        try:
+            organization = await asyncio.to_thread(build_organization, endpoint)
+            break
+        except Exception:
+            await asyncio.sleep(1)
+    assert organization is not None, f"no AWS endpoint at {endpoint}"
+    async with (
+        grpc.aio.insecure_channel(settings.integration_address) as integration,
+        grpc.aio.insecure_channel(settings.discovery_address) as discovery,
+        grpc.aio.insecure_channel(settings.permissions_address) as permissions,
+    ):
+        for channel in (integration, discovery, permissions):
+            await asyncio.wait_for(channel.channel_ready(), 300)
+        await seed_directory(permissions, metadata)
+        created, run, tree = await create_and_sync(
+            integration, discovery, permissions, organization, metadata
+        )
+    print(
+        f"demo integration {created.id}: sync {dpb.SyncRunState.Name(run.state)}, "
+        f"{run.progress.accounts_found} accounts; root folder attached to {WORKSPACES[0]}"
+    )
+    _ = tree
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
