@@ -177,7 +177,9 @@ class ListWorkspaceSchemasResponse(_message.Message):
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """The schema log revision the listing reflects; every page of one listing reflects the same
-    revision (the page token carries it). Watch after it: nothing is lost or repeated.
+    revision (the page token carries it): if the workspace's schemas change between pages, the
+    next page fails ABORTED `LISTING_CHANGED` and the listing starts again. Watch after it:
+    nothing is lost or repeated.
     """
     next_page_token: _builtins.str
     """Token of the next page; empty on the last page."""
