@@ -15,7 +15,7 @@ PROTO_FILES = $(shell find protos -name '*.proto' | sort)
 API_SRC := libs/canopy-api/src
 PY_DIRS := libs/canopy-core/src libs/canopy-cli/src services tests scripts bench
 
-.PHONY: help run test pytest lint fmt proto proto-check bench clean
+.PHONY: help run test pytest lint fmt proto proto-check breaking bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,6 +47,10 @@ proto-check: $(VENV) ## fail if libs/canopy-api differs from what protos/ genera
 	  $(UV) run --frozen python scripts/protogen.py $$tmp $(PROTO_FILES) >/dev/null && \
 	  if diff -r -q $$tmp/canopy $(API_SRC)/canopy; then rm -rf $$tmp; \
 	  else rm -rf $$tmp; echo "libs/canopy-api is stale: run 'make proto' and commit"; exit 1; fi
+
+BREAKING_BASE ?= .git\#ref=HEAD~1
+breaking: $(BUF) ## buf breaking: the contracts against BREAKING_BASE (default: the previous commit)
+	$(BUF) breaking --against '$(BREAKING_BASE)'
 
 bench: $(VENV) ## run the benchmarks; prints one JSON object of figures
 	$(UV) run --frozen python -m bench $(ARGS)
