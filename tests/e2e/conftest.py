@@ -16,7 +16,9 @@ from tests.e2e.processes import SERVICES, ServiceProcess, base_env, free_port, s
 
 @pytest.fixture
 async def services(
-    database_url: str, tmp_path: Path, proxy: FaultProxy  # noqa: F811
+    database_url: str,
+    tmp_path: Path,
+    proxy: FaultProxy,  # noqa: F811
 ) -> AsyncIterator[dict[str, ServiceProcess]]:
     ports = {name: free_port() for name in SERVICES}
     env = base_env(
