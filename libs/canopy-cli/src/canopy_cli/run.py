@@ -23,10 +23,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
-from rich.tree import Tree
 
-from canopy.integration.v1 import connection_tree_pb2 as tree_pb
-from canopy_cli import demo
+from canopy_cli import demo, render
 from canopy_core.auth import mint_token, signing_secret
 from canopy_core.settings import ServiceSettings
 
@@ -98,26 +96,6 @@ async def _wait_serving(child: Child, deadline: float) -> None:
             if loop.time() > deadline:
                 raise TimeoutError(f"{child.name} did not become healthy")
             await asyncio.sleep(0.2)
-
-
-def render_tree(tree: tree_pb.ConnectionTree) -> Tree:
-    """The connection tree for a terminal."""
-
-    def add(node: tree_pb.FolderNode, branch: Tree) -> None:
-        for folder in node.folders:
-            add(
-                folder,
-                branch.add(f"[bold]{folder.folder.handle}[/]  [dim]{folder.folder.title}[/]"),
-            )
-        for connection in node.connections:
-            branch.add(
-                f"[green]{connection.handle}[/]  [dim]{connection.account_id} "
-                f"{connection.account_name}[/]"
-            )
-
-    root = Tree(f"[bold]{tree.root.folder.handle}[/]  [dim](integration {tree.integration_id})[/]")
-    add(tree.root, root)
-    return root
 
 
 def _banner(started: tuple[Child, ...], token: str, integration_id: str | None) -> None:
@@ -253,7 +231,7 @@ async def _prepare(
         f"{run.progress.accounts_found} accounts, {run.progress.organizational_units_found} OUs, "
         f"{run.summary.connections_created or len(tree.root.connections)} connections."
     )
-    console.print(render_tree(tree))
+    console.print(render.connection_tree(tree))
     return token, created.id
 
 
