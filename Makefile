@@ -53,7 +53,7 @@ breaking: $(BUF) ## buf breaking: the contracts against BREAKING_BASE (default: 
 	$(BUF) breaking --against '$(BREAKING_BASE)'
 
 bench: $(VENV) ## run the benchmarks; prints one JSON object of figures
-	$(UV) run --frozen python -m bench $(ARGS)
+	@$(UV) run --frozen python -m bench $(ARGS)
 
 clean: ## remove tools, the virtualenv and the embedded database
 	rm -rf $(TOOLS)/venv $(TOOLS)/node_modules .venv .canopy
