@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -58,7 +58,7 @@ def describe_rpc_error(error: grpc.RpcError) -> str:
     e.g. `INVALID_ARGUMENT (INVALID_ARGUMENT) integration.handle: must be …`.
     """
     # error_info reads only trailing_metadata(), which sync errors carry as aio errors do.
-    reason, _metadata = error_info(cast("grpc.aio.AioRpcError", error))
+    reason, _metadata = error_info(error)
     message = " ".join((error.details() or "").split())
     parts = [error.code().name]
     if reason:

@@ -245,8 +245,3 @@ def run(spec: ServiceSpec, settings_type: type[ServiceSettings]) -> None:
         await running.stop()
 
     asyncio.run(main())
-
-
-def unimplemented(servicer_base: type[Any]) -> Any:
-    """A servicer whose every RPC answers UNIMPLEMENTED (the generated base class)."""
-    return servicer_base()

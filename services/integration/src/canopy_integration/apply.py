@@ -24,7 +24,7 @@ from canopy_integration import store
 from canopy_integration.convert import integration_to_proto
 from canopy_integration.errors import GenerationMismatch
 from canopy_integration.events import TreeEvents
-from canopy_integration.integrations import Context, _check_id, hidden
+from canopy_integration.integrations import Context, check_id, hidden
 from canopy_integration.model import Integration, IntegrationState, Snapshot
 from canopy_integration.tree_diff import (
     TreePlan,
@@ -76,7 +76,7 @@ async def apply_outcome(
 ) -> ApplyResult | rpc.ApplyDiscoverySnapshotResponse:
     """Apply a snapshot or record a failure (system callers only)."""
     principal.require_system()
-    _check_id("integration_id", integration_id, "i")
+    check_id("integration_id", integration_id, "i")
     if outcome is None:
         raise InvalidArgument.field("outcome", "send a snapshot or a failure")
     if isinstance(outcome, Failure):

@@ -402,7 +402,7 @@ async def create_integration(
 
 async def get_integration(ctx: Context, principal: Principal, integration_id: str) -> Integration:
     """One integration, for members of its scope."""
-    _check_id("id", integration_id, "i")
+    check_id("id", integration_id, "i")
     async with ctx.db.connection() as conn:
         integration = await store.get_integration(conn, integration_id)
         if integration is None:
@@ -465,7 +465,7 @@ async def list_integrations(
     return IntegrationPage(rows, PageToken(rows[-1].id).encode(arguments) if more else "")
 
 
-def _check_id(field: str, value: str, prefix: str) -> None:
+def check_id(field: str, value: str, prefix: str) -> None:
     with Violations() as v:
         v.resource_id(field, value, prefix)
 
@@ -551,7 +551,7 @@ async def update_integration(
     etag: str,
 ) -> Integration:
     """Apply masked changes; renames and configuration changes ripple to connections."""
-    _check_id("integration.id", integration_id, "i")
+    check_id("integration.id", integration_id, "i")
     async with ctx.db.transaction() as conn:
         current = writable(
             principal,
@@ -654,7 +654,7 @@ async def delete_integration(
     request: rpc.DeleteIntegrationRequest,
 ) -> None:
     """Delete the integration and its whole tree, with an event for every item."""
-    _check_id("id", integration_id, "i")
+    check_id("id", integration_id, "i")
     async with ctx.db.transaction() as conn:
         if request.request_id:
             earlier = await requests.replay(
@@ -738,7 +738,7 @@ async def render_role_template(
     """CloudFormation for the discovery role or the member-role StackSet."""
     integration = None
     if integration_id:
-        _check_id("integration_id", integration_id, "i")
+        check_id("integration_id", integration_id, "i")
         async with ctx.db.connection() as conn:
             integration = readable(
                 principal, await store.get_integration(conn, integration_id), integration_id

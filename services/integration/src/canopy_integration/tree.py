@@ -16,7 +16,7 @@ from canopy_integration.errors import HandleTaken
 from canopy_integration.events import TreeEvents
 from canopy_integration.integrations import (
     Context,
-    _check_id,
+    check_id,
     hidden,
     missing,
     readable,
@@ -102,7 +102,7 @@ async def get_folder(
     ctx: Context, principal: Principal, folder_id: str
 ) -> tuple[Folder, list[str]]:
     """One folder and its path, for members of the integration's scope."""
-    _check_id("id", folder_id, "f")
+    check_id("id", folder_id, "f")
     async with ctx.db.connection() as conn:
         folder = await store.get_folder(conn, folder_id)
         if folder is None:
@@ -126,9 +126,9 @@ async def list_folders(
     if bool(integration_id) == bool(parent_folder_id):
         raise InvalidArgument.field("parent", "name exactly one integration_id or parent_folder_id")
     if integration_id:
-        _check_id("integration_id", integration_id, "i")
+        check_id("integration_id", integration_id, "i")
     else:
-        _check_id("parent_folder_id", parent_folder_id or "", "f")
+        check_id("parent_folder_id", parent_folder_id or "", "f")
     size = page_size(requested_size)
     arguments = {"integration_id": integration_id, "parent_folder_id": parent_folder_id}
     token = PageToken.decode(page_token, arguments)
@@ -166,7 +166,7 @@ async def update_folder(
     etag: str,
 ) -> tuple[Folder, list[str]]:
     """Set a folder's handle (static), or return it to dynamic with ""."""
-    _check_id("folder.id", folder_id, "f")
+    check_id("folder.id", folder_id, "f")
     if handle:
         problem = handles.folder_handle_problem(handle)
         if problem:
@@ -219,7 +219,7 @@ async def get_connection(
     ctx: Context, principal: Principal, connection_id: str
 ) -> tuple[Connection, Integration]:
     """One connection and its integration, for members of the integration's scope."""
-    _check_id("id", connection_id, "c")
+    check_id("id", connection_id, "c")
     async with ctx.db.connection() as conn:
         found = await store.get_connection_with_integration(conn, connection_id)
         if found is None:
@@ -241,9 +241,9 @@ async def list_connections(
     if bool(integration_id) == bool(folder_id):
         raise InvalidArgument.field("parent", "name exactly one integration_id or folder_id")
     if integration_id:
-        _check_id("integration_id", integration_id, "i")
+        check_id("integration_id", integration_id, "i")
     else:
-        _check_id("folder_id", folder_id or "", "f")
+        check_id("folder_id", folder_id or "", "f")
     size = page_size(requested_size)
     arguments = {"integration_id": integration_id, "folder_id": folder_id}
     token = PageToken.decode(page_token, arguments)
@@ -284,7 +284,7 @@ async def update_connection(
     etag: str,
 ) -> tuple[Connection, Integration]:
     """Change a connection's handle (static; "" returns to dynamic) or overrides."""
-    _check_id("connection.id", connection_id, "c")
+    check_id("connection.id", connection_id, "c")
     found: list[FieldViolation] = []
     if "handle" in paths and handle:
         problem = handles.connection_handle_problem(handle)
@@ -366,7 +366,7 @@ async def update_connection(
 
 async def get_tree(ctx: Context, principal: Principal, integration_id: str) -> Tree:
     """The whole tree of an integration, consistent with the log revision returned."""
-    _check_id("integration_id", integration_id, "i")
+    check_id("integration_id", integration_id, "i")
     async with (
         ctx.db.connection() as conn,
         conn.transaction(isolation="repeatable_read", readonly=True),
