@@ -700,3 +700,36 @@ async def test_a_permissions_crash_mid_batch_loses_and_doubles_nothing(
     assert [e.schema_added.schema.name for e in resumed.events] == ["audit"]
     assert len(events) == 1
     resumed.close()
+
+
+async def test_a_listing_is_one_revision_or_aborted_if_the_workspace_changed(s: Sharing) -> None:
+    created, stream, _ = await setup_attached(s)
+    first = await s.schemas.ListWorkspaceSchemas(
+        wrpc.ListWorkspaceSchemasRequest(workspace_id="w_ops1", page_size=2), metadata=SYSTEM
+    )
+    second = await s.schemas.ListWorkspaceSchemas(
+        wrpc.ListWorkspaceSchemasRequest(
+            workspace_id="w_ops1", page_size=2, page_token=first.next_page_token
+        ),
+        metadata=SYSTEM,
+    )
+    assert second.revision == first.revision
+    assert [x.name for x in [*first.schemas, *second.schemas]] == ["data", "sandbox", "web"]
+    await s.integrations.UpdateIntegration(
+        rpc.UpdateIntegrationRequest(
+            integration=pb.Integration(id=created.id, handle_prefix="aws_"),
+            update_mask=FieldMask(paths=["handle_prefix"]),
+        ),
+        metadata=ORG_OWNER,
+    )
+    await stream.wait_for(6)  # the renames reached the workspace
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await s.schemas.ListWorkspaceSchemas(
+            wrpc.ListWorkspaceSchemasRequest(
+                workspace_id="w_ops1", page_size=2, page_token=first.next_page_token
+            ),
+            metadata=SYSTEM,
+        )
+    details = error_details(caught.value)
+    assert (details.code, details.reason) == (grpc.StatusCode.ABORTED, "LISTING_CHANGED")
+    stream.close()
