@@ -73,6 +73,42 @@ async def test_a_bulk_append_is_copied_in_one_go(db: Database, log: EventLog) ->
     assert [e.revision for e in page.events] == list(range(2, 1001, 3))
 
 
+GENERATED = """
+    SELECT g - 1 AS position, 'test' AS kind, ARRAY['k' || (g % 2)] AS keys,
+           convert_to(g::text, 'UTF8') AS payload
+    FROM generate_series(1, $1::int) g
+"""
+
+
+async def test_events_made_by_a_query_follow_on_and_reach_watchers(
+    db: Database, log: EventLog
+) -> None:
+    await append(db, log, event(0))
+    stream = log.watch(1, ["k1"])
+    async with db.transaction() as conn:
+        assert await log.append_from(conn, 5, GENERATED, 5) == 6
+    page = await log.read(0)
+    assert [(e.revision, e.payload, e.keys) for e in page.events[1:]] == [
+        (2, b"1", ("k1",)),
+        (3, b"2", ("k0",)),
+        (4, b"3", ("k1",)),
+        (5, b"4", ("k0",)),
+        (6, b"5", ("k1",)),
+    ]
+    assert await collect(stream, 6) == [2, 4, 6]
+    await stream.aclose()
+
+
+async def test_a_query_making_the_wrong_number_of_events_appends_none(
+    db: Database, log: EventLog
+) -> None:
+    with pytest.raises(RuntimeError, match="expected 4 events, the query made 3"):
+        async with db.transaction() as conn:
+            await log.append_from(conn, 4, GENERATED, 3)
+    assert await log.head() == 0
+    assert (await log.read(0)).events == []
+
+
 async def test_append_outside_a_transaction_is_refused(db: Database, log: EventLog) -> None:
     async with db.connection() as conn:
         with pytest.raises(RuntimeError, match="transaction"):

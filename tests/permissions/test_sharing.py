@@ -459,8 +459,16 @@ async def test_a_grant_on_a_child_adds_to_what_it_inherits(s: Sharing) -> None:
     assert await available(s, "w_ops1") == []
 
 
+async def published(s: Sharing) -> int:
+    """How many connections have a stored schema name (kept only while a workspace holds them)."""
+    async with s.services["permissions"].runtime.db.connection() as conn:
+        count: int = await conn.fetchval("SELECT count(*) FROM published_schemas")
+        return count
+
+
 async def test_detaching_removes_schemas_and_attach_needs_a_grant(s: Sharing) -> None:
     created, stream, _ = await setup_attached(s)
+    assert await published(s) == 3
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await s.schemas.AttachSchema(
             wrpc.AttachSchemaRequest(workspace_id="w_ops1", folder_id=created.root_folder_id),
@@ -473,6 +481,7 @@ async def test_detaching_removes_schemas_and_attach_needs_a_grant(s: Sharing) ->
     )
     removed = [e.schema_removed for e in (await stream.wait_for(6))[3:]]
     assert {r.reason for r in removed} == {wpb.SCHEMA_REMOVED_REASON_DETACHED}
+    assert await published(s) == 0
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await s.schemas.DetachSchema(
             wrpc.DetachSchemaRequest(workspace_id="w_ops1", folder_id=created.root_folder_id),
@@ -502,6 +511,7 @@ async def test_deleting_a_workspace_ends_its_stream_cleanly(s: Sharing) -> None:
     assert {e.schema_removed.reason for e in stream.events[3:6]} == {
         wpb.SCHEMA_REMOVED_REASON_WORKSPACE_DELETED
     }
+    assert await published(s) == 0
 
 
 async def test_a_reconnecting_watcher_resumes_exactly(s: Sharing) -> None:

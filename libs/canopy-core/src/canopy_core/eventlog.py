@@ -18,6 +18,7 @@ from collections import defaultdict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import asyncpg
 
@@ -27,8 +28,7 @@ from canopy_core.errors import InvalidArgument, OutOfRange, Unavailable
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
+class NewEvent(NamedTuple):
     """An event to append: its kind, the keys watchers filter on, and its encoded payload."""
 
     kind: str
@@ -36,9 +36,8 @@ class NewEvent:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event as stored, with its revision."""
+class StoredEvent(NamedTuple):
+    """An event as stored, with its revision (a tuple: the tail reader makes 10,000s a second)."""
 
     revision: int
     kind: str
@@ -161,6 +160,34 @@ class EventLog:
         await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(head))
         return head
 
+    async def append_from(
+        self, conn: asyncpg.Connection, count: int, query: str, *args: object
+    ) -> int:
+        """Append `count` events that a query produces, without them passing through Python
+        (for changes that make 100,000s of events); returns the last revision.
+
+        `query` is a SELECT of rows (position, kind, keys, payload), `position` numbering them
+        0 … count-1 in log order. Fewer or more rows than `count` is a bug and raises, which
+        rolls back the caller's transaction.
+        """
+        if count < 1:
+            raise ValueError("append_from needs at least one event")
+        if not conn.is_in_transaction():
+            raise RuntimeError("EventLog.append_from must run inside the caller's transaction")
+        head: int = await conn.fetchval(
+            "UPDATE event_log_head SET revision = revision + $1 RETURNING revision", count
+        )
+        status = await conn.execute(
+            "INSERT INTO event_log (revision, kind, keys, payload) "
+            f"SELECT {head - count + 1} + q.position, q.kind, q.keys, q.payload FROM ({query}) q",
+            *args,
+        )
+        inserted = int(status.split()[-1])
+        if inserted != count:
+            raise RuntimeError(f"append_from expected {count} events, the query made {inserted}")
+        await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(head))
+        return head
+
     # -- reading -------------------------------------------------------------------------
 
     async def head(self) -> int:
@@ -212,11 +239,7 @@ class EventLog:
         if after_revision < compacted_through:
             raise revision_compacted(after_revision, compacted_through)
         events = [
-            StoredEvent(
-                r["revision"], r["kind"], tuple(r["keys"]), bytes(r["payload"]), r["created_at"]
-            )
-            for r in rows
-            if r["revision"] is not None
+            StoredEvent(r[2], r[3], tuple(r[4]), r[5], r[6]) for r in rows if r[2] is not None
         ]
         return Page(events, head, compacted_through, truncated=len(events) >= limit)
 
@@ -351,12 +374,17 @@ class EventLog:
 
     def _dispatch(self, tail: _Tail, events: Sequence[StoredEvent], head: int) -> None:
         touched: dict[_Subscriber, list[StoredEvent]] = defaultdict(list)
+        by_key = tail.by_key
         for event in events:
-            matched: set[_Subscriber] = set()
-            for key in event.keys:
-                matched.update(tail.by_key.get(key, ()))
-            for subscriber in matched:
-                touched[subscriber].append(event)
+            if len(event.keys) == 1:  # the common case: no set to build
+                for subscriber in by_key.get(event.keys[0], ()):
+                    touched[subscriber].append(event)
+            else:
+                matched: set[_Subscriber] = set()
+                for key in event.keys:
+                    matched.update(by_key.get(key, ()))
+                for subscriber in matched:
+                    touched[subscriber].append(event)
             for subscriber in tail.everything:
                 touched[subscriber].append(event)
         for subscriber, mine in touched.items():
@@ -364,7 +392,7 @@ class EventLog:
                 subscriber.overflowed = True
             else:
                 subscriber.queue.extend(mine)
-        for subscriber in {*tail.everything, *(s for m in tail.by_key.values() for s in m)}:
+        for subscriber in {*tail.everything, *(s for m in by_key.values() for s in m)}:
             subscriber.latest = head
             if subscriber in touched or subscriber.overflowed:
                 subscriber.signal.set()
@@ -384,7 +412,7 @@ class EventLog:
             self._wake.clear()
             try:
                 while True:
-                    page = await self.read(tail.position)
+                    page = await self.read(tail.position, limit=self.batch_size * 10)
                     self._dispatch(tail, page.events, page.head)
                     if page.events:
                         tail.position = page.events[-1].revision

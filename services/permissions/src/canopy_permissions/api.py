@@ -287,7 +287,7 @@ class WorkspaceSchemaApi(ws_grpc.WorkspaceSchemaServiceServicer):
     async def WatchWorkspaceSchemas(
         self, request: ws_rpc.WatchWorkspaceSchemasRequest, context: RpcContext
     ) -> AsyncIterator[ws_rpc.WatchWorkspaceSchemasResponse]:
-        async for events, latest in attachments.watch(
+        async for reply in attachments.watch(
             self.db, self.log, current_principal(), request.workspace_id, request.after_revision
         ):
-            yield ws_rpc.WatchWorkspaceSchemasResponse(events=events, latest_revision=latest)
+            yield reply

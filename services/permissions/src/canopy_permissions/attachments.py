@@ -11,7 +11,7 @@ import asyncpg
 
 from canopy.permissions.v1 import workspace_schema_pb2 as pb
 from canopy.permissions.v1 import workspace_schema_service_pb2 as rpc
-from canopy_core import requests
+from canopy_core import requests, wire
 from canopy_core.auth import Principal
 from canopy_core.db import Database
 from canopy_core.errors import Aborted, AlreadyExists, NotFound, PermissionDenied
@@ -191,28 +191,21 @@ async def list_schemas(
 
 async def watch(
     db: Database, log: EventLog, principal: Principal, workspace_id: str, after_revision: int
-) -> AsyncIterator[tuple[list[pb.SchemaEvent], int]]:
+) -> AsyncIterator[rpc.WatchWorkspaceSchemasResponse]:
     """The workspace's events after a revision, with progress messages; ends after
     `workspace_deleted`."""
     with Violations() as v:
         v.resource_id("workspace_id", workspace_id, "w")
     async with db.connection() as conn:
         await workspace_member(conn, principal, workspace_id)
-    from canopy_core.convert import timestamp
-
     async for batch in log.watch(after_revision, [f"workspace:{workspace_id}"]):
-        events = []
-        ended = False
-        for stored in batch.events:
-            event = pb.SchemaEvent.FromString(stored.payload)
-            event.revision = stored.revision
-            stamp = timestamp(stored.created_at)
-            if stamp is not None:
-                event.event_time.CopyFrom(stamp)
-            events.append(event)
-            ended = ended or event.HasField("workspace_deleted")
-        yield events, batch.latest_revision
-        if ended:
+        # Built on the wire: a prefix change sends 100,000s of events (see canopy_core.wire).
+        yield rpc.WatchWorkspaceSchemasResponse.FromString(
+            wire.repeated(1, [wire.stamped(e) for e in batch.events])
+            + wire.varint(2 << 3)
+            + wire.varint(batch.latest_revision)
+        )
+        if any(e.kind == "workspace_deleted" for e in batch.events):
             return
 
 

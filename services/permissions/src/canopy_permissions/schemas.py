@@ -3,7 +3,7 @@ appending one event per change to the workspace schema log in the same transacti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 import asyncpg
@@ -126,53 +126,69 @@ async def refresh(
     return await publish(conn, log, changes)
 
 
-def renamed_event(workspace_id: str, connection_id: str, old_name: str, new_name: str) -> NewEvent:
-    """The log entry of a rename (built directly: a prefix change makes 100,000s of them)."""
-    event = pb.SchemaEvent(
-        workspace_id=workspace_id,
-        schema_renamed=pb.SchemaRenamed(
-            connection_id=connection_id, old_name=old_name, new_name=new_name
-        ),
-    )
-    return NewEvent("renamed", (f"workspace:{workspace_id}",), event.SerializeToString())
+def _renamed_payloads(
+    workspace_ids: Iterable[str], renames: dict[str, tuple[str, str]]
+) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The encoded halves of rename events: per workspace its id, per connection its
+    `SchemaRenamed`. A message's encoding followed by another's is the encoding of the two merged,
+    so the database makes each event by joining two byte strings."""
+    heads = {w: pb.SchemaEvent(workspace_id=w).SerializeToString() for w in workspace_ids}
+    tails = {
+        connection_id: pb.SchemaEvent(
+            schema_renamed=pb.SchemaRenamed(
+                connection_id=connection_id, old_name=old_name, new_name=new_name
+            )
+        ).SerializeToString()
+        for connection_id, (old_name, new_name) in renames.items()
+    }
+    return heads, tails
 
 
 async def follow_renames(
     conn: asyncpg.Connection, log: EventLog, connections: dict[str, tuple[str, bytes, bool]]
 ) -> int:
     """New handles or settings of connections that did not move: only the workspaces that use
-    them change (connection → (handle, config, whether the config changed)). The hot path of a
-    prefix change: one UPDATE per batch of connections, whatever the number of workspaces."""
-    entries: list[tuple[str, str, NewEvent]] = []
-    for workspace_id, connection_id, name in await store.holder_names(conn, list(connections)):
-        handle = connections[connection_id][0]
-        if name != handle:
-            entries.append(
-                (
-                    workspace_id,
-                    connection_id,
-                    renamed_event(workspace_id, connection_id, name, handle),
-                )
-            )
-    reconfigured = [c for c, (_, _, changed) in connections.items() if changed]
+    them change (connection → (handle, config, whether the config changed)).
+
+    The hot path of a prefix change, which renames every connection in every workspace that uses
+    it: names are stored once per connection, and the rename events (one per connection per
+    workspace) are made inside the database, so the cost here does not grow with the number of
+    workspaces."""
+    published = await store.published_names(conn, list(connections))
+    renames = {
+        connection_id: (name, connections[connection_id][0])
+        for connection_id, name in published.items()
+        if name != connections[connection_id][0]
+    }
+    total = 0
+    counts = await store.holder_counts(conn, sorted(renames)) if renames else []
+    if counts:
+        heads, tails = _renamed_payloads((w for w, _ in counts), renames)
+        count = sum(n for _, n in counts)
+        last = await log.append_from(
+            conn,
+            count,
+            store.RENAME_EVENTS,
+            list(tails),
+            list(tails.values()),
+            list(heads),
+            list(heads.values()),
+        )
+        # Events are numbered by workspace, then connection: each workspace's last is known.
+        position, workspace_heads = last - count, {}
+        for workspace_id, n in counts:
+            position += n
+            workspace_heads[workspace_id] = position
+        await store.set_workspace_heads(conn, workspace_heads)
+        total += count
+    reconfigured = [c for c, (_, _, changed) in connections.items() if changed and c in published]
     if reconfigured:
+        changes = []
         for workspace_id, schema in await store.holders(conn, reconfigured):
             handle, config, _ = connections[schema.connection_id]
             after = replace(schema, name=handle, config=config)
-            entries.append(
-                (
-                    workspace_id,
-                    schema.connection_id,
-                    event_for(workspace_id, SchemaChange("config_changed", after)),
-                )
-            )
-    if not entries:
-        return 0
-    entries.sort(key=lambda e: (e[0], e[1]))
+            changes.append((workspace_id, SchemaChange("config_changed", after)))
+        changes.sort(key=lambda c: (c[0], c[1].schema.connection_id))
+        total += await publish(conn, log, changes, written=True)
     await store.rename_schemas(conn, {c: (h, cfg) for c, (h, cfg, _) in connections.items()})
-    last = await log.append(conn, [e[2] for e in entries])
-    first = last - len(entries) + 1
-    await store.set_workspace_heads(
-        conn, {workspace_id: first + i for i, (workspace_id, _, _) in enumerate(entries)}
-    )
-    return len(entries)
+    return total

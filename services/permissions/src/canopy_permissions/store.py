@@ -456,10 +456,13 @@ async def delete_attachment(
 
 # -- schemas -------------------------------------------------------------------------------------
 
+# A workspace's schema is its row in workspace_schemas (how it is attached) joined with the
+# connection's row in published_schemas (name, account and settings, shared by every holder).
 _SCHEMA = (
-    "workspace_id, connection_id, integration_id, name, account_id, attachment_kind, "
-    "via_folder_id, config"
+    "s.workspace_id, s.connection_id, s.integration_id, p.name, p.account_id, "
+    "s.attachment_kind, s.via_folder_id, p.config"
 )
+_SCHEMAS = "workspace_schemas s JOIN published_schemas p ON p.connection_id = s.connection_id"
 
 
 def _schema(row: asyncpg.Record) -> Schema:
@@ -479,8 +482,8 @@ async def schemas_of(
 ) -> dict[str, dict[str, Schema]]:
     """Workspace → connection → schema, for one integration."""
     rows = await conn.fetch(
-        f"SELECT {_SCHEMA} FROM workspace_schemas WHERE integration_id = $1 "
-        "AND workspace_id = ANY($2::text[])",
+        f"SELECT {_SCHEMA} FROM {_SCHEMAS} WHERE s.integration_id = $1 "
+        "AND s.workspace_id = ANY($2::text[])",
         integration_id,
         workspace_ids,
     )
@@ -493,32 +496,58 @@ async def schemas_of(
 async def holders(conn: asyncpg.Connection, connection_ids: list[str]) -> list[tuple[str, Schema]]:
     """(workspace, schema) for every workspace that uses one of these connections."""
     rows = await conn.fetch(
-        f"SELECT {_SCHEMA} FROM workspace_schemas WHERE connection_id = ANY($1::text[])",
+        f"SELECT {_SCHEMA} FROM {_SCHEMAS} WHERE s.connection_id = ANY($1::text[])",
         connection_ids,
     )
     return [(r["workspace_id"], _schema(r)) for r in rows]
 
 
-async def holder_names(
-    conn: asyncpg.Connection, connection_ids: list[str]
-) -> list[tuple[str, str, str]]:
-    """(workspace, connection, schema name) for every use of these connections."""
+async def published_names(conn: asyncpg.Connection, connection_ids: list[str]) -> dict[str, str]:
+    """Connection → the schema name its holders were last told."""
     rows = await conn.fetch(
-        "SELECT workspace_id, connection_id, name FROM workspace_schemas "
-        "WHERE connection_id = ANY($1::text[])",
+        "SELECT connection_id, name FROM published_schemas WHERE connection_id = ANY($1::text[])",
         connection_ids,
     )
-    return [(r[0], r[1], r[2]) for r in rows]
+    return {r[0]: r[1] for r in rows}
+
+
+async def holder_counts(
+    conn: asyncpg.Connection, connection_ids: list[str]
+) -> list[tuple[str, int]]:
+    """(workspace, how many of these connections it uses), in the order of RENAME_EVENTS."""
+    rows = await conn.fetch(
+        "SELECT workspace_id, count(*) FROM workspace_schemas "
+        "WHERE connection_id = ANY($1::text[]) "
+        'GROUP BY workspace_id ORDER BY workspace_id COLLATE "C"',
+        connection_ids,
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+# One schema event per use of a renamed connection, numbered by workspace then connection
+# (EventLog.append_from): $1/$2 each connection's encoded SchemaRenamed, $3/$4 each workspace's
+# encoded id; an event is the two joined (see schemas.follow_renames).
+RENAME_EVENTS = """
+    SELECT row_number() OVER (ORDER BY s.workspace_id COLLATE "C", s.connection_id COLLATE "C")
+               - 1 AS position,
+           'renamed' AS kind, ARRAY['workspace:' || s.workspace_id] AS keys,
+           h.head || t.tail AS payload
+    FROM workspace_schemas s
+    JOIN unnest($1::text[], $2::bytea[]) AS t(connection_id, tail)
+      ON t.connection_id = s.connection_id
+    JOIN unnest($3::text[], $4::bytea[]) AS h(workspace_id, head)
+      ON h.workspace_id = s.workspace_id
+"""
 
 
 async def rename_schemas(
     conn: asyncpg.Connection, connections: dict[str, tuple[str, bytes]]
 ) -> None:
-    """Every workspace's schema of these connections takes the new name and settings."""
+    """These connections' schemas take the new names and settings, in every workspace."""
     await conn.execute(
-        "UPDATE workspace_schemas AS s SET name = u.name, config = u.config "
+        "UPDATE published_schemas AS p SET name = u.name, config = u.config "
         "FROM unnest($1::text[], $2::text[], $3::bytea[]) AS u(id, name, config) "
-        "WHERE s.connection_id = u.id AND (s.name <> u.name OR s.config <> u.config)",
+        "WHERE p.connection_id = u.id AND (p.name <> u.name OR p.config <> u.config)",
         list(connections),
         [v[0] for v in connections.values()],
         [v[1] for v in connections.values()],
@@ -527,16 +556,25 @@ async def rename_schemas(
 
 async def workspace_schemas(conn: asyncpg.Connection, workspace_id: str) -> list[Schema]:
     rows = await conn.fetch(
-        f"SELECT {_SCHEMA} FROM workspace_schemas WHERE workspace_id = $1 ORDER BY name",
+        f"SELECT {_SCHEMA} FROM {_SCHEMAS} WHERE s.workspace_id = $1 ORDER BY p.name",
         workspace_id,
     )
     return [_schema(r) for r in rows]
 
 
+async def _drop_unheld(conn: asyncpg.Connection, connection_ids: list[str]) -> None:
+    """Forget the published form of connections no workspace holds any more."""
+    await conn.execute(
+        "DELETE FROM published_schemas AS p WHERE p.connection_id = ANY($1::text[]) AND NOT "
+        "EXISTS (SELECT 1 FROM workspace_schemas s WHERE s.connection_id = p.connection_id)",
+        connection_ids,
+    )
+
+
 async def write_schema_changes(
     conn: asyncpg.Connection, changes: list[tuple[str, SchemaChange]]
 ) -> None:
-    """Apply (workspace, change) pairs to workspace_schemas in three statements."""
+    """Apply (workspace, change) pairs to the stored schemas in a few statements."""
     removed = [(w, c.schema.connection_id) for w, c in changes if c.kind == "removed"]
     if removed:
         await conn.execute(
@@ -550,25 +588,37 @@ async def write_schema_changes(
         if change.kind != "removed":
             upserts[(workspace_id, change.schema.connection_id)] = change.schema
     if upserts:
+        # Every holder is told the same name and settings: one published row per connection.
+        published = {schema.connection_id: schema for schema in upserts.values()}
+        await conn.execute(
+            """INSERT INTO published_schemas (connection_id, integration_id, name, account_id,
+                                              config)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+               ON CONFLICT (connection_id) DO UPDATE SET name = EXCLUDED.name,
+                   account_id = EXCLUDED.account_id, config = EXCLUDED.config""",
+            list(published),
+            [p.integration_id for p in published.values()],
+            [p.name for p in published.values()],
+            [p.account_id for p in published.values()],
+            [p.config for p in published.values()],
+        )
         keys = list(upserts)
         values = [upserts[k] for k in keys]
         await conn.execute(
-            f"""INSERT INTO workspace_schemas ({_SCHEMA})
-                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                     $6::text[], $7::text[], $8::bytea[])
-                ON CONFLICT (workspace_id, connection_id) DO UPDATE SET name = EXCLUDED.name,
-                    account_id = EXCLUDED.account_id,
-                    attachment_kind = EXCLUDED.attachment_kind,
-                    via_folder_id = EXCLUDED.via_folder_id, config = EXCLUDED.config""",
+            """INSERT INTO workspace_schemas (workspace_id, connection_id, integration_id,
+                                              attachment_kind, via_folder_id)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+               ON CONFLICT (workspace_id, connection_id) DO UPDATE
+               SET attachment_kind = EXCLUDED.attachment_kind,
+                   via_folder_id = EXCLUDED.via_folder_id""",
             [k[0] for k in keys],
             [k[1] for k in keys],
             [v.integration_id for v in values],
-            [v.name for v in values],
-            [v.account_id for v in values],
             [v.attachment_kind for v in values],
             [v.via_folder_id for v in values],
-            [v.config for v in values],
         )
+    if removed:
+        await _drop_unheld(conn, sorted({c for _, c in removed}))
 
 
 async def set_workspace_heads(conn: asyncpg.Connection, heads: dict[str, int]) -> None:
@@ -596,4 +646,8 @@ async def forget_workspace(conn: asyncpg.Connection, workspace_id: str) -> None:
     await conn.execute(
         "DELETE FROM grants WHERE grantee_kind = 'workspace' AND grantee_id = $1", workspace_id
     )
-    await conn.execute("DELETE FROM workspace_schemas WHERE workspace_id = $1", workspace_id)
+    held = await conn.fetch(
+        "DELETE FROM workspace_schemas WHERE workspace_id = $1 RETURNING connection_id",
+        workspace_id,
+    )
+    await _drop_unheld(conn, [r[0] for r in held])
