@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.awsfaults import FaultProxy
 from tests.e2e.processes import (
     SERVICES,
     ServiceProcess,
@@ -225,3 +226,32 @@ async def test_make_run_starts_the_services_shows_the_demo_tree_and_stops_on_ctr
             launcher.kill()
         if launcher.stdout is not None:
             launcher.stdout.close()
+
+
+async def test_the_compose_demo_builds_the_demo_organization_against_running_services(
+    services: dict[str, ServiceProcess], proxy: FaultProxy, database_url: str, tmp_path: Path
+) -> None:
+    """What the `demo` container of docker-compose.yml runs once the suite is up."""
+    env = base_env(
+        tmp_path,
+        database_url,
+        CANOPY_AWS_ENDPOINT_URL=proxy.url,
+        CANOPY_AWS_ACCESS_KEY_ID="testing",
+        CANOPY_AWS_SECRET_ACCESS_KEY="testing",
+        **{f"CANOPY_{name.upper()}_ADDRESS": service.address for name, service in services.items()},
+    )
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "canopy_cli.demo",
+        env={**env, "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(demo.communicate(), 180)
+    text = output.decode()
+    assert demo.returncode == 0, text
+    assert "sync SYNC_RUN_STATE_SUCCEEDED" in text
+    assert "root folder attached to" in text
+    for name in ("Data Lake", "Security Tooling", "pg_admin"):  # accounts, drawn in the tree
+        assert name in text

@@ -281,11 +281,15 @@ async def main() -> None:
         created, run, tree = await create_and_sync(
             integration, discovery, permissions, organization, metadata
         )
+    from rich.console import Console
+
+    from canopy_cli import render
+
     print(
         f"demo integration {created.id}: sync {dpb.SyncRunState.Name(run.state)}, "
         f"{run.progress.accounts_found} accounts; root folder attached to {WORKSPACES[0]}"
     )
-    _ = tree
+    Console().print(render.connection_tree(tree))
 
 
 if __name__ == "__main__":
