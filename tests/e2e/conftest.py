@@ -15,13 +15,20 @@ from tests.e2e.processes import SERVICES, ServiceProcess, base_env, free_port, s
 
 
 @pytest.fixture
-async def services(
+def ports() -> dict[str, int]:
+    """A free port for each service."""
+    return {name: free_port() for name in SERVICES}
+
+
+@pytest.fixture
+def suite_env(
     database_url: str,
     tmp_path: Path,
     proxy: FaultProxy,  # noqa: F811
-) -> AsyncIterator[dict[str, ServiceProcess]]:
-    ports = {name: free_port() for name in SERVICES}
-    env = base_env(
+    ports: dict[str, int],
+) -> dict[str, str]:
+    """The environment of the three services (and of anything that calls them)."""
+    return base_env(
         tmp_path,
         database_url,
         CANOPY_AWS_ENDPOINT_URL=proxy.url,
@@ -33,7 +40,13 @@ async def services(
         CANOPY_SCHEDULER_POLL_INTERVAL="0.3",
         CANOPY_WATCH_PROGRESS_INTERVAL="1",
     )
-    running = {name: start(name, env, tmp_path, ports[name]) for name in SERVICES}
+
+
+@pytest.fixture
+async def services(
+    suite_env: dict[str, str], tmp_path: Path, ports: dict[str, int]
+) -> AsyncIterator[dict[str, ServiceProcess]]:
+    running = {name: start(name, suite_env, tmp_path, ports[name]) for name in SERVICES}
     try:
         await asyncio.gather(*(wait_serving(s) for s in running.values()))
         yield running

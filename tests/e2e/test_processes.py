@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.awsfaults import FaultProxy
 from tests.e2e.processes import (
     SERVICES,
     ServiceProcess,
@@ -229,22 +228,14 @@ async def test_make_run_starts_the_services_shows_the_demo_tree_and_stops_on_ctr
 
 
 async def test_the_compose_demo_builds_the_demo_organization_against_running_services(
-    services: dict[str, ServiceProcess], proxy: FaultProxy, database_url: str, tmp_path: Path
+    services: dict[str, ServiceProcess], suite_env: dict[str, str]
 ) -> None:
     """What the `demo` container of docker-compose.yml runs once the suite is up."""
-    env = base_env(
-        tmp_path,
-        database_url,
-        CANOPY_AWS_ENDPOINT_URL=proxy.url,
-        CANOPY_AWS_ACCESS_KEY_ID="testing",
-        CANOPY_AWS_SECRET_ACCESS_KEY="testing",
-        **{f"CANOPY_{name.upper()}_ADDRESS": service.address for name, service in services.items()},
-    )
     demo = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "canopy_cli.demo",
-        env={**env, "COLUMNS": "200"},
+        env={**suite_env, "COLUMNS": "200"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
