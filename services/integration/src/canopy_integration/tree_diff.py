@@ -103,36 +103,39 @@ def validate_snapshot(snapshot: Snapshot, path: str = "snapshot") -> None:
         bad(f"{path}.root_id", "must look like 'r-' and 4-32 of [0-9a-z]")
     if len(snapshot.units) + len(snapshot.accounts) > MAX_SNAPSHOT_ITEMS:
         bad(path, f"holds more than {MAX_SNAPSHOT_ITEMS} OUs and accounts")
+    # Field paths are only built for an item found wrong: a snapshot has 10,000s of items.
     parents_of: dict[str, str] = {}
     for i, unit in enumerate(snapshot.units):
-        where = f"{path}.organizational_units[{i}]"
         if not OU_ID.match(unit.id):
-            bad(f"{where}.id", "must look like 'ou-xxxx-xxxxxxxx'")
+            bad(f"{path}.organizational_units[{i}].id", "must look like 'ou-xxxx-xxxxxxxx'")
         elif unit.id in parents_of:
-            bad(f"{where}.id", f"{unit.id} appears twice")
+            bad(f"{path}.organizational_units[{i}].id", f"{unit.id} appears twice")
         parents_of[unit.id] = unit.parent_id
-        _check_name(unit.name, f"{where}.name", bad)
+        if not unit.name or len(unit.name) > MAX_NAME:
+            _check_name(unit.name, f"{path}.organizational_units[{i}].name", bad)
+    root_id = snapshot.root_id
     for i, unit in enumerate(snapshot.units):
-        if unit.parent_id != snapshot.root_id and unit.parent_id not in parents_of:
+        if unit.parent_id != root_id and unit.parent_id not in parents_of:
             bad(
                 f"{path}.organizational_units[{i}].parent_id",
                 f"{unit.parent_id!r} is not in the snapshot",
             )
     seen_accounts: set[str] = set()
     for i, account in enumerate(snapshot.accounts):
-        where = f"{path}.accounts[{i}]"
-        if not (len(account.id) == 12 and account.id.isascii() and account.id.isdigit()):
-            bad(f"{where}.id", "must be 12 digits")
-        elif account.id in seen_accounts:
-            bad(f"{where}.id", f"{account.id} appears twice")
-        seen_accounts.add(account.id)
-        if account.parent_id != snapshot.root_id and account.parent_id not in parents_of:
-            bad(f"{where}.parent_id", f"{account.parent_id!r} is not in the snapshot")
-        _check_name(account.name, f"{where}.name", bad, allow_empty=True)
+        account_id, parent_id = account.id, account.parent_id
+        if not (len(account_id) == 12 and account_id.isascii() and account_id.isdigit()):
+            bad(f"{path}.accounts[{i}].id", "must be 12 digits")
+        elif account_id in seen_accounts:
+            bad(f"{path}.accounts[{i}].id", f"{account_id} appears twice")
+        seen_accounts.add(account_id)
+        if parent_id != root_id and parent_id not in parents_of:
+            bad(f"{path}.accounts[{i}].parent_id", f"{parent_id!r} is not in the snapshot")
+        if len(account.name) > MAX_NAME:
+            _check_name(account.name, f"{path}.accounts[{i}].name", bad, allow_empty=True)
         if not account.state:
-            bad(f"{where}.state", "is required (ACTIVE, SUSPENDED, …)")
+            bad(f"{path}.accounts[{i}].state", "is required (ACTIVE, SUSPENDED, …)")
         if len(account.email) > 320:
-            bad(f"{where}.email", "must be at most 320 characters")
+            bad(f"{path}.accounts[{i}].email", "must be at most 320 characters")
     # Every OU must reach the root: walk up with a bound on the depth.
     for i, unit in enumerate(snapshot.units):
         current, steps = unit.parent_id, 0
