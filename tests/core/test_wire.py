@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from canopy.permissions.v1 import workspace_schema_pb2 as pb
 from canopy.permissions.v1 import workspace_schema_service_pb2 as rpc
+from canopy_core.convert import timestamp
 from canopy_core.eventlog import StoredEvent
 from canopy_core.wire import repeated, stamped, timestamp_bytes, varint
 
@@ -39,6 +40,23 @@ def test_timestamp_bytes_match_protobuf(moment: datetime) -> None:
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     assert Timestamp.FromString(timestamp_bytes(moment)) == stamp
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(2200, 1, 1),
+        timezones=st.sampled_from([None, UTC, timezone(timedelta(hours=-7, minutes=-30))]),
+    )
+)
+def test_timestamp_matches_protobuf_for_aware_and_naive_times(moment: datetime) -> None:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    assert timestamp(moment) == stamp
+
+
+def test_no_time_is_no_timestamp() -> None:
+    assert timestamp(None) is None
 
 
 @given(

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
+from canopy_core.convert import epoch_micros
 from canopy_core.eventlog import StoredEvent
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = datetime.resolution
 
 
 def varint(value: int) -> bytes:
@@ -52,8 +50,7 @@ def _int_field(number: int, value: int) -> bytes:
 
 def timestamp_bytes(moment: datetime) -> bytes:
     """The encoding of a `google.protobuf.Timestamp`."""
-    micros = (moment - _EPOCH) // _MICROSECOND
-    seconds, rest = divmod(micros, 1_000_000)
+    seconds, rest = divmod(epoch_micros(moment), 1_000_000)
     return _int_field(1, seconds) + _int_field(2, rest * 1000)
 
 
