@@ -1,7 +1,8 @@
-"""Helpers for tests: tokens signed with the test secret, call metadata."""
+"""Helpers for tests: tokens signed with the test secret, call metadata, free ports."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -10,6 +11,14 @@ from google.rpc import error_details_pb2, status_pb2
 from canopy_core.auth import Role, mint_token
 
 JWT_SECRET = "canopy-test-secret-0123456789abcdef0123456789"
+
+
+def free_port() -> int:
+    """A port nothing listens on (until someone binds it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def token(subject: str = "tester", *, system: bool = False, ttl: float = 600, **roles: str) -> str:

@@ -10,7 +10,6 @@ a watch are made with the async stubs instead.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from canopy_integration.settings import IntegrationSettings
 from canopy_permissions.server import spec as permissions_spec
 from canopy_permissions.settings import PermissionsSettings
 from tests.discovery.conftest import moto_server, moto_url, org  # noqa: F401
-from tests.helpers import JWT_SECRET
+from tests.helpers import JWT_SECRET, free_port
 from tests.integration.conftest import seed_directory
 
 if TYPE_CHECKING:
@@ -45,14 +44,6 @@ if TYPE_CHECKING:
     from canopy.permissions.v1.workspace_schema_service_pb2_grpc import (
         WorkspaceSchemaServiceAsyncStub,
     )
-
-
-def free_port() -> int:
-    """A port nothing listens on (until someone binds it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -23,9 +23,9 @@ from canopy.permissions.v1 import permission_service_pb2 as prpc
 from canopy.permissions.v1 import workspace_schema_service_pb2 as wrpc
 from canopy.type.v1 import types_pb2
 from canopy_cli.main import app
-from tests.cli.conftest import Cli, cli_env, free_port
+from tests.cli.conftest import Cli, cli_env
 from tests.discovery.conftest import DISCOVERY_ROLE, EXTERNAL_ID, Org
-from tests.helpers import JWT_SECRET, bearer, token
+from tests.helpers import JWT_SECRET, bearer, free_port, token
 from tests.integration.conftest import SYSTEM
 
 pytestmark = pytest.mark.timeout(60)

@@ -316,10 +316,12 @@ async def test_request_rate_stays_within_rate_plus_burst(
     await crawl_org(proxied, CrawlLimits(max_concurrency=16, max_requests_per_second=rate))
     times = [t for t, operation in proxy.arrivals if operation != "AssumeRole"]
     assert len(times) == 2 + 2 * 16
-    # In every window: at most burst + rate x window requests (one more for arrival jitter).
+    # In every window: at most burst + rate x window requests, give or take a few whose sending
+    # the client's loop delayed so that they reach the proxy together (without a rate limit all
+    # 34 arrive within a tenth of a second).
     for i, start in enumerate(times):
         for j in range(i, len(times)):
-            assert j - i + 1 <= rate + rate * (times[j] - start) + 1, (i, j)
+            assert j - i + 1 <= rate + rate * (times[j] - start) + 3, (i, j)
     # The 14 calls beyond the burst needed 14 / rate seconds.
     assert times[-1] - times[0] >= (len(times) - rate) / rate * 0.9
 

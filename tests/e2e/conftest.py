@@ -11,7 +11,8 @@ import pytest
 
 from tests.awsfaults import FaultProxy
 from tests.discovery.conftest import moto_server, moto_url, org, proxy  # noqa: F401
-from tests.e2e.processes import SERVICES, ServiceProcess, base_env, free_port, start, wait_serving
+from tests.e2e.processes import SERVICES, ServiceProcess, base_env, start, wait_serving
+from tests.helpers import free_port
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.helpers import JWT_SECRET
+from tests.helpers import JWT_SECRET, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BUF = REPO / ".tools" / "node_modules" / ".bin" / "buf"
@@ -25,13 +24,6 @@ SERVICES = {
     "discovery": ("canopy_discovery", "canopy.discovery.v1.DiscoveryService"),
     "permissions": ("canopy_permissions", "canopy.permissions.v1.DirectoryService"),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

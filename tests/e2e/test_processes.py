@@ -20,11 +20,10 @@ from tests.e2e.processes import (
     ServiceProcess,
     base_env,
     buf_curl,
-    free_port,
     start,
     wait_serving,
 )
-from tests.helpers import token
+from tests.helpers import free_port, token
 
 
 @pytest.fixture

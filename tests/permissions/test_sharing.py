@@ -4,7 +4,6 @@ through ApplyDiscoverySnapshot) and observed on the workspace schema streams."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +32,7 @@ from canopy_integration.server import spec as integration_spec
 from canopy_integration.settings import IntegrationSettings
 from canopy_permissions.server import spec as permissions_spec
 from canopy_permissions.settings import PermissionsSettings
-from tests.helpers import bearer, error_details, token
+from tests.helpers import bearer, error_details, free_port, token
 from tests.integration.conftest import (
     ORG_OWNER,
     OUTSIDER,
@@ -47,13 +46,6 @@ from tests.integration.conftest import (
 )
 
 WS1 = bearer(token("wendy", w_ops1="member"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

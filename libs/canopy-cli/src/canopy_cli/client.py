@@ -225,6 +225,7 @@ class Clients:
     permissions_address: str
     token: str | None = None
     minted_from: str | None = None
+    tls: grpc.ChannelCredentials | None = None  # None: plaintext
     _channels: dict[str, grpc.Channel] = field(default_factory=dict)
 
     def _bearer(self) -> str:
@@ -244,7 +245,12 @@ class Clients:
         channel = self._channels.get(service)
         if channel is None:
             guard = _Guard(Target(service, address), self._bearer)
-            channel = grpc.intercept_channel(grpc.insecure_channel(address), guard)
+            raw = (
+                grpc.secure_channel(address, self.tls)
+                if self.tls is not None
+                else grpc.insecure_channel(address)
+            )
+            channel = grpc.intercept_channel(raw, guard)
             self._channels[service] = channel
         return channel
 

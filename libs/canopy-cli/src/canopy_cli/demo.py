@@ -255,6 +255,7 @@ async def main() -> None:
     import os
 
     from canopy_core.auth import mint_token, signing_secret
+    from canopy_core.server import peer_credentials
     from canopy_core.settings import ServiceSettings
 
     settings = ServiceSettings()
@@ -270,10 +271,17 @@ async def main() -> None:
         except Exception:
             await asyncio.sleep(1)
     assert organization is not None, f"no AWS endpoint at {endpoint}"
+    tls = peer_credentials(settings)
+
+    def open_channel(address: str) -> grpc.aio.Channel:
+        if tls is not None:
+            return grpc.aio.secure_channel(address, tls)
+        return grpc.aio.insecure_channel(address)
+
     async with (
-        grpc.aio.insecure_channel(settings.integration_address) as integration,
-        grpc.aio.insecure_channel(settings.discovery_address) as discovery,
-        grpc.aio.insecure_channel(settings.permissions_address) as permissions,
+        open_channel(settings.integration_address) as integration,
+        open_channel(settings.discovery_address) as discovery,
+        open_channel(settings.permissions_address) as permissions,
     ):
         for channel in (integration, discovery, permissions):
             await asyncio.wait_for(channel.channel_ready(), 300)

@@ -32,6 +32,7 @@ from canopy.type.v1 import types_pb2
 from canopy_cli import render
 from canopy_cli.client import Clients, CliError, describe_rpc_error, eprint, load_settings
 from canopy_core.auth import Role, mint_token, signing_secret
+from canopy_core.tls import channel_credentials
 
 PAGE_SIZE = 100
 PIPE_WIDTH = 1000
@@ -147,9 +148,42 @@ def main(
             show_default=False,
         ),
     ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-ca",
+            envvar="CANOPY_TLS_CA_FILE",
+            help="Call the services over TLS, checking their certificates against this CA.",
+            show_default=False,
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            envvar="CANOPY_TLS_CERT_FILE",
+            help="Client certificate (with --tls-key) for services that require one.",
+            show_default=False,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-key",
+            envvar="CANOPY_TLS_KEY_FILE",
+            help="Private key of --tls-cert.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Canopy at a terminal: integrations, connection trees, grants, workspace schemas."""
-    clients = Clients(integration, discovery, permissions, token=token or None)
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("give --tls-cert and --tls-key together", param_hint="--tls-key")
+    try:
+        tls = channel_credentials(tls_ca, tls_cert, tls_key)
+    except OSError as error:
+        raise typer.BadParameter(f"cannot read {error.filename}: {error.strerror}") from None
+    clients = Clients(integration, discovery, permissions, token=token or None, tls=tls)
     ctx.obj = clients
     ctx.call_on_close(clients.close)
 

@@ -31,8 +31,15 @@ from canopy_core.eventlog import EventLog
 from canopy_core.interceptor import ServerInterceptor
 from canopy_core.logs import configure_logging
 from canopy_core.settings import ServiceSettings
+from canopy_core.tls import channel_credentials
 
 log = logging.getLogger(__name__)
+
+
+def peer_credentials(settings: ServiceSettings) -> grpc.ChannelCredentials | None:
+    """How a service calls the others: TLS when CANOPY_TLS_CA_FILE is set, presenting its own
+    certificate (CANOPY_TLS_CERT_FILE/KEY_FILE) for mTLS."""
+    return channel_credentials(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
 
 
 def channel_options(settings: ServiceSettings) -> list[tuple[str, int]]:
@@ -84,15 +91,19 @@ class Runtime:
             ) -> Any:
                 return await continuation(_with_token(details, credentials.token()), request)
 
+        options = [
+            *channel_options(self.settings),
+            # Peers restart in seconds: retry connecting at most every 2 s, not 120 s.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        tls = peer_credentials(self.settings)
+        if tls is not None:
+            return grpc.aio.secure_channel(
+                address, tls, options=options, interceptors=[_UnaryAuth(), _StreamAuth()]
+            )
         return grpc.aio.insecure_channel(
-            address,
-            options=[
-                *channel_options(self.settings),
-                # Peers restart in seconds: retry connecting at most every 2 s, not 120 s.
-                ("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-            ],
-            interceptors=[_UnaryAuth(), _StreamAuth()],
+            address, options=options, interceptors=[_UnaryAuth(), _StreamAuth()]
         )
 
 

@@ -57,6 +57,7 @@ class ServiceSettings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+    tls_ca_file: Path | None = None  # calling the other services: TLS, checked against this CA
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=4 * 1024 * 1024)
     shutdown_grace: Duration = timedelta(seconds=10)
 
