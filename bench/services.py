@@ -22,7 +22,7 @@ from canopy.permissions.v1 import directory_service_pb2 as drpc
 from canopy.permissions.v1 import directory_service_pb2_grpc as dgrpc
 from canopy.type.v1 import types_pb2
 from canopy_core.auth import mint_token
-from canopy_core.server import RunningService, serve
+from canopy_core.server import RunningService, serve, tune_gc
 from canopy_integration.server import spec as integration_spec
 from canopy_integration.settings import IntegrationSettings
 from canopy_permissions.server import spec as permissions_spec
@@ -72,6 +72,7 @@ async def in_process(dsn: str) -> AsyncIterator[InProcess]:
             **common_settings(dsn), permissions_address=f"127.0.0.1:{permissions.port}"
         ),
     )
+    tune_gc()  # as a service process does once started (canopy_core.server.run)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{permissions.port}") as channel:
             await seed(dgrpc.DirectoryServiceStub(channel))

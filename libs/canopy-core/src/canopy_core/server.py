@@ -236,6 +236,15 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> RunningService:
     return running
 
 
+def tune_gc() -> None:
+    """Once a service process has started: what exists now (modules, stubs, settings) lives as
+    long as the process, so keep the cycle collector off it, and let the collector run less
+    often on the many short-lived objects of busy calls (a full collection over 100,000s of
+    queued events, or a 10,000-account snapshot, stalls every call)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def run(spec: ServiceSpec, settings_type: type[ServiceSettings]) -> None:
     """Process entry point: read settings, serve until SIGTERM or SIGINT, stop gracefully."""
     try:
@@ -253,11 +262,7 @@ def run(spec: ServiceSpec, settings_type: type[ServiceSettings]) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         running = await serve(spec, settings)
-        # What exists now (modules, stubs, settings) lives as long as the process: keep the
-        # cycle collector off it, and let it run less often on the many short-lived objects
-        # of a busy stream (a full collection over 100,000s of queued events stalls every call).
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        tune_gc()
         await stop.wait()
         await running.stop()
 
