@@ -219,6 +219,10 @@ async def test_make_run_starts_the_services_shows_the_demo_tree_and_stops_on_ctr
             assert f"127.0.0.1:{port}" in text
         launcher.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(launcher.wait, 30) == 0
+        # A quiet stop: no service complains of another going away.
+        after = await asyncio.to_thread(launcher.stdout.read)
+        assert "WARNING" not in after, after
+        assert "ERROR" not in after, after
     finally:
         if launcher.poll() is None:
             launcher.kill()

@@ -178,14 +178,18 @@ async def main() -> int:
             status = 1
         ready.cancel()
     finally:
-        for process in processes.values():
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            try:
-                await asyncio.wait_for(process.wait(), timeout=30)
-            except TimeoutError:
-                process.kill()
+        # The services that follow the integration service's streams stop first, so that none
+        # of them reports its source going away.
+        followers = [p for name, p in processes.items() if name != "integration"]
+        for group in (followers, [processes["integration"]]):
+            for process in group:
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in group:
+                try:
+                    await asyncio.wait_for(process.wait(), timeout=30)
+                except TimeoutError:
+                    process.kill()
         if moto is not None:
             moto.stop()
     return status
