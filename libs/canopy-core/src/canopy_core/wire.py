@@ -43,7 +43,7 @@ def _field(number: int, value: bytes) -> bytes:
     return varint(number << 3 | 2) + varint(len(value)) + value
 
 
-def _int_field(number: int, value: int) -> bytes:
+def int_field(number: int, value: int) -> bytes:
     """A varint field (wire type 0); zero is the default and is left out."""
     return varint(number << 3) + varint(value) if value else b""
 
@@ -51,12 +51,15 @@ def _int_field(number: int, value: int) -> bytes:
 def timestamp_bytes(moment: datetime) -> bytes:
     """The encoding of a `google.protobuf.Timestamp`."""
     seconds, rest = divmod(epoch_micros(moment), 1_000_000)
-    return _int_field(1, seconds) + _int_field(2, rest * 1000)
+    return int_field(1, seconds) + int_field(2, rest * 1000)
 
 
 @functools.lru_cache(maxsize=64)
 def _time_field(number: int, moment: datetime) -> bytes:
     return _field(number, timestamp_bytes(moment))
+
+
+_TAGS = {number: varint(number << 3) for number in range(1, 16)}  # varint fields 1-15
 
 
 def stamped(event: StoredEvent, *, revision_field: int = 1, time_field: int = 2) -> bytes:
@@ -68,9 +71,6 @@ def stamped(event: StoredEvent, *, revision_field: int = 1, time_field: int = 2)
         + varint(event.revision)
         + _time_field(time_field, event.created_at)
     )
-
-
-_TAGS = {number: varint(number << 3) for number in range(1, 16)}  # varint fields 1-15
 
 
 def repeated(number: int, messages: Iterable[bytes]) -> bytes:

@@ -201,9 +201,8 @@ async def watch(
     async for batch in log.watch(after_revision, [f"workspace:{workspace_id}"]):
         # Built on the wire: a prefix change sends 100,000s of events (see canopy_core.wire).
         yield rpc.WatchWorkspaceSchemasResponse.FromString(
-            wire.repeated(1, [wire.stamped(e) for e in batch.events])
-            + wire.varint(2 << 3)
-            + wire.varint(batch.latest_revision)
+            wire.repeated(1, [wire.stamped(e) for e in batch.events])  # events = 1
+            + wire.int_field(2, batch.latest_revision)  # latest_revision = 2
         )
         if any(e.kind == "workspace_deleted" for e in batch.events):
             return

@@ -645,7 +645,9 @@ class TreeEvent(_message.Message):
     """The integration's tenant (the scope itself or the org's tenant)."""
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
-        """When the change was committed."""
+        """When the change was made: the start of the transaction that committed it (the events of
+        one change share it).
+        """
 
     @_builtins.property
     def scope(self) -> _types_pb2.Scope:

@@ -209,7 +209,9 @@ class SchemaEvent(_message.Message):
     """The workspace whose schema set changed (`w_…`)."""
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
-        """When the change was committed."""
+        """When the change was made: the start of the transaction that committed it (the events of
+        one change share it).
+        """
 
     @_builtins.property
     def schema_added(self) -> Global___SchemaAdded:
