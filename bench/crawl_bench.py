@@ -8,10 +8,11 @@ for speed) and crawled once, sequentially, through a recording FaultProxy: that 
 `moto_live_ms_per_call` (its wall time over its calls). Every measured crawl is then served from
 those recorded answers by a replaying FaultProxy in a process of its own (`python -m
 bench.crawl_bench replay RECORDING UPSTREAM LATENCY`), which adds LATENCY to every call and
-forwards misses to moto: AssumeRole (which FaultProxy never replays) and any unrecorded
-Organizations request (`proxy_misses`, which should be 0). Before the measured crawls the setup's
-objects, moto's backend among them, are frozen out of the garbage collector (`gc.freeze`): moto
-lives in the crawler's process only because the bench puts it there.
+forwards misses to moto: any unrecorded request (`proxy_misses`, which should be 0; AssumeRole is
+replayed too, since moto spends ~50 ms of CPU on one, in the bench's own process). Before the measured crawls the setup's
+objects, moto's backend among them, are frozen out of the garbage collector and the collector is
+set as in a service process (`canopy_core.server.tune_gc`): moto lives in the crawler's process
+only because the bench puts it there.
 
 Measured crawls, in order, all against the same replay:
 - `concurrency_32`: `crawl` with `max_concurrency=32` and no rate limit, the target run (the
@@ -74,7 +75,8 @@ from moto.organizations.models import organizations_backends
 from moto.server import ThreadedMotoServer
 
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
-from canopy_discovery.aws import AwsSettings
+from canopy_core.server import tune_gc
+from canopy_discovery.aws import SESSION_NAME, AwsSettings
 from canopy_discovery.crawler import PAGE_SIZE, CrawlLimits, CrawlProgress, crawl
 from tests.awsfaults import FaultProxy, Rule
 
@@ -145,7 +147,9 @@ def critical_path(recording: Path) -> int:
     pages: dict[tuple[str, str, str], dict[str, Any]] = {}
     root_id = ""
     for key, kept in json.loads(recording.read_text()).items():
-        _service, operation, canonical = key.split(" ", 2)
+        service, operation, canonical = key.split(" ", 2)
+        if service != "organizations":
+            continue  # AssumeRole, in STS's XML
         answer = json.loads(kept["body"])
         if operation == "ListRoots":
             root_id = answer["Roots"][0]["Id"]
@@ -263,8 +267,6 @@ def serve_replay(recording: Path, upstream: str, latency: float) -> None:
                 print(json.dumps(proxy.arrivals), flush=True)
             elif command == "stats":
                 counts = dict(proxy.counts)
-                sts = sum(counts.get(op, 0) for op in _STS)
-                organizations = sum(counts.values()) - sts
                 organization_arrivals = [t for t, op in proxy.arrivals if op not in _STS]
                 stats = {
                     "requests": sum(counts.values()),
@@ -273,7 +275,7 @@ def serve_replay(recording: Path, upstream: str, latency: float) -> None:
                     "last_arrival": max((t for t, _ in proxy.arrivals), default=None),
                     "by_operation": counts,
                     "replayed": proxy.replayed,
-                    "misses": organizations - proxy.replayed,
+                    "misses": sum(counts.values()) - proxy.replayed,
                     "max_in_flight": proxy.max_in_flight,
                 }
                 print(json.dumps(stats), flush=True)
@@ -348,9 +350,9 @@ def sequential_crawl(url: str) -> Outcome:
     started = time.monotonic()
     config = Config(retries={"total_max_attempts": 1})
     sts = boto3.client("sts", endpoint_url=url, region_name=REGION, config=config, **CREDENTIALS)
-    keys = sts.assume_role(
-        RoleArn=ROLE_ARN, RoleSessionName="bench-sequential", ExternalId=EXTERNAL_ID
-    )["Credentials"]
+    keys = sts.assume_role(RoleArn=ROLE_ARN, RoleSessionName=SESSION_NAME, ExternalId=EXTERNAL_ID)[
+        "Credentials"
+    ]
     organizations = boto3.client(
         "organizations",
         endpoint_url=url,
@@ -524,9 +526,10 @@ async def run(admin_dsn: str) -> dict[str, Any]:
         _log(f"recorded: {live.api_calls} calls in {live.seconds:.1f} s ({moto_ms:.1f} ms/call)")
         path = critical_path(recording)
         # moto's backend (5,000 accounts) shares this process only because the bench puts it
-        # here; keep it and the rest of the setup out of the crawls' garbage collections.
+        # here; keep it and the rest of the setup out of the crawls' garbage collections, and
+        # collect as the discovery service's process does (tune_gc).
         gc.collect()
-        gc.freeze()
+        tune_gc()
 
         results: dict[str, Any] = {
             "environment": {"cpus": os.cpu_count(), "load_average_1m": load_average},

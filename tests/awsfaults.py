@@ -6,8 +6,9 @@ if it were the management account; this proxy adds what it lacks, in AWS's own e
 the code under test sees what it would see from AWS. Rules match on service and operation (from
 `X-Amz-Target` for the JSON protocol, `Action=` for the query protocol) and optionally on the role
 whose credentials signed the request (the proxy learns which access key STS issued for which
-role). Record/replay serves Organizations answers recorded once, so a benchmark measures the
-client and the injected latency rather than moto's own CPU time.
+role). Record/replay serves Organizations and AssumeRole answers recorded once (a replayed
+AssumeRole's credentials expire an hour after it is served), so a benchmark measures the client
+and the injected latency rather than moto's own CPU time.
 
 It runs its own event loop in a thread, so sync and async tests alike can start it.
 """
@@ -33,6 +34,7 @@ from aiohttp import ClientSession, web
 
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/[^/]+/([^/]+)/")
 _ACCESS_KEY = re.compile(r"<AccessKeyId>([^<]+)</AccessKeyId>")
+_EXPIRATION = re.compile(r"<Expiration>[^<]*</Expiration>")
 _EMPTY_TOKEN = "awsfaults-empty-page"
 _LIST_KEYS = {
     "ListAccountsForParent": "Accounts",
@@ -235,11 +237,16 @@ class FaultProxy:
 
     async def _forward(self, request: web.Request, call: Call, body: bytes) -> web.Response:
         key = _recording_key(call, body)
-        replayable = call.service == "organizations"
+        replayable = call.service == "organizations" or call.operation == "AssumeRole"
         if self.mode == "replay" and replayable and key in self.recordings:
             self.replayed += 1
             kept = self.recordings[key]
-            return web.Response(status=kept.status, body=kept.body, content_type=kept.content_type)
+            body_text = kept.body
+            if call.operation == "AssumeRole":
+                self._learn_role(call, body_text)
+                expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+                body_text = _EXPIRATION.sub(f"<Expiration>{expires}</Expiration>", body_text)
+            return web.Response(status=kept.status, body=body_text, content_type=kept.content_type)
         assert self._client is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_HEADERS}
         role = (
@@ -255,13 +262,18 @@ class FaultProxy:
             content_type = upstream.content_type
             status = upstream.status
         if call.operation == "AssumeRole" and status == 200:
-            issued = _ACCESS_KEY.search(answer.decode())
-            if issued:
-                role = dict(parse_qsl(call.body.decode())).get("RoleArn", "")
-                self.roles_by_key[issued.group(1)] = role
+            self._learn_role(call, answer.decode())
         if self.mode != "forward" and replayable and status == 200:
             self.recordings[key] = Recorded(status, content_type, answer.decode())
         return web.Response(status=status, body=answer, content_type=content_type)
+
+    def _learn_role(self, call: Call, answer: str) -> None:
+        """Remember which role the access key an AssumeRole answer issues belongs to."""
+        issued = _ACCESS_KEY.search(answer)
+        if issued:
+            self.roles_by_key[issued.group(1)] = dict(parse_qsl(call.body.decode())).get(
+                "RoleArn", ""
+            )
 
 
 def _describe(headers: Mapping[str, str], body: bytes) -> Call:

@@ -194,6 +194,37 @@ def test_replay_serves_recorded_answers_without_upstream(
         assert caught.value.response["Error"]["Code"] == "ParentNotFoundException"
 
 
+def test_replayed_assume_role_keeps_keys_and_role_and_expires_later(
+    moto_url: str, org: Org, tmp_path: Path
+) -> None:
+    def assume(url: str) -> dict[str, Any]:
+        answer = client("sts", url).assume_role(
+            RoleArn=DISCOVERY_ROLE, RoleSessionName="test", ExternalId=EXTERNAL_ID
+        )
+        keys: dict[str, Any] = answer["Credentials"]
+        return keys
+
+    with FaultProxy(moto_url, mode="record") as recorder:
+        recorded = assume(recorder.url)
+        recorder.save(tmp_path / "answers.json")
+    with FaultProxy(moto_url, mode="replay") as replayer:
+        replayer.load(tmp_path / "answers.json")
+        before = time.time()
+        replayed = assume(replayer.url)
+        assert replayer.replayed == 1
+        # moto would have issued new keys: these are the recorded ones, and they name the role.
+        assert replayed["AccessKeyId"] == recorded["AccessKeyId"]
+        assert replayer.roles_by_key == {recorded["AccessKeyId"]: DISCOVERY_ROLE}
+        # The expiry is the serving time's, not the recording's.
+        assert replayed["Expiration"].timestamp() >= before + 3600 - 5
+        # Another role's AssumeRole is not in the recording: forwarded, and moto issues new keys.
+        other = client("sts", replayer.url).assume_role(
+            RoleArn=DISCOVERY_ROLE, RoleSessionName="another", ExternalId=EXTERNAL_ID
+        )
+        assert other["Credentials"]["AccessKeyId"] != recorded["AccessKeyId"]
+        assert replayer.replayed == 1
+
+
 def test_replay_keys_ignore_signatures_and_parameter_order(moto_url: str, org: Org) -> None:
     org.bulk_accounts(2, org.root_id)
     with FaultProxy(moto_url, mode="replay") as proxy:
