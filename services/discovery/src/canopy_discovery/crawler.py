@@ -5,9 +5,10 @@ account listing run concurrently, and a child OU is crawled as soon as a page na
 crawl's critical path is depth x pages, not levels x the slowest parent; a free slot goes to a
 waiting OU listing before any account listing, since only OU listings open up more work. Every
 call goes through one Organizations client, one concurrency bound and one token bucket, so the
-whole crawl shares a single rate budget. Throttling and other transient errors are retried with exponential backoff
-and full jitter; each attempt has a timeout, the whole crawl a deadline. Any failure cancels the
-rest and raises DiscoveryFailure: a crawl never returns part of an organization.
+whole crawl shares a single rate budget. Throttling and other transient errors are retried
+with exponential backoff and full jitter; each attempt has a timeout, the whole crawl a deadline.
+Any failure cancels the rest and raises DiscoveryFailure: a crawl never returns part of an
+organization.
 """
 
 from __future__ import annotations
