@@ -4,9 +4,11 @@ listing, updates, deletion, and every bad input answered INVALID_ARGUMENT naming
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import cfnlint.api  # type: ignore[import-untyped]  # cfn-lint ships no type information
@@ -22,6 +24,7 @@ from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
 from canopy.type.v1 import types_pb2
+from canopy_integration.server import purge_tombstones
 from tests.helpers import ErrorDetails, bearer, error_details, token
 from tests.integration.conftest import (
     MEMBER,
@@ -885,6 +888,44 @@ async def test_delete_removes_the_integration_and_its_root_folder(suite: Suite) 
 
     # The handle is free again.
     assert (await create(suite, new_integration("aws"))).handle == "aws"
+
+
+async def test_deleted_ids_are_forgotten_after_the_tombstone_retention(suite: Suite) -> None:
+    created = await create(suite, new_integration("aws"))
+    await suite.integrations.DeleteIntegration(
+        rpc.DeleteIntegrationRequest(id=created.id, confirm_handle="aws", etag=created.etag),
+        metadata=OWNER,
+    )
+    runtime = suite.integration_service.runtime
+    assert "tombstone-purge" in [task.get_name() for task in runtime.tasks]
+    # The integration was deleted 91 days ago, its root folder just now.
+    async with runtime.db.transaction() as conn:
+        await conn.execute(
+            "UPDATE tombstones SET deleted_at = now() - interval '91 days' WHERE id = $1",
+            created.id,
+        )
+    assert (await fails(get(suite, created.id))).code == grpc.StatusCode.NOT_FOUND
+
+    purge = asyncio.create_task(
+        purge_tombstones(runtime.db, timedelta(days=90), timedelta(hours=1))
+    )
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                async with runtime.db.connection() as conn:
+                    if not await conn.fetchval(
+                        "SELECT count(*) FROM tombstones WHERE id = $1", created.id
+                    ):
+                        break
+                await asyncio.sleep(0.02)
+    finally:
+        purge.cancel()
+    # Forgotten: even the owner now learns only that it may not read such an id.
+    assert (await fails(get(suite, created.id))).code == DENIED
+    folder_gone = await fails(
+        suite.tree.GetFolder(tree_rpc.GetFolderRequest(id=created.root_folder_id), metadata=OWNER)
+    )
+    assert folder_gone.code == grpc.StatusCode.NOT_FOUND  # within the retention still
 
 
 # -- bad input ---------------------------------------------------------------------------------

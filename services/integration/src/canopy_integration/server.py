@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from datetime import timedelta
 from importlib import resources
 
 from canopy.integration.v1 import (
@@ -10,12 +13,15 @@ from canopy.integration.v1 import (
     integration_service_pb2,
     integration_service_pb2_grpc,
 )
-from canopy_core.db import load_migrations
+from canopy_core.db import Database, is_connection_error, load_migrations
 from canopy_core.directory import DirectoryClient
 from canopy_core.server import Runtime, ServiceSpec
+from canopy_integration import store
 from canopy_integration.api import ConnectionTreeApi, IntegrationApi
 from canopy_integration.integrations import Context
 from canopy_integration.settings import IntegrationSettings
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAMES = [
     integration_service_pb2.DESCRIPTOR.services_by_name["IntegrationService"].full_name,
@@ -26,11 +32,12 @@ SERVICE_NAMES = [
 async def setup(runtime: Runtime) -> None:
     """Register the servicers, talking to the directory of the permissions service."""
     settings = runtime.settings
-    trusted = (
-        settings.trusted_account_id
-        if isinstance(settings, IntegrationSettings)
-        else IntegrationSettings.model_fields["trusted_account_id"].default
-    )
+    if isinstance(settings, IntegrationSettings):
+        trusted, retention = settings.trusted_account_id, settings.tombstone_retention
+    else:
+        defaults = IntegrationSettings.model_fields
+        trusted = defaults["trusted_account_id"].default
+        retention = defaults["tombstone_retention"].default
     channel = runtime.channel(settings.permissions_address)
     runtime.on_stop.append(channel.close)
     ctx = Context(
@@ -45,6 +52,24 @@ async def setup(runtime: Runtime) -> None:
     connection_tree_service_pb2_grpc.add_ConnectionTreeServiceServicer_to_server(
         ConnectionTreeApi(ctx), runtime.server
     )
+    runtime.add_task(
+        purge_tombstones(runtime.db, retention, every=timedelta(hours=1)),
+        name="tombstone-purge",
+    )
+
+
+async def purge_tombstones(db: Database, retention: timedelta, every: timedelta) -> None:
+    """Forget deleted ids older than `retention`, on a timer, forever (a background task)."""
+    while True:
+        try:
+            async with db.transaction() as conn:
+                purged = await store.purge_tombstones(conn, retention)
+            if purged:
+                log.info("tombstones purged", extra={"purged": purged})
+        except Exception as exc:
+            if not is_connection_error(exc):
+                log.exception("tombstone purge failed")
+        await asyncio.sleep(every.total_seconds())
 
 
 def spec() -> ServiceSpec:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field
 
-from canopy_core.settings import ServiceSettings
+from canopy_core.settings import Duration, ServiceSettings
 
 
 class IntegrationSettings(ServiceSettings):
@@ -18,4 +20,9 @@ class IntegrationSettings(ServiceSettings):
         default="123456789012",
         pattern=r"^\d{12}$",
         description="The platform's AWS account that role templates trust (moto's by default).",
+    )
+    tombstone_retention: Duration = Field(
+        default=timedelta(days=90),
+        description="How long a deleted item's id stays known: until then its scope's members "
+        "asking for it get NOT_FOUND, afterwards PERMISSION_DENIED like everyone else.",
     )

@@ -589,6 +589,14 @@ async def add_tombstones(conn: asyncpg.Connection, ids: Sequence[str], scope: Sc
     return len(ids)
 
 
+async def purge_tombstones(conn: asyncpg.Connection, retention: timedelta) -> int:
+    """Forget the ids deleted longer than `retention` ago; how many were forgotten."""
+    status: str = await conn.execute(
+        "DELETE FROM tombstones WHERE deleted_at < now() - $1::interval", retention
+    )
+    return int(status.rpartition(" ")[2])
+
+
 async def tombstone(conn: asyncpg.Connection, item_id: str) -> Scope | None:
     """The scope a deleted item had, if it existed."""
     row = await conn.fetchrow("SELECT tenant_id, org_id FROM tombstones WHERE id = $1", item_id)
