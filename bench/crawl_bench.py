@@ -76,7 +76,7 @@ from moto.server import ThreadedMotoServer
 
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy_core.server import tune_gc
-from canopy_discovery.aws import SESSION_NAME, AwsSettings
+from canopy_discovery.aws import DEFAULT_SESSION_SECONDS, SESSION_NAME, AwsSettings
 from canopy_discovery.crawler import PAGE_SIZE, CrawlLimits, CrawlProgress, crawl
 from tests.awsfaults import FaultProxy, Rule
 
@@ -350,9 +350,12 @@ def sequential_crawl(url: str) -> Outcome:
     started = time.monotonic()
     config = Config(retries={"total_max_attempts": 1})
     sts = boto3.client("sts", endpoint_url=url, region_name=REGION, config=config, **CREDENTIALS)
-    keys = sts.assume_role(RoleArn=ROLE_ARN, RoleSessionName=SESSION_NAME, ExternalId=EXTERNAL_ID)[
-        "Credentials"
-    ]
+    keys = sts.assume_role(
+        RoleArn=ROLE_ARN,
+        RoleSessionName=SESSION_NAME,
+        ExternalId=EXTERNAL_ID,
+        DurationSeconds=DEFAULT_SESSION_SECONDS,
+    )["Credentials"]
     organizations = boto3.client(
         "organizations",
         endpoint_url=url,
