@@ -12,7 +12,7 @@ import pytest
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy_discovery import aws as aws_module
 from canopy_discovery.aws import AwsSettings, DiscoveryFailure, assumed_session, session_credentials
-from canopy_discovery.crawler import CrawlLimits, CrawlProgress, Slots, TokenBucket, crawl
+from canopy_discovery.crawler import CrawlLimits, CrawlProgress, TokenBucket, crawl
 from tests.awsfaults import FaultProxy, Rule
 from tests.discovery.conftest import DISCOVERY_ROLE, EXTERNAL_ID, Org, normalized
 
@@ -325,64 +325,6 @@ async def test_request_rate_stays_within_rate_plus_burst(
             assert j - i + 1 <= rate + rate * (times[j] - start) + 3, (i, j)
     # The 14 calls beyond the burst needed 14 / rate seconds.
     assert times[-1] - times[0] >= (len(times) - rate) / rate * 0.9
-
-
-async def test_organizational_units_are_listed_before_any_waiting_account_listing(
-    proxy: FaultProxy, proxied: AwsSettings, org: Org
-) -> None:
-    # An OU listing opens up more parents to list, an account listing nothing: with one slot,
-    # every OU listing that is waiting when the slot frees goes first. The root's account listing
-    # is alone when the root's OU listing ends; then the three OUs' listings wait together.
-    for name in ("a", "b", "c"):
-        org.account(f"in-{name}", org.ou(name))
-    await crawl_org(proxied, CrawlLimits(max_concurrency=1))
-    listings = [op.removeprefix("List")[:5] for _, op in proxy.arrivals if op.endswith("Parent")]
-    # In order of arrival (FIFO would alternate Organ / Accou all the way).
-    assert listings == ["Organ", "Accou", "Organ", "Organ", "Organ", "Accou", "Accou", "Accou"]
-
-
-async def test_slots_admit_at_most_size_holders_by_priority_then_arrival() -> None:
-    slots = Slots(2)
-    admitted: list[str] = []
-    release = asyncio.Event()
-
-    async def hold(name: str, priority: int) -> None:
-        await slots.acquire(priority)
-        admitted.append(name)
-        try:
-            await release.wait()
-        finally:
-            slots.release()
-
-    async with asyncio.TaskGroup() as tasks:
-        for name, priority in [("a", 5), ("b", 5), ("c", 2), ("d", 1), ("e", 2), ("f", 1)]:
-            tasks.create_task(hold(name, priority))
-            await asyncio.sleep(0)
-        await asyncio.sleep(0.01)
-        assert admitted == ["a", "b"]  # the first two find free slots; the rest wait
-        release.set()
-    assert admitted == ["a", "b", "d", "f", "c", "e"]
-
-
-async def test_slots_survive_waiters_cancelled_before_and_after_their_turn() -> None:
-    slots = Slots(1)
-    await slots.acquire(0)
-    waiting = asyncio.create_task(slots.acquire(0))
-    granted = asyncio.create_task(slots.acquire(0))
-    await asyncio.sleep(0)
-    waiting.cancel()  # gives up while still waiting
-    await asyncio.sleep(0)
-    slots.release()  # skips the cancelled waiter: `granted` gets the slot…
-    granted.cancel()  # …but is cancelled before it runs, so the slot must be passed on
-    with pytest.raises(asyncio.CancelledError):
-        await granted
-    # The one slot is free again: one acquire goes through at once, a second waits.
-    await asyncio.wait_for(slots.acquire(7), timeout=1)
-    second = asyncio.create_task(slots.acquire(7))
-    await asyncio.sleep(0.01)
-    assert not second.done()
-    slots.release()
-    await asyncio.wait_for(second, timeout=1)
 
 
 async def test_token_bucket_spaces_takers_at_the_rate_after_the_burst() -> None:

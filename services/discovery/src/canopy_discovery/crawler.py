@@ -2,21 +2,17 @@
 
 Breadth-first from the root, but without waiting for whole levels: each parent's OU listing and
 account listing run concurrently, and a child OU is crawled as soon as a page names it, so the
-crawl's critical path is depth x pages, not levels x the slowest parent; a free slot goes to a
-waiting OU listing before any account listing, since only OU listings open up more work. Every
-call goes through one Organizations client, one concurrency bound and one token bucket, so the
-whole crawl shares a single rate budget. Throttling and other transient errors are retried
-with exponential backoff and full jitter; each attempt has a timeout, the whole crawl a deadline.
-Any failure cancels the rest and raises DiscoveryFailure: a crawl never returns part of an
-organization.
+crawl's critical path is depth x pages, not levels x the slowest parent. Every call goes through
+one Organizations client, one concurrency bound and one token bucket, so the whole crawl shares
+a single rate budget. Throttling and other transient errors are retried with exponential backoff
+and full jitter; each attempt has a timeout, the whole crawl a deadline. Any failure cancels the
+rest and raises DiscoveryFailure: a crawl never returns part of an organization.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import heapq
-import itertools
 import random
 import time
 from collections.abc import Callable
@@ -94,45 +90,6 @@ class TokenBucket:
             await asyncio.sleep(-self._tokens / self.rate)
 
 
-class Slots:
-    """At most `size` holders at once; waiters get in by priority (lowest first), then in order.
-
-    The crawl lists OUs before accounts: an OU listing opens up new parents to list, an account
-    listing opens up nothing, so serving OU listings first keeps every slot busy from early on
-    and leaves only independent account listings for the end.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._free = max(1, size)
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    async def acquire(self, priority: int) -> None:
-        if self._free > 0 and not self._waiting:
-            self._free -= 1
-            return
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (priority, next(self._order), turn))
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self.release()  # let in, then cancelled before it ran: pass the slot on
-            raise
-
-    def release(self) -> None:
-        while self._waiting:
-            turn = heapq.heappop(self._waiting)[2]
-            if not turn.done():  # a cancelled waiter's future is done: skip it
-                turn.set_result(None)
-                return
-        self._free += 1
-
-
-# Priorities of the calls for a slot: the lower goes first.
-FIRST, UNITS, ACCOUNTS = 0, 1, 2
-
-
 def account_state(account: dict[str, Any]) -> str:
     """An account's state: AWS is replacing `Status` with `State`; prefer the new field."""
     return str(account.get("State") or account.get("Status") or "")
@@ -157,16 +114,15 @@ class _Crawl:
         self.limits = limits
         self.progress = progress
         self.report = report
-        self.slots = Slots(limits.max_concurrency)
+        self.slots = asyncio.Semaphore(max(1, limits.max_concurrency))
         rate = limits.max_requests_per_second
         self.bucket = TokenBucket(rate) if rate is not None and rate > 0 else None
         self.snapshot = tree_pb.OrganizationSnapshot()
         self.seen: set[str] = set()
         self.tasks: asyncio.TaskGroup | None = None
 
-    async def call(self, operation: str, priority: int = FIRST, **params: Any) -> dict[str, Any]:
-        """One API call, retried while AWS throttles or fails transiently; `priority` orders it
-        among the calls waiting for a slot."""
+    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """One API call, retried while AWS throttles or fails transiently."""
         method = getattr(self.client, _snake(operation))
         limits = self.limits
         attempt = 0
@@ -174,8 +130,7 @@ class _Crawl:
             attempt += 1
             error: Exception
             # Hold a slot only while a request is in flight, never while backing off.
-            await self.slots.acquire(priority)
-            try:
+            async with self.slots:
                 if self.bucket is not None:
                     await self.bucket.take()
                 self.progress.api_calls += 1
@@ -186,8 +141,6 @@ class _Crawl:
                     error = caught
                 else:
                     return answer  # the caller reports, once it has taken in the answer
-            finally:
-                self.slots.release()
             if is_throttling(error):
                 self.progress.throttled_calls += 1
             self.report()
@@ -196,12 +149,7 @@ class _Crawl:
             await asyncio.sleep(backoff(attempt, limits.base_backoff, limits.max_backoff))
 
     async def pages(
-        self,
-        operation: str,
-        priority: int,
-        key: str,
-        parent_id: str,
-        take: Callable[[list[Any]], None],
+        self, operation: str, key: str, parent_id: str, take: Callable[[list[Any]], None]
     ) -> None:
         """Every page of a list call for one parent; a page may be empty before the last."""
         token = ""
@@ -209,7 +157,7 @@ class _Crawl:
             params: dict[str, Any] = {"ParentId": parent_id, "MaxResults": PAGE_SIZE}
             if token:
                 params["NextToken"] = token
-            answer = await self.call(operation, priority, **params)
+            answer = await self.call(operation, **params)
             take(answer.get(key) or [])
             self.report()
             token = answer.get("NextToken") or ""
@@ -222,7 +170,6 @@ class _Crawl:
         self.tasks.create_task(
             self.pages(
                 "ListOrganizationalUnitsForParent",
-                UNITS,
                 "OrganizationalUnits",
                 parent_id,
                 lambda page: self.add_units(parent_id, page),
@@ -231,7 +178,6 @@ class _Crawl:
         self.tasks.create_task(
             self.pages(
                 "ListAccountsForParent",
-                ACCOUNTS,
                 "Accounts",
                 parent_id,
                 lambda page: self.add_accounts(parent_id, page),
