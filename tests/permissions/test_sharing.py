@@ -4,8 +4,10 @@ through ApplyDiscoverySnapshot) and observed on the workspace schema streams."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -702,6 +704,33 @@ async def test_a_permissions_crash_mid_batch_loses_and_doubles_nothing(
     assert [e.schema_added.schema.name for e in resumed.events] == ["audit"]
     assert len(events) == 1
     resumed.close()
+
+
+async def test_a_projection_behind_the_tree_logs_retention_logs_the_gap_and_follows_on(
+    s: Sharing, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A known limit: tree events compacted away before the permissions service projected them
+    # are lost to it. It says so in an error log, and it keeps following the log after the gap.
+    created, stream, _ = await setup_attached(s)
+    await s.services["permissions"].stop()
+    stream.close()
+    last = stream.events[-1].revision
+    units = [(u.id, u.parent_id, u.name) for u in BASE.organizational_units]
+    in_gap: list[tuple[str, str, str] | tuple[str, str, str, str]] = [
+        *((a.id, a.parent_id, a.name) for a in BASE.accounts),
+        (account(4), ou(2), "Audit"),
+    ]
+    await apply(s, created.id, snapshot(units, in_gap))
+    await s.services["integration"].runtime.event_log.compact(timedelta(0))
+    with caplog.at_level(logging.ERROR, logger="canopy_permissions.projection"):
+        await s.restart_permissions()
+        await apply(s, created.id, snapshot(units, [*in_gap, (account(5), ou(1), "Billing")]))
+        resumed = Stream(s, "w_ops1", last)
+        await resumed.wait_for(1)
+        await asyncio.sleep(0.5)
+        resumed.close()
+    assert [e.schema_added.schema.name for e in resumed.events] == ["billing"]
+    assert "tree events were compacted before they were projected" in caplog.text
 
 
 async def test_a_listing_is_one_revision_or_aborted_if_the_workspace_changed(s: Sharing) -> None:
