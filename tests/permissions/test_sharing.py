@@ -32,6 +32,7 @@ from canopy.type.v1 import types_pb2
 from canopy_core.server import RunningService, serve
 from canopy_integration.server import spec as integration_spec
 from canopy_integration.settings import IntegrationSettings
+from canopy_permissions.projection import not_yet_projected
 from canopy_permissions.server import spec as permissions_spec
 from canopy_permissions.settings import PermissionsSettings
 from tests.helpers import bearer, error_details, free_port, token
@@ -706,31 +707,92 @@ async def test_a_permissions_crash_mid_batch_loses_and_doubles_nothing(
     resumed.close()
 
 
-async def test_a_projection_behind_the_tree_logs_retention_logs_the_gap_and_follows_on(
+async def test_a_projection_behind_the_tree_logs_retention_is_rebuilt_and_loses_nothing(
     s: Sharing, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A known limit: tree events compacted away before the permissions service projected them
-    # are lost to it. It says so in an error log, and it keeps following the log after the gap.
+    # The permissions service is away while the tree changes and the tree log compacts the
+    # changes away: back, it rebuilds its projection from the current trees, tells the workspaces
+    # what changed in the gap, and follows the log again without applying anything twice.
     created, stream, _ = await setup_attached(s)
     await s.services["permissions"].stop()
     stream.close()
     last = stream.events[-1].revision
     units = [(u.id, u.parent_id, u.name) for u in BASE.organizational_units]
     in_gap: list[tuple[str, str, str] | tuple[str, str, str, str]] = [
-        *((a.id, a.parent_id, a.name) for a in BASE.accounts),
-        (account(4), ou(2), "Audit"),
-    ]
+        (account(1), ou(1), "Website"),  # renamed
+        (account(3), ou(2), "Sandbox"),
+        (account(4), ou(2), "Audit"),  # new
+    ]  # Data removed
     await apply(s, created.id, snapshot(units, in_gap))
-    await s.services["integration"].runtime.event_log.compact(timedelta(0))
-    with caplog.at_level(logging.ERROR, logger="canopy_permissions.projection"):
+    integration_log = s.services["integration"].runtime.event_log
+    assert await integration_log.compact(timedelta(0)) > last
+    # Two more renames stay in the log, and the rebuilt tree already has the second: replayed
+    # over it, they would rename the schema back and forth.
+    for name in ("Portal", "Gateway"):
+        in_gap[0] = (account(1), ou(1), name)
+        await apply(s, created.id, snapshot(units, in_gap))
+    with caplog.at_level(logging.INFO, logger="canopy_permissions.projection"):
         await s.restart_permissions()
-        await apply(s, created.id, snapshot(units, [*in_gap, (account(5), ou(1), "Billing")]))
         resumed = Stream(s, "w_ops1", last)
-        await resumed.wait_for(1)
+        gap_events = await resumed.wait_for(3)
+        await apply(s, created.id, snapshot(units, [*in_gap, (account(5), ou(1), "Billing")]))
+        await resumed.wait_for(4)
         await asyncio.sleep(0.5)
         resumed.close()
-    assert [e.schema_added.schema.name for e in resumed.events] == ["billing"]
-    assert "tree events were compacted before they were projected" in caplog.text
+    assert "projection rebuilt from the current trees" in caplog.text
+    kinds = sorted(str(e.WhichOneof("event")) for e in gap_events[:3])
+    assert kinds == ["schema_added", "schema_removed", "schema_renamed"]
+    by_kind = {e.WhichOneof("event"): e for e in resumed.events[:3]}
+    assert by_kind["schema_added"].schema_added.schema.name == "audit"
+    assert by_kind["schema_removed"].schema_removed.name == "data"
+    assert (
+        by_kind["schema_removed"].schema_removed.reason
+        == wpb.SCHEMA_REMOVED_REASON_CONNECTION_DELETED
+    )
+    renamed = by_kind["schema_renamed"].schema_renamed
+    assert (renamed.old_name, renamed.new_name) == ("web", "gateway")
+    # After the gap, the log again, once each.
+    assert len(resumed.events) == 4
+    assert resumed.events[3].schema_added.schema.name == "billing"
+    schemas, _ = await listing(s, "w_ops1")
+    assert sorted(schema.name for schema in schemas.values()) == [
+        "audit",
+        "billing",
+        "gateway",
+        "sandbox",
+    ]
+
+
+async def test_an_integration_deleted_while_the_projection_was_behind_is_removed_on_rebuild(
+    s: Sharing,
+) -> None:
+    created, stream, _ = await setup_attached(s)
+    await s.services["permissions"].stop()
+    stream.close()
+    last = stream.events[-1].revision
+    await s.integrations.DeleteIntegration(
+        rpc.DeleteIntegrationRequest(id=created.id, confirm_handle="aws-ops"), metadata=ORG_OWNER
+    )
+    await s.services["integration"].runtime.event_log.compact(timedelta(0))
+    await s.restart_permissions()
+    resumed = Stream(s, "w_ops1", last)
+    removed = [e.schema_removed for e in await resumed.wait_for(3)]
+    await asyncio.sleep(0.5)
+    resumed.close()
+    assert len(resumed.events) == 3
+    assert sorted(r.name for r in removed) == ["data", "sandbox", "web"]
+    assert {r.reason for r in removed} == {wpb.SCHEMA_REMOVED_REASON_INTEGRATION_DELETED}
+    assert (await listing(s, "w_ops1"))[0] == {}
+
+
+def test_after_a_rebuild_only_events_newer_than_each_integrations_tree_apply() -> None:
+    events = [
+        tree_pb.TreeEvent(revision=revision, integration_id=integration)
+        for revision, integration in [(5, "i_a"), (6, "i_b"), (7, "i_a"), (8, "i_c"), (9, "i_b")]
+    ]
+    fresh = not_yet_projected(events, {"i_a": 6, "i_b": 9})
+    assert [(e.revision, e.integration_id) for e in fresh] == [(7, "i_a"), (8, "i_c")]
+    assert not_yet_projected(events, {}) == events
 
 
 async def test_a_listing_is_one_revision_or_aborted_if_the_workspace_changed(s: Sharing) -> None:

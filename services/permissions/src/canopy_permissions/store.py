@@ -242,6 +242,29 @@ async def forget_integration(conn: asyncpg.Connection, integration_id: str) -> N
     await conn.execute("DELETE FROM tree_integrations WHERE id = $1", integration_id)
 
 
+async def tenant_ids(conn: asyncpg.Connection) -> list[str]:
+    """Every tenant of the directory."""
+    return [r[0] for r in await conn.fetch("SELECT id FROM tenants ORDER BY id")]
+
+
+async def projected_integrations(conn: asyncpg.Connection) -> list[str]:
+    """Every integration the projection knows."""
+    return [r[0] for r in await conn.fetch("SELECT id FROM tree_integrations ORDER BY id")]
+
+
+async def projected_items(
+    conn: asyncpg.Connection, integration_id: str
+) -> tuple[set[str], set[str]]:
+    """The ids of an integration's projected folders and connections."""
+    folders = await conn.fetch(
+        "SELECT id FROM tree_folders WHERE integration_id = $1", integration_id
+    )
+    connections = await conn.fetch(
+        "SELECT id FROM tree_connections WHERE integration_id = $1", integration_id
+    )
+    return {r[0] for r in folders}, {r[0] for r in connections}
+
+
 async def project_folder(
     conn: asyncpg.Connection, folder_id: str, integration_id: str, parent_id: str | None
 ) -> None:
