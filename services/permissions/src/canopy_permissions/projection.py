@@ -65,6 +65,16 @@ def initial_grants(
     return found
 
 
+async def _project_integration(conn: asyncpg.Connection, integration: ipb.Integration) -> None:
+    await store.project_integration(
+        conn,
+        integration.id,
+        integration.tenant_id,
+        integration.scope.org_id or None,
+        integration.handle,
+    )
+
+
 async def apply_tree_events(
     conn: asyncpg.Connection, event_log: EventLog, events: Sequence[tree_pb.TreeEvent]
 ) -> None:
@@ -79,13 +89,7 @@ async def apply_tree_events(
         kind = event.WhichOneof("event")
         if kind == "integration_created":
             integration = event.integration_created.integration
-            await store.project_integration(
-                conn,
-                integration.id,
-                integration.tenant_id,
-                integration.scope.org_id or None,
-                integration.handle,
-            )
+            await _project_integration(conn, integration)
             grantees = initial_grants(integration, event.integration_created.initial_permissions)
             if grantees:
                 await store.replace_grants(
@@ -93,10 +97,7 @@ async def apply_tree_events(
                 )
                 await store.bump_grant_version(conn, integration.root_folder_id)
         elif kind == "integration_updated":
-            after = event.integration_updated.after
-            await store.project_integration(
-                conn, after.id, after.tenant_id, after.scope.org_id or None, after.handle
-            )
+            await _project_integration(conn, event.integration_updated.after)
         elif kind == "integration_deleted":
             await _flush(conn, upserts)
             await schemas.refresh(conn, event_log, event.integration_id, deleted_reasons=deleted)
@@ -246,13 +247,7 @@ async def resync(
                 deleted_reasons=dict.fromkeys(orphaned, RemovedReason.INTEGRATION_DELETED),
             )
         for integration, tree in trees.values():
-            await store.project_integration(
-                conn,
-                integration.id,
-                integration.tenant_id,
-                integration.scope.org_id or None,
-                integration.handle,
-            )
+            await _project_integration(conn, integration)
             folders, connections = _flatten(tree.root)
             known_folders, known_connections = await store.projected_items(conn, integration.id)
             for folder in folders:
