@@ -181,6 +181,10 @@ class FaultProxy:
             await self._runner.cleanup()  # finishes the requests in flight first
         if self._client is not None:
             await self._client.close()
+        # A closed transport lets go of its socket in a callback of a later loop iteration; stop
+        # the loop before those have run and the sockets stay open until the garbage collector
+        # finds them, in whichever test is running then (an unclosed-transport ResourceWarning).
+        await asyncio.sleep(0.01)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         call = _describe(request.headers, await request.read())
