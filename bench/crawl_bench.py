@@ -9,10 +9,10 @@ for speed) and crawled once, sequentially, through a recording FaultProxy: that 
 those recorded answers by a replaying FaultProxy in a process of its own (`python -m
 bench.crawl_bench replay RECORDING UPSTREAM LATENCY`), which adds LATENCY to every call and
 forwards misses to moto: any unrecorded request (`proxy_misses`, which should be 0; AssumeRole is
-replayed too, since moto spends ~50 ms of CPU on one, in the bench's own process). Before the measured crawls the setup's
-objects, moto's backend among them, are frozen out of the garbage collector and the collector is
-set as in a service process (`canopy_core.server.tune_gc`): moto lives in the crawler's process
-only because the bench puts it there.
+replayed too, since moto spends ~50 ms of CPU on one, in the bench's own process). Before the
+measured crawls the setup's objects, moto's backend among them, are frozen out of the garbage
+collector and the collector is set as in a service process (`canopy_core.server.tune_gc`): moto
+lives in the crawler's process only because the bench puts it there.
 
 Measured crawls, in order, all against the same replay:
 - `concurrency_32`: `crawl` with `max_concurrency=32` and no rate limit, the target run (the
