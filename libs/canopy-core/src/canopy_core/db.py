@@ -11,9 +11,10 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import resources
 from importlib.abc import Traversable
 
@@ -42,6 +43,18 @@ def is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.InterfaceError):
         return "closed" in str(exc) or "connection" in str(exc).lower()
     return isinstance(exc, CONNECTION_ERRORS)
+
+
+async def run_every(every: timedelta, work: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run `work` now and then every `every`, forever (a service's background task). A database
+    that cannot be reached just waits for the next turn; any other failure is logged."""
+    while True:
+        try:
+            await work()
+        except Exception as exc:
+            if not is_connection_error(exc) and not isinstance(exc, Unavailable):
+                log.exception("%s failed", what)
+        await asyncio.sleep(every.total_seconds())
 
 
 @dataclass(frozen=True)

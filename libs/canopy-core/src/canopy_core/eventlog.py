@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import asyncpg
 
-from canopy_core.db import Database, is_connection_error
+from canopy_core.db import Database, is_connection_error, run_every
 from canopy_core.errors import InvalidArgument, OutOfRange, Unavailable
 
 log = logging.getLogger(__name__)
@@ -488,14 +488,12 @@ class EventLog:
 
     async def run_compaction(self, retention: timedelta, every: timedelta) -> None:
         """Compact on a timer, forever (a background task of the service)."""
-        while True:
-            try:
-                through = await self.compact(retention)
-                log.info("event log compacted", extra={"compacted_through": through})
-            except Exception as exc:
-                if not is_connection_error(exc) and not _is_unavailable(exc):
-                    log.exception("event log compaction failed")
-            await asyncio.sleep(every.total_seconds())
+
+        async def compact() -> None:
+            through = await self.compact(retention)
+            log.info("event log compacted", extra={"compacted_through": through})
+
+        await run_every(every, compact, "event log compaction")
 
 
 def _is_unavailable(exc: BaseException) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 from importlib import resources
@@ -13,7 +12,7 @@ from canopy.integration.v1 import (
     integration_service_pb2,
     integration_service_pb2_grpc,
 )
-from canopy_core.db import Database, is_connection_error, load_migrations
+from canopy_core.db import Database, load_migrations, run_every
 from canopy_core.directory import DirectoryClient
 from canopy_core.server import Runtime, ServiceSpec
 from canopy_integration import store
@@ -60,16 +59,14 @@ async def setup(runtime: Runtime) -> None:
 
 async def purge_tombstones(db: Database, retention: timedelta, every: timedelta) -> None:
     """Forget deleted ids older than `retention`, on a timer, forever (a background task)."""
-    while True:
-        try:
-            async with db.transaction() as conn:
-                purged = await store.purge_tombstones(conn, retention)
-            if purged:
-                log.info("tombstones purged", extra={"purged": purged})
-        except Exception as exc:
-            if not is_connection_error(exc):
-                log.exception("tombstone purge failed")
-        await asyncio.sleep(every.total_seconds())
+
+    async def purge() -> None:
+        async with db.transaction() as conn:
+            purged = await store.purge_tombstones(conn, retention)
+        if purged:
+            log.info("tombstones purged", extra={"purged": purged})
+
+    await run_every(every, purge, "tombstone purge")
 
 
 def spec() -> ServiceSpec:
