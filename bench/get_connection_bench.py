@@ -1,8 +1,8 @@
-"""GetConnection throughput with 32 concurrent callers: the integration service (token check,
-database read, effective configuration) against a bare grpc.aio server returning the same bytes,
-both as separate processes running side by side, measured in turns (bare, service, bare, …)
-so that a slow moment of a shared machine does not land on one of them only; the medians of
-the turns are compared."""
+"""GetConnection throughput with 32 concurrent callers, each reading a connection of its own: the
+integration service (token check, database read, effective configuration) against a bare
+grpc.aio server returning the same bytes, both as separate processes running side by side,
+measured in turns (bare, service, bare, …) so that a slow moment of a shared machine does not
+land on one of them only; the medians of the turns are compared."""
 
 from __future__ import annotations
 
@@ -31,18 +31,19 @@ SECONDS = 2.0  # per turn
 TURNS = 3
 
 
-async def _throughput(address: str, connection_id: str, metadata: Any) -> dict[str, Any]:
-    """Calls per second with CALLERS concurrent callers on one channel."""
+async def _throughput(address: str, connection_ids: list[str], metadata: Any) -> dict[str, Any]:
+    """Calls per second with CALLERS concurrent callers on one channel, each asking for a
+    connection of its own (the service reads no row for two callers at once)."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = tree_grpc.ConnectionTreeServiceStub(channel)
-        request = tree_rpc.GetConnectionRequest(id=connection_id)
         counting = False
         calls = 0
         errors = 0
         stop_at = time.perf_counter() + WARMUP_SECONDS + SECONDS
 
-        async def caller() -> None:
+        async def caller(connection_id: str) -> None:
             nonlocal calls, errors
+            request = tree_rpc.GetConnectionRequest(id=connection_id)
             while time.perf_counter() < stop_at:
                 try:
                     await stub.GetConnection(request, metadata=metadata, timeout=10)
@@ -51,7 +52,7 @@ async def _throughput(address: str, connection_id: str, metadata: Any) -> dict[s
                 except grpc.aio.AioRpcError:
                     errors += 1
 
-        tasks = [asyncio.create_task(caller()) for _ in range(CALLERS)]
+        tasks = [asyncio.create_task(caller(connection_ids[i])) for i in range(CALLERS)]
         await asyncio.sleep(WARMUP_SECONDS)
         counting = True
         started = time.perf_counter()
@@ -114,12 +115,14 @@ async def run(admin_dsn: str) -> dict[str, Any]:
                 metadata=SYSTEM,
             )
             listed = await tree.ListConnections(
-                tree_rpc.ListConnectionsRequest(integration_id=created.integration.id),
+                tree_rpc.ListConnectionsRequest(
+                    integration_id=created.integration.id, page_size=CALLERS
+                ),
                 metadata=SYSTEM,
             )
-            connection_id = listed.connections[0].id
+            connection_ids = [c.id for c in listed.connections[:CALLERS]]
             reply = await tree.GetConnection(
-                tree_rpc.GetConnectionRequest(id=connection_id), metadata=SYSTEM
+                tree_rpc.GetConnectionRequest(id=connection_ids[0]), metadata=SYSTEM
             )
         response_file = Path(tempfile.mkdtemp(prefix="canopy-bench-echo-")) / "response.bin"
         response_file.write_bytes(reply.SerializeToString())
@@ -139,8 +142,8 @@ async def run(admin_dsn: str) -> dict[str, Any]:
         ):
             turns: dict[str, list[dict[str, Any]]] = {"bare": [], "service": []}
             for _ in range(TURNS):
-                turns["bare"].append(await _throughput(bare_address, connection_id, member))
-                turns["service"].append(await _throughput(service_address, connection_id, member))
+                turns["bare"].append(await _throughput(bare_address, connection_ids, member))
+                turns["service"].append(await _throughput(service_address, connection_ids, member))
         bare, service = _median(turns["bare"]), _median(turns["service"])
     print(
         f"  GetConnection/s: bare {bare['calls_per_second']}, service {service['calls_per_second']}",

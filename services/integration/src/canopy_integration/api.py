@@ -11,11 +11,12 @@ from canopy.integration.v1 import connection_tree_service_pb2_grpc as tree_grpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
 from canopy.integration.v1 import integration_service_pb2_grpc as rpc_grpc
+from canopy_core.cache import LruCache
 from canopy_core.context import current_principal
 from canopy_core.errors import InvalidArgument
 from canopy_core.interceptor import RpcContext
 from canopy_core.masks import check_mask
-from canopy_integration import apply, integrations, templates, tree
+from canopy_integration import apply, integrations, reads, templates, tree
 from canopy_integration.apply import Failure, apply_response
 from canopy_integration.convert import (
     config_from_proto,
@@ -195,6 +196,9 @@ class ConnectionTreeApi(tree_grpc.ConnectionTreeServiceServicer):
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._connection_responses: LruCache[
+            tuple[str, tuple[int, int]], tree_rpc.GetConnectionResponse
+        ] = LruCache(reads.CAPACITY)
 
     async def GetFolder(
         self, request: tree_rpc.GetFolderRequest, context: RpcContext
@@ -236,12 +240,16 @@ class ConnectionTreeApi(tree_grpc.ConnectionTreeServiceServicer):
     async def GetConnection(
         self, request: tree_rpc.GetConnectionRequest, context: RpcContext
     ) -> tree_rpc.GetConnectionResponse:
-        connection, integration = await tree.get_connection(
-            self.ctx, current_principal(), request.id
-        )
-        return tree_rpc.GetConnectionResponse(
-            connection=connection_to_proto(connection, integration)
-        )
+        found = await tree.get_connection(self.ctx, current_principal(), request.id)
+        # The same rows make the same answer: kept by the rows' versions, never mutated.
+        key = (found.connection.id, found.version)
+        response = self._connection_responses.get(key)
+        if response is None:
+            response = tree_rpc.GetConnectionResponse(
+                connection=connection_to_proto(found.connection, found.integration)
+            )
+            self._connection_responses.put(key, response)
+        return response
 
     async def ListConnections(
         self, request: tree_rpc.ListConnectionsRequest, context: RpcContext

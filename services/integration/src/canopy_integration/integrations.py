@@ -8,7 +8,7 @@ grpc. Every write commits its tree events in the same transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import asyncpg
@@ -44,6 +44,7 @@ from canopy_integration.model import (
     RootFolderPermissions,
     Scope,
 )
+from canopy_integration.reads import ConnectionReads
 from canopy_integration.tree_paths import folder_paths
 
 MIN_SYNC_INTERVAL = timedelta(minutes=1)
@@ -97,6 +98,10 @@ class Context:
     log: EventLog
     directory: Directory
     trusted_account_id: str
+    connections: ConnectionReads = field(init=False)  # GetConnection's reads
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "connections", ConnectionReads(self.db))
 
 
 @dataclass(frozen=True)

@@ -206,6 +206,16 @@ class Connection:
     update_time: datetime | None = None
 
 
+@dataclass(frozen=True)
+class ConnectionRead:
+    """A connection with its integration, as one statement read them, and the version of each
+    row (PostgreSQL's `xmin`: every update of a row writes it anew)."""
+
+    connection: Connection
+    integration: Integration
+    version: tuple[int, int]
+
+
 class OrganizationalUnit(NamedTuple):
     """One OU of a snapshot (a tuple: snapshots carry thousands)."""
 

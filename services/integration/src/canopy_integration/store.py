@@ -18,6 +18,7 @@ from canopy_integration.convert import (
 )
 from canopy_integration.model import (
     Connection,
+    ConnectionRead,
     Folder,
     FolderKind,
     Integration,
@@ -545,24 +546,48 @@ async def load_folders(conn: asyncpg.Connection, integration_id: str) -> list[Fo
 
 
 _INTEGRATION_NAMES = [c.strip() for c in _INTEGRATION.split(",")]
-_CONNECTION_WITH_INTEGRATION = (
-    "SELECT "
+_CONNECTION_READS = (
+    "SELECT c.xmin AS c_xmin, i.xmin AS i_xmin, "
     + ", ".join(f"c.{c.strip()}" for c in _CONNECTION.split(","))
     + ", "
     + ", ".join(f"i.{c} AS i_{c}" for c in _INTEGRATION_NAMES)
-    + " FROM connections c JOIN integrations i ON i.id = c.integration_id WHERE c.id = $1"
+    + " FROM connections c JOIN integrations i ON i.id = c.integration_id"
+    + " WHERE c.id = ANY($1::text[])"
 )
 
 
-async def get_connection_with_integration(
-    conn: asyncpg.Connection, connection_id: str
-) -> tuple[Connection, Integration] | None:
-    """A connection and its integration, in one round trip."""
-    row = await conn.fetchrow(_CONNECTION_WITH_INTEGRATION, connection_id)
-    if row is None:
-        return None
-    integration_row = {c: row[f"i_{c}"] for c in _INTEGRATION_NAMES}
-    return _connection(row), _integration(integration_row)
+async def read_connections(
+    conn: asyncpg.Connection, connection_ids: Sequence[str]
+) -> dict[str, ConnectionRead]:
+    """Connections by id, each with its integration and both rows' versions, in one statement
+    (ids with no row are left out)."""
+    rows = await conn.fetch(_CONNECTION_READS, list(connection_ids))
+    integrations: dict[tuple[str, int], Integration] = {}  # one object per integration version
+    found: dict[str, ConnectionRead] = {}
+    for row in rows:
+        key = (row["integration_id"], row["i_xmin"])
+        integration = integrations.get(key)
+        if integration is None:
+            integration = integrations[key] = _integration(
+                {c: row[f"i_{c}"] for c in _INTEGRATION_NAMES}
+            )
+        found[row["id"]] = ConnectionRead(
+            _connection(row), integration, (row["c_xmin"], row["i_xmin"])
+        )
+    return found
+
+
+async def connection_versions(
+    conn: asyncpg.Connection, connection_ids: Sequence[str]
+) -> dict[str, tuple[int, int]]:
+    """The version of each connection's row and of its integration's row, as `read_connections`
+    gives them, in one statement (ids with no row are left out)."""
+    rows = await conn.fetch(
+        "SELECT c.id, c.xmin, i.xmin FROM connections c "
+        "JOIN integrations i ON i.id = c.integration_id WHERE c.id = ANY($1::text[])",
+        list(connection_ids),
+    )
+    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 async def handles_in_tenant(

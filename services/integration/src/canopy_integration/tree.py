@@ -26,6 +26,7 @@ from canopy_integration.model import (
     CONFIG_FIELDS,
     Connection,
     ConnectionConfig,
+    ConnectionRead,
     Folder,
     FolderKind,
     Integration,
@@ -215,16 +216,14 @@ async def update_folder(
         return saved, after_paths.get(saved.id, [saved.handle])
 
 
-async def get_connection(
-    ctx: Context, principal: Principal, connection_id: str
-) -> tuple[Connection, Integration]:
+async def get_connection(ctx: Context, principal: Principal, connection_id: str) -> ConnectionRead:
     """One connection and its integration, for members of the integration's scope."""
     check_id("id", connection_id, "c")
-    async with ctx.db.connection() as conn:
-        found = await store.get_connection_with_integration(conn, connection_id)
-        if found is None:
+    found = await ctx.connections.get(connection_id)
+    if found is None:
+        async with ctx.db.connection() as conn:
             raise await missing(conn, principal, "connection", connection_id)
-    if not principal.is_member(*found[1].scope.chain):
+    if not principal.is_member(*found.integration.scope.chain):
         raise hidden(principal, "connection", connection_id)
     return found
 
