@@ -290,8 +290,9 @@ async def test_crawl_past_its_deadline_fails_crawl_deadline_exceeded(
 async def test_call_slower_than_the_call_timeout_fails_call_timeout(
     proxy: FaultProxy, proxied: AwsSettings, org: Org
 ) -> None:
-    proxy.add(Rule(operation="ListRoots", latency=1.0))
-    limits = CrawlLimits(call_timeout=0.1, max_attempts=2, base_backoff=0.001)
+    # Each attempt has 0.5 s to reach the proxy (counted on arrival) and then times out there.
+    proxy.add(Rule(operation="ListRoots", latency=2.0))
+    limits = CrawlLimits(call_timeout=0.5, max_attempts=2, base_backoff=0.001)
     with pytest.raises(DiscoveryFailure) as caught:
         await crawl_org(proxied, limits)
     assert caught.value.reason == "CALL_TIMEOUT"
