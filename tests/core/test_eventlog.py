@@ -109,6 +109,20 @@ async def test_a_query_making_the_wrong_number_of_events_appends_none(
     assert (await log.read(0)).events == []
 
 
+async def test_an_event_has_its_transactions_time_to_the_microsecond(
+    db: Database, log: EventLog
+) -> None:
+    times = []
+    for n in (1, 2):
+        async with db.transaction() as conn:
+            await log.append(conn, [event(n), event(n + 10)])
+            times.append(await conn.fetchval("SELECT now()"))
+    page = await log.read(0)
+    assert [e.created_at for e in page.events] == [times[0], times[0], times[1], times[1]]
+    assert times[0] != times[1]
+    assert all(e.created_at.tzinfo is not None for e in page.events)
+
+
 async def test_append_outside_a_transaction_is_refused(db: Database, log: EventLog) -> None:
     async with db.connection() as conn:
         with pytest.raises(RuntimeError, match="transaction"):
