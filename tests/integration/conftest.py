@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2_grpc as tree_grpc
@@ -143,6 +144,20 @@ async def create(
         metadata=metadata,
     )
     return reply.integration
+
+
+async def set_inherited_regions(suite: Suite, integration_id: str, regions: list[str]) -> None:
+    """UpdateIntegration of the regions every connection without its own inherits."""
+    await suite.integrations.UpdateIntegration(
+        rpc.UpdateIntegrationRequest(
+            integration=pb.Integration(
+                id=integration_id,
+                connection_config=pb.ConnectionConfig(regions=types_pb2.StringList(values=regions)),
+            ),
+            update_mask=FieldMask(paths=["connection_config.regions"]),
+        ),
+        metadata=OWNER,
+    )
 
 
 ROOT = "r-ab12"

@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     create,
     new_integration,
     ou,
+    set_inherited_regions,
     snapshot,
 )
 
@@ -590,18 +591,7 @@ async def test_inherited_settings_reach_connections_without_an_override(suite: S
         metadata=OWNER,
     )
     start = await head(suite, created.id)
-    await suite.integrations.UpdateIntegration(
-        rpc.UpdateIntegrationRequest(
-            integration=pb.Integration(
-                id=created.id,
-                connection_config=pb.ConnectionConfig(
-                    regions=types_pb2.StringList(values=["us-east-1", "us-west-2"])
-                ),
-            ),
-            update_mask=FieldMask(paths=["connection_config.regions"]),
-        ),
-        metadata=OWNER,
-    )
+    await set_inherited_regions(suite, created.id, ["us-east-1", "us-west-2"])
     after = await connections(suite, created.id)
     assert list(after[account(2)].effective_config.regions) == ["eu-west-1"]
     assert list(after[account(2)].effective_config.overridden_fields) == ["regions"]

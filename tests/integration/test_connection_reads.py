@@ -15,9 +15,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
 from canopy.integration.v1 import connection_tree_service_pb2_grpc as tree_grpc
-from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
-from canopy.type.v1 import types_pb2
 from canopy_core.server import serve
 from canopy_integration import store
 from canopy_integration.server import spec as integration_spec
@@ -30,6 +28,7 @@ from tests.integration.conftest import (
     Suite,
     account,
     create,
+    set_inherited_regions,
     snapshot,
 )
 from tests.integration.test_apply import apply, connections
@@ -96,18 +95,7 @@ async def test_a_kept_read_is_never_served_after_either_row_changed(suite: Suite
     assert (await get(suite.tree, first.id)).handle == "pinned"
 
     # The integration's row: inherited settings change every effective configuration.
-    await suite.integrations.UpdateIntegration(
-        rpc.UpdateIntegrationRequest(
-            integration=pb.Integration(
-                id=created.id,
-                connection_config=pb.ConnectionConfig(
-                    regions=types_pb2.StringList(values=["eu-central-1"])
-                ),
-            ),
-            update_mask=FieldMask(paths=["connection_config.regions"]),
-        ),
-        metadata=OWNER,
-    )
+    await set_inherited_regions(suite, created.id, ["eu-central-1"])
     assert list((await get(suite.tree, first.id)).effective_config.regions) == ["eu-central-1"]
 
     # A sync renames the account; the next one removes it.
