@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import defaultdict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
@@ -39,9 +40,10 @@ class NewEvent(NamedTuple):
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _time(times: dict[int, datetime], micros: int) -> datetime:
-    made = times[micros] = _EPOCH + timedelta(microseconds=micros)
-    return made
+@functools.lru_cache(maxsize=256)
+def _from_micros(micros: int) -> datetime:
+    # The events of one transaction share their time: each is made once.
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 class StoredEvent(NamedTuple):
@@ -247,11 +249,10 @@ class EventLog:
         compacted_through = rows[0]["compacted_through"]
         if after_revision < compacted_through:
             raise revision_compacted(after_revision, compacted_through)
-        # Times arrive as epoch microseconds: decoding a timestamp costs more than the rest of
-        # a row, and the events of one transaction share theirs, so each is made once.
-        times: dict[int, datetime] = {}
+        # Times arrive as epoch microseconds: decoding a timestamp cost more than the rest of
+        # the row.
         events = [
-            StoredEvent(r[2], r[3], tuple(r[4]), r[5], times.get(r[6]) or _time(times, r[6]))
+            StoredEvent(r[2], r[3], tuple(r[4]), r[5], _from_micros(r[6]))
             for r in rows
             if r[2] is not None
         ]
