@@ -744,3 +744,26 @@ async def test_watch_tree_events_by_scope_sees_only_that_scope(suite: Suite) -> 
         async for _ in everything:
             pass
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_tree_watch_resumed_from_its_first_replys_latest_revision_misses_nothing(
+    suite: Suite,
+) -> None:
+    # More events than one reply of the server's catch-up carries (500).
+    created = await create(suite)
+    start = await head(suite, created.id)
+    await apply(suite, created.id, snapshot([], [(account(n), ROOT, f"A{n}") for n in range(700)]))
+    everything = [e.revision for e in await events_after(suite, start, created.id)]
+    assert len(everything) > 700
+    stream = suite.tree.WatchTreeEvents(
+        tree_rpc.WatchTreeEventsRequest(after_revision=start, integration_id=created.id),
+        metadata=SYSTEM,
+    )
+    async for first in stream:  # the first reply only
+        break
+    stream.cancel()
+    sent = [e.revision for e in first.events]
+    assert 0 < len(sent) < len(everything)
+    assert first.latest_revision == sent[-1]
+    rest = [e.revision for e in await events_after(suite, first.latest_revision, created.id)]
+    assert sent + rest == everything

@@ -826,3 +826,31 @@ async def test_a_listing_is_one_revision_or_aborted_if_the_workspace_changed(s: 
     details = error_details(caught.value)
     assert (details.code, details.reason) == (grpc.StatusCode.ABORTED, "LISTING_CHANGED")
     stream.close()
+
+
+async def test_a_schema_watch_resumed_from_its_first_replys_latest_revision_misses_nothing(
+    s: Sharing,
+) -> None:
+    # More schemas than one reply of the server's catch-up carries (500).
+    created = await create(s)
+    await apply(s, created.id, snapshot([], [(account(n), ROOT, f"A{n}") for n in range(600)]))
+    _, before = await listing(s, "w_ops1")
+    everything = Stream(s, "w_ops1", before)
+    await s.schemas.AttachSchema(
+        wrpc.AttachSchemaRequest(workspace_id="w_ops1", folder_id=created.root_folder_id),
+        metadata=WS1,
+    )
+    await everything.wait_for(600)
+    everything.close()
+    call = s.schemas.WatchWorkspaceSchemas(
+        wrpc.WatchWorkspaceSchemasRequest(workspace_id="w_ops1", after_revision=before),
+        metadata=SYSTEM,
+    )
+    first = await call.read()
+    call.cancel()
+    assert 0 < len(first.events) < 600
+    assert first.latest_revision == first.events[-1].revision
+    resumed = Stream(s, "w_ops1", first.latest_revision)
+    rest = await resumed.wait_for(600 - len(first.events))
+    resumed.close()
+    assert [e.revision for e in [*first.events, *rest]] == [e.revision for e in everything.events]

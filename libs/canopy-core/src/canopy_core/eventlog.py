@@ -280,8 +280,9 @@ class EventLog:
     ) -> AsyncGenerator[WatchBatch, None]:
         """Every event after `after_revision` matching any of `keys`, in order, forever.
 
-        Yields batches of events, and an empty batch with the latest revision whenever
-        nothing happened for `progress_interval` seconds.
+        Yields batches of events, and an empty batch whenever nothing happened for
+        `progress_interval` seconds. A batch's `latest_revision` is never beyond what this
+        watch has delivered or passed over as not matching: resuming after it loses nothing.
         """
         await self.check_start(after_revision)
         keyset = frozenset(keys) if keys is not None else None
@@ -290,11 +291,11 @@ class EventLog:
             # Catch up from the table.
             while True:
                 page = await self.read(cursor, keyset)
+                covered = page.events[-1].revision if page.truncated else page.head
                 if page.events:
-                    cursor = page.events[-1].revision
-                    yield WatchBatch(page.events, max(page.head, cursor))
+                    yield WatchBatch(page.events, covered)
+                cursor = max(cursor, covered)
                 if not page.truncated:
-                    cursor = max(cursor, page.head)
                     break
             # Then follow the tail.
             subscriber = await self._subscribe(keyset)
@@ -302,14 +303,12 @@ class EventLog:
                 while cursor < subscriber.start:
                     # The tail had read past our cursor before we joined: close the gap.
                     page = await self.read(cursor, keyset, through=subscriber.start)
+                    covered = page.events[-1].revision if page.truncated else subscriber.start
                     if page.events:
-                        cursor = page.events[-1].revision
-                        yield WatchBatch(page.events, max(page.head, cursor))
-                    if not page.truncated:
-                        cursor = subscriber.start
+                        yield WatchBatch(page.events, covered)
+                    cursor = covered
                 async for batch in self._follow(subscriber, cursor):
-                    if batch.events:
-                        cursor = batch.events[-1].revision
+                    cursor = batch.latest_revision
                     yield batch
                 # Only reached when this watcher fell too far behind the tail: drop what was
                 # queued and catch up from the table again.
@@ -321,6 +320,8 @@ class EventLog:
             try:
                 await asyncio.wait_for(subscriber.signal.wait(), self.progress_interval)
             except TimeoutError:
+                # Nothing is queued (the tail signals every event it queues), so everything up
+                # to what the tail has read was passed over.
                 yield WatchBatch((), max(subscriber.latest, cursor))
                 continue
             subscriber.signal.clear()
@@ -328,12 +329,14 @@ class EventLog:
                 raise subscriber.error
             if subscriber.overflowed:
                 return
+            # Taken together, with no await between: the tail may queue more while we yield.
             events = [e for e in subscriber.queue if e.revision > cursor]
             subscriber.queue.clear()
+            covered = max(subscriber.latest, cursor)
             for start in range(0, len(events), self.batch_size):
                 chunk = events[start : start + self.batch_size]
-                cursor = chunk[-1].revision
-                yield WatchBatch(chunk, max(subscriber.latest, cursor))
+                last = start + self.batch_size >= len(events)
+                yield WatchBatch(chunk, covered if last else chunk[-1].revision)
 
     # -- the tail reader -----------------------------------------------------------------
 
@@ -387,7 +390,9 @@ class EventLog:
                 if not members:
                     del tail.by_key[key]
 
-    def _dispatch(self, tail: _Tail, events: Sequence[StoredEvent], head: int) -> None:
+    def _dispatch(self, tail: _Tail, events: Sequence[StoredEvent], covered: int) -> None:
+        """Queue each event for the subscribers it matches; every subscriber has now been
+        offered everything up to `covered`."""
         touched: dict[_Subscriber, list[StoredEvent]] = defaultdict(list)
         by_key = tail.by_key
         for event in events:
@@ -408,7 +413,7 @@ class EventLog:
             else:
                 subscriber.queue.extend(mine)
         for subscriber in {*tail.everything, *(s for m in by_key.values() for s in m)}:
-            subscriber.latest = head
+            subscriber.latest = covered
             if subscriber in touched or subscriber.overflowed:
                 subscriber.signal.set()
 
@@ -428,11 +433,11 @@ class EventLog:
             try:
                 while True:
                     page = await self.read(tail.position, limit=self.batch_size * 10)
-                    self._dispatch(tail, page.events, page.head)
-                    if page.events:
-                        tail.position = page.events[-1].revision
+                    # A truncated page covers only up to its last event, not the head.
+                    covered = page.events[-1].revision if page.truncated else page.head
+                    self._dispatch(tail, page.events, covered)
+                    tail.position = max(tail.position, covered)
                     if not page.truncated:
-                        tail.position = max(tail.position, page.head)
                         break
                 backoff = 0.1
             except OutOfRange as exc:
