@@ -1,0 +1,243 @@
+"""`canopy integrations …`: create, list, show, change and delete integrations."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import typer
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from canopy.integration.v1 import integration_pb2 as pb
+from canopy.integration.v1 import integration_service_pb2 as rpc
+from canopy.type.v1 import types_pb2
+from canopy_cli import render
+from canopy_cli.app import (
+    PAGE_SIZE,
+    Output,
+    OutputOption,
+    clients_of,
+    integrations_app,
+    show,
+)
+from canopy_cli.client import CliError, eprint
+
+
+class Permissions(enum.StrEnum):
+    """The grants a new integration's root folder starts with."""
+
+    none = "none"
+    all_workspaces = "all-workspaces"
+    all_orgs = "all-orgs"
+
+
+_PERMISSION_MODES = {
+    Permissions.none: pb.ROOT_FOLDER_PERMISSIONS_MODE_NONE,
+    Permissions.all_workspaces: pb.ROOT_FOLDER_PERMISSIONS_MODE_ALL_WORKSPACES,
+    Permissions.all_orgs: pb.ROOT_FOLDER_PERMISSIONS_MODE_ALL_ORGS,
+}
+
+
+TenantOption = Annotated[str | None, typer.Option("--tenant", help="A tenant id (t_…).")]
+OrgOption = Annotated[str | None, typer.Option("--org", help="An org id (o_…).")]
+
+
+def _scope(tenant: str | None, org: str | None) -> types_pb2.Scope:
+    if bool(tenant) == bool(org):
+        raise typer.BadParameter("name exactly one of them", param_hint="--tenant / --org")
+    return types_pb2.Scope(tenant_id=tenant) if tenant else types_pb2.Scope(org_id=org or "")
+
+
+def _regions(value: str) -> types_pb2.StringList:
+    return types_pb2.StringList(values=[r.strip() for r in value.split(",") if r.strip()])
+
+
+@integrations_app.command("create")
+def integrations_create(
+    ctx: typer.Context,
+    handle: Annotated[str, typer.Option(help="Unique in the tenant, e.g. aws-prod.")],
+    role_arn: Annotated[str, typer.Option(help="The discovery role's ARN.")],
+    external_id: Annotated[
+        str, typer.Option(help="<tenant or org id>:<8 characters> (integrations external-id).")
+    ],
+    member_role: Annotated[str, typer.Option(help="The role name in every member account.")],
+    tenant: TenantOption = None,
+    org: OrgOption = None,
+    prefix: Annotated[str, typer.Option(help="Prepended to every connection handle.")] = "",
+    regions: Annotated[
+        str | None, typer.Option(help="Comma-separated regions, wildcards allowed (us-*).")
+    ] = None,
+    permissions: Annotated[
+        Permissions, typer.Option(help="Grants of the root folder.")
+    ] = Permissions.none,
+    output: OutputOption = Output.table,
+) -> None:
+    """Create an integration; discovery syncs it at once."""
+    integration = pb.Integration(
+        handle=handle,
+        scope=_scope(tenant, org),
+        discovery_access=pb.AwsDiscoveryAccess(role_arn=role_arn, external_id=external_id),
+        member_access=pb.AwsMemberAccess(role_name=member_role),
+        handle_prefix=prefix,
+    )
+    if regions is not None:
+        integration.connection_config.regions.CopyFrom(_regions(regions))
+    reply = clients_of(ctx).integrations.CreateIntegration(
+        rpc.CreateIntegrationRequest(
+            integration=integration,
+            initial_permissions=pb.RootFolderPermissions(mode=_PERMISSION_MODES[permissions]),
+        )
+    )
+    created = reply.integration
+    show(output, created, render.integration_details(created))
+    if output == Output.table:
+        eprint(f"discovery is syncing it; see the tree with: canopy tree {created.id}")
+
+
+@integrations_app.command("list")
+def integrations_list(
+    ctx: typer.Context,
+    tenant: TenantOption = None,
+    org: OrgOption = None,
+    include_orgs: Annotated[
+        bool, typer.Option("--include-orgs", help="With --tenant, its orgs' integrations too.")
+    ] = False,
+    output: OutputOption = Output.table,
+) -> None:
+    """List the integrations of a tenant or an org, oldest first."""
+    request = rpc.ListIntegrationsRequest(
+        scope=_scope(tenant, org), include_org_integrations=include_orgs, page_size=PAGE_SIZE
+    )
+    found = rpc.ListIntegrationsResponse()
+    while True:
+        page = clients_of(ctx).integrations.ListIntegrations(request)
+        found.integrations.extend(page.integrations)
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    show(output, found, render.integrations_table(found.integrations))
+
+
+@integrations_app.command("show")
+def integrationsshow(
+    ctx: typer.Context, integration_id: str, output: OutputOption = Output.table
+) -> None:
+    """Show one integration."""
+    reply = clients_of(ctx).integrations.GetIntegration(
+        rpc.GetIntegrationRequest(id=integration_id)
+    )
+    show(output, reply.integration, render.integration_details(reply.integration))
+
+
+@integrations_app.command("update")
+def integrations_update(
+    ctx: typer.Context,
+    integration_id: str,
+    handle: Annotated[str | None, typer.Option(help="A new handle.")] = None,
+    prefix: Annotated[
+        str | None, typer.Option(help='A new handle prefix ("" for none); renames connections.')
+    ] = None,
+    role_arn: Annotated[str | None, typer.Option(help="A new discovery role ARN.")] = None,
+    external_id: Annotated[str | None, typer.Option(help="A new discovery external id.")] = None,
+    member_role: Annotated[str | None, typer.Option(help="A new member role name.")] = None,
+    member_external_id: Annotated[
+        str | None, typer.Option(help='The member roles\' external id ("" = the discovery one).')
+    ] = None,
+    regions: Annotated[
+        str | None, typer.Option(help='Comma-separated regions ("" for the default, *).')
+    ] = None,
+    sync_interval: Annotated[
+        float | None, typer.Option(help="Seconds between syncs (60 to 86400).")
+    ] = None,
+    max_delete_fraction: Annotated[
+        float | None,
+        typer.Option(help="Largest fraction of connections one sync may delete (0 = no guard)."),
+    ] = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Change an integration: only the fields whose options are given."""
+    integration = pb.Integration(id=integration_id)
+    paths: list[str] = []
+    if handle is not None:
+        integration.handle = handle
+        paths.append("handle")
+    if prefix is not None:
+        integration.handle_prefix = prefix
+        paths.append("handle_prefix")
+    if role_arn is not None:
+        integration.discovery_access.role_arn = role_arn
+        paths.append("discovery_access.role_arn")
+    if external_id is not None:
+        integration.discovery_access.external_id = external_id
+        paths.append("discovery_access.external_id")
+    if member_role is not None:
+        integration.member_access.role_name = member_role
+        paths.append("member_access.role_name")
+    if member_external_id is not None:
+        integration.member_access.external_id = member_external_id
+        paths.append("member_access.external_id")
+    if regions is not None:
+        if regions.strip():
+            integration.connection_config.regions.CopyFrom(_regions(regions))
+        paths.append("connection_config.regions")  # named but unset: back to the default
+    if sync_interval is not None:
+        integration.sync_interval.FromSeconds(int(sync_interval))
+        paths.append("sync_interval")
+    if max_delete_fraction is not None:
+        integration.max_delete_fraction = max_delete_fraction
+        paths.append("max_delete_fraction")
+    if not paths:
+        raise CliError(
+            "nothing to change: give at least one option (canopy integrations update --help)"
+        )
+    reply = clients_of(ctx).integrations.UpdateIntegration(
+        rpc.UpdateIntegrationRequest(integration=integration, update_mask=FieldMask(paths=paths))
+    )
+    show(output, reply.integration, render.integration_details(reply.integration))
+
+
+@integrations_app.command("delete")
+def integrations_delete(
+    ctx: typer.Context,
+    integration_id: str,
+    confirm: Annotated[
+        str | None,
+        typer.Option(
+            "--confirm", metavar="HANDLE", help="The integration's handle, to not be asked."
+        ),
+    ] = None,
+) -> None:
+    """Delete an integration and its whole tree (every workspace loses its schemas)."""
+    clients = clients_of(ctx)
+    current = clients.integrations.GetIntegration(
+        rpc.GetIntegrationRequest(id=integration_id)
+    ).integration
+    if confirm is None:
+        confirm = typer.prompt(
+            f"This deletes {current.handle} ({current.id}) and its whole tree, irreversibly.\n"
+            f"Type its handle to confirm"
+        )
+    if confirm != current.handle:
+        raise CliError(
+            f"{confirm!r} is not the handle of {current.id} ({current.handle!r}): nothing deleted"
+        )
+    clients.integrations.DeleteIntegration(
+        rpc.DeleteIntegrationRequest(id=current.id, confirm_handle=confirm, etag=current.etag)
+    )
+    typer.echo(f"deleted {current.handle} ({current.id})")
+
+
+@integrations_app.command("external-id")
+def integrations_external_id(
+    ctx: typer.Context,
+    tenant: TenantOption = None,
+    org: OrgOption = None,
+    suffix: Annotated[
+        str | None, typer.Option(help="8 characters [a-z0-9] instead of random ones.")
+    ] = None,
+) -> None:
+    """Generate an external id for the roles' trust policies."""
+    request = rpc.GenerateExternalIdRequest(scope=_scope(tenant, org))
+    if suffix is not None:
+        request.suffix = suffix
+    typer.echo(clients_of(ctx).integrations.GenerateExternalId(request).external_id)
