@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import grpc
 import jwt
@@ -23,6 +24,8 @@ from canopy.permissions.v1 import permission_service_pb2 as prpc
 from canopy.permissions.v1 import workspace_schema_service_pb2 as wrpc
 from canopy.type.v1 import types_pb2
 from canopy_cli.main import app
+from canopy_core.server import serve
+from canopy_permissions.server import spec as permissions_spec
 from tests.cli.conftest import Cli, cli_env
 from tests.discovery.conftest import DISCOVERY_ROLE, EXTERNAL_ID, Org
 from tests.helpers import JWT_SECRET, bearer, free_port, token
@@ -273,9 +276,9 @@ async def test_token_prints_a_jwt_signed_with_the_secret(tmp_path: Path) -> None
     assert jwt.decode(ok(system).strip(), JWT_SECRET, algorithms=["HS256"])["system"] is True
 
 
-async def test_schemas_watch_prints_each_change_until_the_workspace_is_deleted(
-    cli: Cli, org: Org
-) -> None:
+async def shared_with_w_ops2(cli: Cli, org: Org) -> tuple[pb.Integration, Any, int]:
+    """An integration of t_acme with one account, synced and shared with every org; its owner's
+    metadata, and the revision of w_ops2's schemas before anything is attached."""
     org.account("Web Prod")
     owner = bearer(token("olivia", t_acme="owner"))
     created = (
@@ -301,14 +304,22 @@ async def test_schemas_watch_prints_each_change_until_the_workspace_is_deleted(
     listed = await cli.schemas.ListWorkspaceSchemas(
         wrpc.ListWorkspaceSchemasRequest(workspace_id="w_ops2"), metadata=SYSTEM
     )
-    watch = asyncio.create_task(
-        cli.run("schemas", "watch", "w_ops2", "--after", str(listed.revision))
-    )
+    return created, owner, listed.revision
 
-    await cli.schemas.AttachSchema(
-        wrpc.AttachSchemaRequest(workspace_id="w_ops2", folder_id=created.root_folder_id),
-        metadata=SYSTEM,
-    )
+
+async def schema_listed(cli: Cli, name: str) -> None:
+    """Wait until w_ops2 lists a schema of that name (changes reach it through the tree log)."""
+    for _ in range(100):
+        current = await cli.schemas.ListWorkspaceSchemas(
+            wrpc.ListWorkspaceSchemasRequest(workspace_id="w_ops2"), metadata=SYSTEM
+        )
+        if name in {s.name for s in current.schemas}:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"w_ops2 never listed {name}")
+
+
+async def rename_by_prefix(cli: Cli, created: pb.Integration, owner: Any) -> None:
     await cli.integrations.UpdateIntegration(
         rpc.UpdateIntegrationRequest(
             integration=pb.Integration(id=created.id, handle_prefix="prod_"),
@@ -316,26 +327,60 @@ async def test_schemas_watch_prints_each_change_until_the_workspace_is_deleted(
         ),
         metadata=owner,
     )
-    for _ in range(100):  # the rename reaches the workspace through the tree log
-        current = await cli.schemas.ListWorkspaceSchemas(
-            wrpc.ListWorkspaceSchemasRequest(workspace_id="w_ops2"), metadata=SYSTEM
-        )
-        if "prod_web_prod" in {s.name for s in current.schemas}:
-            break
-        await asyncio.sleep(0.05)
-    await cli.directory.DeleteWorkspace(dirrpc.DeleteWorkspaceRequest(id="w_ops2"), metadata=SYSTEM)
 
-    result = await asyncio.wait_for(watch, 20)
+
+def assert_watched_until_deleted(result: Result) -> None:
+    """The watch printed web_prod's addition, its rename and its removal, each once, and ended
+    with the workspace."""
     lines = ok(result).splitlines()
     connection = next(line for line in lines if line.startswith("+ web_prod ")).split("(")[1][:-1]
     assert connection.startswith("c_")
-    assert f"~ web_prod → prod_web_prod ({connection})" in lines
-    assert "- prod_web_prod (workspace deleted)" in lines
-    assert lines[-1] == "x workspace w_ops2 deleted"
-    assert lines.index(f"+ web_prod ({connection})") < lines.index(
-        "- prod_web_prod (workspace deleted)"
+    assert [line for line in lines if "web_prod" in line or line.startswith("x ")] == [
+        f"+ web_prod ({connection})",
+        f"~ web_prod → prod_web_prod ({connection})",
+        "- prod_web_prod (workspace deleted)",
+        "x workspace w_ops2 deleted",
+    ]
+
+
+async def test_schemas_watch_prints_each_change_until_the_workspace_is_deleted(
+    cli: Cli, org: Org
+) -> None:
+    created, owner, after = await shared_with_w_ops2(cli, org)
+    watch = asyncio.create_task(cli.run("schemas", "watch", "w_ops2", "--after", str(after)))
+    await cli.schemas.AttachSchema(
+        wrpc.AttachSchemaRequest(workspace_id="w_ops2", folder_id=created.root_folder_id),
+        metadata=SYSTEM,
     )
-    assert f"after revision {listed.revision}" in result.stderr
+    await rename_by_prefix(cli, created, owner)
+    await schema_listed(cli, "prod_web_prod")
+    await cli.directory.DeleteWorkspace(dirrpc.DeleteWorkspaceRequest(id="w_ops2"), metadata=SYSTEM)
+    result = await asyncio.wait_for(watch, 20)
+    assert_watched_until_deleted(result)
+    assert f"after revision {after}" in result.stderr
+
+
+async def test_schemas_watch_resumes_where_it_was_when_the_service_restarts(
+    cli: Cli, org: Org
+) -> None:
+    created, owner, after = await shared_with_w_ops2(cli, org)
+    watch = asyncio.create_task(cli.run("schemas", "watch", "w_ops2", "--after", str(after)))
+    await cli.schemas.AttachSchema(
+        wrpc.AttachSchemaRequest(workspace_id="w_ops2", folder_id=created.root_folder_id),
+        metadata=SYSTEM,
+    )
+    await asyncio.sleep(1)  # the watch has its first replies (progress every 0.3 s)
+    permissions = cli.services["permissions"]
+    await permissions.stop()
+    # Renamed while the service is away: the workspace learns it when the service is back.
+    await rename_by_prefix(cli, created, owner)
+    await asyncio.sleep(1)  # the watch fails to reconnect at least once
+    cli.services["permissions"] = await serve(permissions_spec(), permissions.runtime.settings)
+    await schema_listed(cli, "prod_web_prod")
+    await cli.directory.DeleteWorkspace(dirrpc.DeleteWorkspaceRequest(id="w_ops2"), metadata=SYSTEM)
+    result = await asyncio.wait_for(watch, 30)
+    assert_watched_until_deleted(result)
+    assert "the permissions service went away; reconnecting after revision" in result.stderr
 
 
 async def test_sync_wait_exits_1_when_the_run_needs_confirmation(cli: Cli, org: Org) -> None:

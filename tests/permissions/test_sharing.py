@@ -509,6 +509,30 @@ async def test_deleting_a_workspace_ends_its_stream_cleanly(s: Sharing) -> None:
     assert await published(s) == 0
 
 
+async def test_a_watcher_resuming_after_its_workspace_was_deleted_gets_the_rest_of_it(
+    s: Sharing,
+) -> None:
+    _, stream, _ = await setup_attached(s)
+    stream.close()
+    away = stream.events[-1].revision  # the client had everything up to the attachment
+    await s.directory.DeleteWorkspace(drpc.DeleteWorkspaceRequest(id="w_ops1"), metadata=SYSTEM)
+    for caller in (WS1, SYSTEM):
+        resumed = Stream(s, "w_ops1", away, metadata=caller)
+        await asyncio.wait_for(resumed.ended.wait(), 10)
+        assert resumed.error is None
+        assert resumed.kinds() == ["schema_removed"] * 3 + ["workspace_deleted"]
+    ended = resumed.events[-1].revision
+    # After its last event, or for a caller who may not know of it, the workspace is gone.
+    for after, caller, code in (
+        (ended, WS1, grpc.StatusCode.NOT_FOUND),
+        (away, OUTSIDER, grpc.StatusCode.PERMISSION_DENIED),
+    ):
+        refused = Stream(s, "w_ops1", after, metadata=caller)
+        await asyncio.wait_for(refused.ended.wait(), 10)
+        assert refused.error is not None
+        assert refused.error.code() == code
+
+
 async def test_a_reconnecting_watcher_resumes_exactly(s: Sharing) -> None:
     _, stream, _ = await setup_attached(s)
     stream.close()

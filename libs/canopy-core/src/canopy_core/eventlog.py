@@ -258,6 +258,19 @@ class EventLog:
         ]
         return Page(events, head, compacted_through, truncated=len(events) >= limit)
 
+    async def last(self, key: str) -> StoredEvent | None:
+        """The latest retained event carrying `key`, if any."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT revision, kind, keys, payload, "
+                "(extract(epoch FROM created_at) * 1000000)::bigint "
+                "FROM event_log WHERE keys && $1::text[] ORDER BY revision DESC LIMIT 1",
+                [key],
+            )
+        if row is None:
+            return None
+        return StoredEvent(row[0], row[1], tuple(row[2]), row[3], _from_micros(row[4]))
+
     async def check_start(self, after_revision: int) -> int:
         """Validate a watch's starting point; returns the current head."""
         if after_revision < 0:

@@ -196,9 +196,17 @@ async def watch(
     `workspace_deleted`."""
     with Violations() as v:
         v.resource_id("workspace_id", workspace_id, "w")
+    key = f"workspace:{workspace_id}"
     async with db.connection() as conn:
-        await workspace_member(conn, principal, workspace_id)
-    async for batch in log.watch(after_revision, [f"workspace:{workspace_id}"]):
+        try:
+            await workspace_member(conn, principal, workspace_id)
+        except NotFound:
+            # Deleted while a watcher was away: while the log keeps the stream's last event,
+            # a watcher that may know of the workspace resumes and gets the rest of it.
+            last = await log.last(key)
+            if last is None or last.kind != "workspace_deleted" or last.revision <= after_revision:
+                raise
+    async for batch in log.watch(after_revision, [key]):
         # Built on the wire: a prefix change sends 100,000s of events (see canopy_core.wire).
         yield rpc.WatchWorkspaceSchemasResponse.FromString(
             wire.repeated(1, [wire.stamped(e) for e in batch.events])  # events = 1

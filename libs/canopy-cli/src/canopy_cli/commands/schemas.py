@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 import typer
 from google.protobuf.json_format import MessageToJson
@@ -18,6 +19,7 @@ from canopy_cli.app import (
     show,
 )
 from canopy_cli.client import eprint
+from canopy_cli.streams import follow
 
 
 @schemas_app.command("list")
@@ -48,18 +50,29 @@ def schemas_watch(
     output: OutputOption = Output.table,
 ) -> None:
     """Print a workspace's schema changes as they happen, one line each, until Ctrl-C or the
-    workspace is deleted."""
+    workspace is deleted; if the service restarts, reconnect and go on where it left off."""
     schemas = clients_of(ctx).schemas
     if after is None:
         after = schemas.ListWorkspaceSchemas(
             wrpc.ListWorkspaceSchemasRequest(workspace_id=workspace_id, page_size=1)
         ).revision
     eprint(f"watching {workspace_id} after revision {after} (Ctrl-C stops)")
-    stream = schemas.WatchWorkspaceSchemas(
-        wrpc.WatchWorkspaceSchemasRequest(workspace_id=workspace_id, after_revision=after)
+
+    def open_stream(after_revision: int) -> Any:
+        return schemas.WatchWorkspaceSchemas(
+            wrpc.WatchWorkspaceSchemasRequest(
+                workspace_id=workspace_id, after_revision=after_revision
+            )
+        )
+
+    def reconnecting(position: int, error: Exception) -> None:
+        eprint(f"the permissions service went away; reconnecting after revision {position}")
+
+    replies: Iterator[wrpc.WatchWorkspaceSchemasResponse] = follow(
+        open_stream, after, on_reconnect=reconnecting
     )
     try:
-        for reply in stream:
+        for reply in replies:
             for event in reply.events:
                 if output == Output.json:
                     typer.echo(MessageToJson(event, indent=None))
@@ -67,5 +80,3 @@ def schemas_watch(
                     typer.echo(render.schema_event_line(event))
     except KeyboardInterrupt:
         pass
-    finally:
-        stream.cancel()
