@@ -607,7 +607,8 @@ async def update_integration(
         renamed: dict[str, str] = {}
         if saved.handle_prefix != current.handle_prefix:
             taken = await store.handles_elsewhere(conn, saved.scope.tenant_id, integration_id)
-            assigned = handles.assign_connection_handles(
+            assigned = handles.reprefix_connection_handles(
+                current.handle_prefix,
                 saved.handle_prefix,
                 [
                     handles.HandleRequest(
