@@ -29,7 +29,7 @@ from canopy_core.eventlog import EventLog
 from canopy_core.ids import id_pattern, new_id
 from canopy_core.pagination import PageToken, page_size
 from canopy_core.validation import HANDLE, HANDLE_RULE, Violations
-from canopy_integration import aws, handles, store, templates
+from canopy_integration import aws, handles, initial_permissions, store, templates
 from canopy_integration.config import apply_config_mask, effective_config, validate_config
 from canopy_integration.convert import integration_to_proto
 from canopy_integration.errors import ConfirmationMismatch, HandleTaken, PlanNotEligible
@@ -40,7 +40,6 @@ from canopy_integration.model import (
     Folder,
     FolderKind,
     Integration,
-    PermissionsMode,
     RootFolderPermissions,
     Scope,
 )
@@ -265,58 +264,6 @@ def check_plan(scope: Scope, info: ScopeInfo) -> None:
         raise PlanNotEligible("tenant", scope.tenant_id, info.plan, "ENTERPRISE")
 
 
-async def check_permissions(ctx: Context, scope: Scope, permissions: RootFolderPermissions) -> None:
-    """Initial grants must stay inside the integration's scope."""
-    found: list[FieldViolation] = []
-    path = "initial_permissions"
-    if permissions.mode is PermissionsMode.ALL_ORGS and scope.org_id:
-        found.append(FieldViolation(f"{path}.mode", "ALL_ORGS is for tenant-scoped integrations"))
-    if permissions.mode is PermissionsMode.SPECIFIC and not permissions.grantees:
-        found.append(FieldViolation(f"{path}.grantees", "SPECIFIC needs at least one grantee"))
-    if permissions.mode is not PermissionsMode.SPECIFIC and permissions.grantees:
-        found.append(FieldViolation(f"{path}.grantees", "grantees are only for mode SPECIFIC"))
-    for i, grantee in enumerate(permissions.grantees):
-        where = f"{path}.grantees[{i}]"
-        if grantee.tenant_id:
-            if scope.org_id or grantee.tenant_id != scope.tenant_id:
-                found.append(
-                    FieldViolation(
-                        where, "a tenant grant must name this integration's tenant, at tenant scope"
-                    )
-                )
-        elif grantee.org_id:
-            if scope.org_id and grantee.org_id != scope.org_id:
-                found.append(FieldViolation(where, "must be this integration's org"))
-            elif not scope.org_id:
-                try:
-                    org = await ctx.directory.org(grantee.org_id)
-                except NotFound:
-                    found.append(FieldViolation(where, f"org {grantee.org_id!r} does not exist"))
-                else:
-                    if org.tenant_id != scope.tenant_id:
-                        found.append(
-                            FieldViolation(where, "must be an org of this integration's tenant")
-                        )
-        elif grantee.workspace_id:
-            try:
-                ws = await ctx.directory.workspace(grantee.workspace_id)
-            except NotFound:
-                found.append(
-                    FieldViolation(where, f"workspace {grantee.workspace_id!r} does not exist")
-                )
-            else:
-                inside = (
-                    ws.org_id == scope.org_id if scope.org_id else ws.tenant_id == scope.tenant_id
-                )
-                if not inside:
-                    found.append(
-                        FieldViolation(where, "must be a workspace inside this integration's scope")
-                    )
-        else:
-            found.append(FieldViolation(where, "name a tenant, an org or a workspace"))
-    _raise(found, "GRANTEE_OUTSIDE_SCOPE" if found else None)
-
-
 # -- use cases ---------------------------------------------------------------------------------
 
 
@@ -351,7 +298,7 @@ async def create_integration(
     scope, info = await resolve_scope(ctx, principal, given.scope_tenant_id, given.scope_org_id)
     principal.require_owner(*scope.chain, resource=f"integrations of {scope.owner_id}")
     check_plan(scope, info)
-    await check_permissions(ctx, scope, given.permissions)
+    await initial_permissions.check(ctx.directory, scope, given.permissions)
 
     async with ctx.db.transaction() as conn:
         if request.request_id:
