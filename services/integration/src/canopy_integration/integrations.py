@@ -240,18 +240,27 @@ async def missing(
 
 
 async def resolve_scope(
-    ctx: Context, principal: Principal, tenant_id: str | None, org_id: str | None
+    ctx: Context,
+    principal: Principal,
+    tenant_id: str | None,
+    org_id: str | None,
+    *,
+    at: str = "scope",
+    field: str | None = None,
 ) -> tuple[Scope, ScopeInfo]:
-    """The full scope (an org's tenant) from the directory; hidden from outsiders."""
+    """The full scope (an org's tenant) from the directory; hidden from outsiders. Errors name
+    `<at>.org_id` or `<at>.tenant_id` (`at`: the request's Scope message), or `field`."""
+    kind, resource_id = ("org", org_id) if org_id else ("tenant", tenant_id or "")
+    field = field or f"{at}.{kind}_id"
+    with Violations() as v:
+        v.resource_id(field, resource_id, kind[0])
     try:
         if org_id:
-            info = await ctx.directory.org(org_id)
+            info = await ctx.directory.org(org_id, field=field)
             return Scope(tenant_id=info.tenant_id, org_id=org_id), info
-        assert tenant_id is not None
-        info = await ctx.directory.tenant(tenant_id)
-        return Scope(tenant_id=tenant_id), info
+        info = await ctx.directory.tenant(resource_id, field=field)
+        return Scope(tenant_id=resource_id), info
     except NotFound:
-        kind, resource_id = ("org", org_id) if org_id else ("tenant", tenant_id or "")
         raise hidden(principal, kind, resource_id) from None
 
 
@@ -292,10 +301,18 @@ async def create_integration(
     validate_settings(given.integration, "integration", found)
     if given.permissions is None:
         found.append(FieldViolation("initial_permissions.mode", "is not a known mode"))
+    else:
+        found.extend(
+            initial_permissions.form_problems(
+                given.permissions, org_scoped=bool(given.scope_org_id)
+            )
+        )
     _raise(found, reason)
     assert given.permissions is not None
 
-    scope, info = await resolve_scope(ctx, principal, given.scope_tenant_id, given.scope_org_id)
+    scope, info = await resolve_scope(
+        ctx, principal, given.scope_tenant_id, given.scope_org_id, at="integration.scope"
+    )
     principal.require_owner(*scope.chain, resource=f"integrations of {scope.owner_id}")
     check_plan(scope, info)
     await initial_permissions.check(ctx.directory, scope, given.permissions)
@@ -726,7 +743,7 @@ async def render_role_template(
     # The external id must belong to a scope the caller may act for.
     if integration is None or external_id.partition(":")[0] != integration.scope.owner_id:
         tenant_id, org_id = (None, owner) if owner.startswith("o_") else (owner, None)
-        scope, _info = await resolve_scope(ctx, principal, tenant_id, org_id)
+        scope, _info = await resolve_scope(ctx, principal, tenant_id, org_id, field="external_id")
         principal.require_member(*scope.chain, resource=f"external ids of {owner}")
     if kind == "discovery":
         if role_arn is not None and role_arn.name == role_name:
