@@ -1069,6 +1069,8 @@ IN = "integration."
 ROLE = "arn:aws:iam::111111111111:role/"
 CONFIG = f"{IN}connection_config."
 ALL_ORGS = pb.ROOT_FOLDER_PERMISSIONS_MODE_ALL_ORGS
+ALL_WORKSPACES = pb.ROOT_FOLDER_PERMISSIONS_MODE_ALL_WORKSPACES
+NONE = pb.ROOT_FOLDER_PERMISSIONS_MODE_NONE
 SPECIFIC = pb.ROOT_FOLDER_PERMISSIONS_MODE_SPECIFIC
 
 BAD_INPUTS = [
@@ -1234,6 +1236,27 @@ BAD_INPUTS = [
         permissions=pb.RootFolderPermissions(mode=ALL_ORGS),
     ),
     BadInput(
+        "permissions-all-workspaces-at-tenant-scope",
+        "initial_permissions.mode",
+        permissions=pb.RootFolderPermissions(mode=ALL_WORKSPACES),
+    ),
+    BadInput(
+        "permissions-mode-unspecified",
+        "initial_permissions.mode",
+        permissions=pb.RootFolderPermissions(),
+    ),
+    BadInput(
+        "permissions-mode-unspecified-with-grantees",
+        "initial_permissions.mode",
+        org_id="o_ops",
+        permissions=pb.RootFolderPermissions(grantees=[types_pb2.Grantee(workspace_id="w_ops1")]),
+    ),
+    BadInput(
+        "permissions-mode-unknown",
+        "initial_permissions.mode",
+        permissions=pb.RootFolderPermissions(mode=99),  # type: ignore[arg-type]
+    ),
+    BadInput(
         "permissions-specific-without-grantees",
         "initial_permissions.grantees",
         permissions=pb.RootFolderPermissions(mode=SPECIFIC),
@@ -1332,6 +1355,35 @@ async def test_the_bad_input_baseline_is_valid(suite: Suite) -> None:
     request.integration.handle = "aws-bad-org"
     reply = await suite.integrations.CreateIntegration(request, metadata=OWNER)
     assert reply.integration.scope == org("o_ops")
+
+
+async def created_event(suite: Suite, integration_id: str) -> tree_pb.IntegrationCreated:
+    stream = suite.tree.WatchTreeEvents(
+        tree_rpc.WatchTreeEventsRequest(integration_id=integration_id), metadata=OWNER
+    )
+    try:
+        reply = await anext(aiter(stream))
+    finally:
+        stream.cancel()
+    return reply.events[0].integration_created
+
+
+async def test_initial_permissions_say_which_grants_the_root_folder_gets(suite: Suite) -> None:
+    # Left out: no grants, written down as NONE.
+    unset = await create(suite, new_integration("aws-unset"))
+    assert (await created_event(suite, unset.id)).initial_permissions.mode == NONE
+    # Each scope's own "everything" mode, and NONE, as given.
+    cases = [
+        (new_integration("aws-tenant-all"), ALL_ORGS),
+        (new_integration("aws-org-all", org_id="o_ops"), ALL_WORKSPACES),
+        (new_integration("aws-none"), NONE),
+    ]
+    for message, mode in cases:
+        created = await create(
+            suite, message, initial_permissions=pb.RootFolderPermissions(mode=mode)
+        )
+        event = await created_event(suite, created.id)
+        assert (message.handle, event.initial_permissions.mode) == (message.handle, mode)
 
 
 async def test_a_malformed_integration_id_names_the_id_field(suite: Suite) -> None:

@@ -1,5 +1,11 @@
 """The grants a new integration's root folder starts with (`initial_permissions`): which modes
-each scope allows, and that every grantee is inside the integration's scope."""
+each scope allows, and that every grantee is inside the integration's scope.
+
+A request without `initial_permissions` gives no grants (mode NONE); one with it must say which
+mode: UNSPECIFIED is refused, never guessed. ALL_WORKSPACES (a grant to the org) is for
+org-scoped integrations, ALL_ORGS (a grant to the tenant) for tenant-scoped ones; SPECIFIC names
+its grantees, the other modes none.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +26,37 @@ def _named(grantee: Grantee) -> tuple[str, str] | None:
     return None
 
 
-def form_problems(permissions: RootFolderPermissions, *, org_scoped: bool) -> list[FieldViolation]:
-    """What is wrong with the request on its face: a mode the scope does not allow, grantees
-    missing or not wanted, a grantee naming nothing or an id of the wrong shape."""
+MODES = (
+    "must be NONE, ALL_WORKSPACES (org scope), ALL_ORGS (tenant scope) or SPECIFIC; "
+    "leave initial_permissions unset for no grants"
+)
+
+
+def form_problems(
+    permissions: RootFolderPermissions | None, *, org_scoped: bool
+) -> list[FieldViolation]:
+    """What is wrong with the request on its face (`None`: given without a known mode): a mode
+    the scope does not allow, grantees missing or not wanted, a grantee naming nothing or an id
+    of the wrong shape."""
+    if permissions is None:
+        return [FieldViolation(f"{PATH}.mode", MODES)]
     found: list[FieldViolation] = []
     if permissions.mode is PermissionsMode.ALL_ORGS and org_scoped:
-        found.append(FieldViolation(f"{PATH}.mode", "ALL_ORGS is for tenant-scoped integrations"))
+        found.append(
+            FieldViolation(
+                f"{PATH}.mode",
+                "ALL_ORGS (a grant to the tenant) is for tenant-scoped integrations; "
+                "ALL_WORKSPACES gives every workspace of the org",
+            )
+        )
+    if permissions.mode is PermissionsMode.ALL_WORKSPACES and not org_scoped:
+        found.append(
+            FieldViolation(
+                f"{PATH}.mode",
+                "ALL_WORKSPACES (a grant to the org) is for org-scoped integrations; ALL_ORGS "
+                "gives every org and workspace of the tenant, SPECIFIC names some",
+            )
+        )
     if permissions.mode is PermissionsMode.SPECIFIC and not permissions.grantees:
         found.append(FieldViolation(f"{PATH}.grantees", "SPECIFIC needs at least one grantee"))
     if permissions.mode is not PermissionsMode.SPECIFIC and permissions.grantees:

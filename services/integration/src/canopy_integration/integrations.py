@@ -118,7 +118,7 @@ class NewIntegration:
     integration: Integration
     scope_tenant_id: str | None
     scope_org_id: str | None
-    permissions: RootFolderPermissions | None
+    permissions: RootFolderPermissions | None  # None: given without a known mode
 
 
 # -- validation (pure) -----------------------------------------------------------------------
@@ -299,14 +299,9 @@ async def create_integration(
         found.append(FieldViolation("integration.handle", "is required"))
     reason = validate_access(given.integration, owner_id, "integration", found)
     validate_settings(given.integration, "integration", found)
-    if given.permissions is None:
-        found.append(FieldViolation("initial_permissions.mode", "is not a known mode"))
-    else:
-        found.extend(
-            initial_permissions.form_problems(
-                given.permissions, org_scoped=bool(given.scope_org_id)
-            )
-        )
+    found.extend(
+        initial_permissions.form_problems(given.permissions, org_scoped=bool(given.scope_org_id))
+    )
     _raise(found, reason)
     assert given.permissions is not None
 
