@@ -30,7 +30,13 @@ class IntegrationClient:
     ) -> Exception:
         code = error.code()
         if code == grpc.StatusCode.NOT_FOUND:
-            return NotFound("integration", resource_id)
+            # A deleted integration's scope, while the integration service still knows it.
+            _reason, metadata = error_info(error)
+            gone = NotFound("integration", resource_id)
+            gone.metadata.update(
+                {k: metadata[k] for k in ("tenant_id", "org_id") if metadata.get(k)}
+            )
+            return gone
         if code == grpc.StatusCode.ABORTED:
             return Aborted(error.details() or "aborted", reason="TREE_GENERATION_MISMATCH")
         if code == grpc.StatusCode.OUT_OF_RANGE:

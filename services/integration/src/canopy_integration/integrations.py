@@ -222,9 +222,14 @@ def _raise(found: list[FieldViolation], reason: str | None = None) -> None:
 
 
 def hidden(principal: Principal, kind: str, resource_id: str, *chain: str | None) -> Exception:
-    """NOT_FOUND for callers entitled to know, PERMISSION_DENIED for everyone else."""
+    """NOT_FOUND for callers entitled to know, PERMISSION_DENIED for everyone else. System
+    callers also learn the scope `chain` names (a deleted item's tenant and org), so another
+    service can answer the item's members as this one does."""
     if principal.system or principal.is_member(resource_id, *chain):
-        return NotFound(kind, resource_id)
+        found = NotFound(kind, resource_id)
+        if principal.system and chain and chain[0]:
+            found.metadata.update(tenant_id=chain[0], org_id=chain[1] or "")
+        return found
     return PermissionDenied(
         f"{principal.subject!r} may not read {kind} {resource_id!r}",
         metadata={"subject": principal.subject, "resource": f"{kind} {resource_id}"},
@@ -237,6 +242,43 @@ async def missing(
     """The error for an id with no row: members of a deleted item's scope learn NOT_FOUND."""
     scope = await store.tombstone(conn, resource_id)
     return hidden(principal, kind, resource_id, *(scope.chain if scope else ()))
+
+
+async def readable(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    integration_id: str,
+    *,
+    named: tuple[str, str] | None = None,
+    for_update: bool = False,
+) -> Integration:
+    """The integration if the caller may read it. Every RPC naming an integration, or a folder
+    or connection of it (`named`: the kind and id the caller gave), answers alike: NOT_FOUND for
+    its scope's members, also once deleted while its tombstone is kept; PERMISSION_DENIED for
+    everyone else, whether or not it exists."""
+    kind, resource_id = named or ("integration", integration_id)
+    integration = await store.get_integration(conn, integration_id, for_update=for_update)
+    if integration is None:
+        raise await missing(conn, principal, kind, resource_id)
+    if not principal.is_member(*integration.scope.chain):
+        raise hidden(principal, kind, resource_id)
+    return integration
+
+
+async def writable(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    integration_id: str,
+    *,
+    named: tuple[str, str] | None = None,
+    for_update: bool = False,
+) -> Integration:
+    """The integration if the caller owns its scope (else as `readable`)."""
+    integration = await readable(
+        conn, principal, integration_id, named=named, for_update=for_update
+    )
+    principal.require_owner(*integration.scope.chain, resource=f"integration {integration_id}")
+    return integration
 
 
 async def resolve_scope(
@@ -368,28 +410,7 @@ async def get_integration(ctx: Context, principal: Principal, integration_id: st
     """One integration, for members of its scope."""
     check_id("id", integration_id, "i")
     async with ctx.db.connection() as conn:
-        integration = await store.get_integration(conn, integration_id)
-        if integration is None:
-            raise await missing(conn, principal, "integration", integration_id)
-    return readable(principal, integration, integration_id)
-
-
-def readable(
-    principal: Principal, integration: Integration | None, integration_id: str
-) -> Integration:
-    """The integration if the caller may read it."""
-    if integration is None or not principal.is_member(*integration.scope.chain):
-        raise hidden(principal, "integration", integration_id)
-    return integration
-
-
-def writable(
-    principal: Principal, integration: Integration | None, integration_id: str
-) -> Integration:
-    """The integration if the caller owns its scope."""
-    integration = readable(principal, integration, integration_id)
-    principal.require_owner(*integration.scope.chain, resource=f"integration {integration_id}")
-    return integration
+        return await readable(conn, principal, integration_id)
 
 
 async def list_integrations(
@@ -517,11 +538,7 @@ async def update_integration(
     """Apply masked changes; renames and configuration changes ripple to connections."""
     check_id("integration.id", integration_id, "i")
     async with ctx.db.transaction() as conn:
-        current = writable(
-            principal,
-            await store.get_integration(conn, integration_id, for_update=True),
-            integration_id,
-        )
+        current = await writable(conn, principal, integration_id, for_update=True)
         if etag and etag != current.etag:
             raise StaleEtag("integration", integration_id)
         updated = merge_update(current, given, paths)
@@ -632,11 +649,7 @@ async def delete_integration(
             )
             if earlier is not None:
                 return
-        integration = writable(
-            principal,
-            await store.get_integration(conn, integration_id, for_update=True),
-            integration_id,
-        )
+        integration = await writable(conn, principal, integration_id, for_update=True)
         if confirm_handle != integration.handle:
             raise ConfirmationMismatch(
                 f"confirm_handle must be the integration's handle {integration.handle!r} "
@@ -705,9 +718,7 @@ async def render_role_template(
     if integration_id:
         check_id("integration_id", integration_id, "i")
         async with ctx.db.connection() as conn:
-            integration = readable(
-                principal, await store.get_integration(conn, integration_id), integration_id
-            )
+            integration = await readable(conn, principal, integration_id)
     role_arn: aws.RoleArn | None = None
     if integration is not None:
         if kind == "discovery":
