@@ -76,7 +76,8 @@ def dependency_error(
     workspace 'w_x'"). Only a service that cannot be reached is UNAVAILABLE (retry); a refused
     value is the caller's INVALID_ARGUMENT on `field`; NOT_FOUND, FAILED_PRECONDITION,
     ALREADY_EXISTS, ABORTED and RESOURCE_EXHAUSTED pass on with their code; anything else (our
-    own credentials refused, INTERNAL) is a fault of the deployment, DEPENDENCY_FAILED.
+    own credentials refused, INTERNAL) is a fault of the deployment: INTERNAL, reason
+    `<dependency>_FAILED`.
     """
     code = error.code()
     details = error.details() or code.name
