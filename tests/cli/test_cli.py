@@ -202,6 +202,17 @@ async def test_a_refused_call_is_one_line_with_code_reason_and_field(cli: Cli) -
     assert "integration.handle" in line
 
 
+async def test_a_permissions_mode_the_scope_does_not_allow_names_the_mode(cli: Cli) -> None:
+    result = await cli.run(
+        "integrations", "create", "--tenant", "t_acme", "--handle", "aws-prod",
+        "--role-arn", DISCOVERY_ROLE, "--external-id", EXTERNAL_ID, "--member-role", "m",
+        "--permissions", "all-workspaces",
+    )  # fmt: skip
+    line = one_line_error(result)
+    assert line.startswith("canopy: INVALID_ARGUMENT (")
+    assert "initial_permissions.mode" in line
+
+
 async def test_a_token_without_the_role_is_permission_denied_in_one_line(cli: Cli) -> None:
     outsider = token("eve", t_other="owner")
     result = await cli.run("--token", outsider, "integrations", "list", "--tenant", "t_acme")

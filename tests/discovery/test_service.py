@@ -6,7 +6,7 @@ deletion guard; replicas sharing the work; a dead worker's lease taken over."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -479,6 +479,52 @@ async def test_deleting_an_integration_cancels_its_live_run(
     final = await finished(stack, reply.run.id)
     assert final.state == dpb.SYNC_RUN_STATE_CANCELLED
     assert final.failure_reason == "INTEGRATION_DELETED"
+
+
+async def test_a_deleted_integration_is_not_found_for_its_scope_and_hidden_from_others(
+    stack: Stack, org: Org
+) -> None:
+    created = await create(stack)
+    run = await first_run(stack, created.id)
+    await stack.integrations.DeleteIntegration(
+        rpc.DeleteIntegrationRequest(id=created.id, confirm_handle="aws-prod"), metadata=OWNER
+    )
+    made_up = "i_0000000000zzzzzzzzzzzzzzzz"
+
+    def naming(integration_id: str) -> dict[str, Callable[[Any], Awaitable[Any]]]:
+        d = stack.discovery
+        return {
+            "SyncIntegration": lambda md: d.SyncIntegration(
+                drpc.SyncIntegrationRequest(integration_id=integration_id), metadata=md
+            ),
+            "ListSyncRuns": lambda md: d.ListSyncRuns(
+                drpc.ListSyncRunsRequest(integration_id=integration_id), metadata=md
+            ),
+            "TestDiscoveryAccess": lambda md: d.TestDiscoveryAccess(
+                drpc.TestDiscoveryAccessRequest(integration_id=integration_id), metadata=md
+            ),
+            "TestMemberAccess": lambda md: d.TestMemberAccess(
+                drpc.TestMemberAccessRequest(integration_id=integration_id), metadata=md
+            ),
+        }
+
+    async def codes(integration_id: str, metadata: Any) -> dict[str, grpc.StatusCode]:
+        found = {}
+        for name, call in naming(integration_id).items():
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(metadata)
+            found[name] = caught.value.code()
+        return found
+
+    for metadata in (OWNER, MEMBER):
+        answers = await codes(created.id, metadata)
+        assert answers == dict.fromkeys(answers, grpc.StatusCode.NOT_FOUND)
+    hidden = await codes(created.id, OUTSIDER)
+    assert hidden == dict.fromkeys(hidden, grpc.StatusCode.PERMISSION_DENIED)
+    assert await codes(made_up, OUTSIDER) == hidden
+    # The run itself is named by its own id and kept.
+    kept = await stack.discovery.GetSyncRun(drpc.GetSyncRunRequest(id=run.id), metadata=OWNER)
+    assert kept.run.state == dpb.SYNC_RUN_STATE_SUCCEEDED
 
 
 async def test_a_due_integration_syncs_on_its_schedule(stack: Stack, org: Org) -> None:

@@ -573,6 +573,40 @@ async def test_a_prefix_change_renames_every_dynamic_connection_with_one_event_e
     assert list(updated[0].integration_updated.changed_fields) == ["handle_prefix"]
 
 
+async def test_a_prefix_change_keeps_a_collision_suffix_after_the_base_holder_left(
+    suite: Suite,
+) -> None:
+    created = await create(suite, new_integration(prefix="e2e_"))
+    twins = [(account(1), ROOT, "Prod A"), (account(8159), ROOT, "Prod A")]
+    await apply(suite, created.id, snapshot([], [*twins, (account(3), ROOT, "Dev")]))
+    assert (await connections(suite, created.id))[account(8159)].handle == "e2e_prod_a_8159"
+    # The holder of the plain handle leaves; a sync keeps the suffixed handle where it is.
+    left = snapshot([], [twins[1], (account(3), ROOT, "Dev")])
+    await apply(suite, created.id, left)
+    assert (await connections(suite, created.id))[account(8159)].handle == "e2e_prod_a_8159"
+
+    start = await head(suite, created.id)
+    await suite.integrations.UpdateIntegration(
+        rpc.UpdateIntegrationRequest(
+            integration=pb.Integration(id=created.id, handle_prefix="acc_"),
+            update_mask=FieldMask(paths=["handle_prefix"]),
+        ),
+        metadata=OWNER,
+    )
+    events = await events_after(suite, start, created.id)
+    renames = sorted(
+        (e.connection_updated.before.handle, e.connection_updated.after.handle)
+        for e in events
+        if e.WhichOneof("event") == "connection_updated"
+    )
+    assert renames == [("e2e_dev", "acc_dev"), ("e2e_prod_a_8159", "acc_prod_a_8159")]
+    # Nor does the next sync take the suffix away, though "acc_prod_a" is free.
+    after_change = await head(suite, created.id)
+    await apply(suite, created.id, left)
+    assert (await connections(suite, created.id))[account(8159)].handle == "acc_prod_a_8159"
+    assert await events_after(suite, after_change, created.id) == []
+
+
 async def test_inherited_settings_reach_connections_without_an_override(suite: Suite) -> None:
     created = await create(suite)
     await apply(suite, created.id, BASE)

@@ -28,6 +28,8 @@ from canopy_integration.handles import (
     is_own_variant,
     is_reserved,
     prefix_problem,
+    prefix_replaced,
+    reprefix_connection_handles,
     slug,
 )
 
@@ -627,6 +629,92 @@ def test_removing_the_prefix_recomputes_dynamic_handles() -> None:
     assert assigned == {ID: "prod"}
 
 
+# -- prefix changes -----------------------------------------------------------------------------
+
+ID_8159 = "000000008159"
+
+
+def test_a_prefix_change_keeps_the_collision_suffix_after_the_base_holder_left() -> None:
+    # "e2e_prod_a" was held by an account that has since left; only the prefix changes.
+    assigned = reprefix_connection_handles(
+        "e2e_", "acc_", [held(ID_8159, "Prod A", "e2e_prod_a_8159")], frozenset()
+    )
+    assert assigned == {ID_8159: "acc_prod_a_8159"}
+
+
+def test_a_prefix_change_replaces_only_the_prefix_of_every_form() -> None:
+    requests = [
+        held("000000000001", "Prod", "old_prod"),
+        held("000000009012", "Prod", "old_prod_9012"),
+        held("000000789012", "Prod", "old_prod_789012"),
+        held("123456789012", "Prod", "old_prod_123456789012"),
+        held("223456789012", "Prod", "old_prod_223456789012_2"),
+    ]
+    assigned = reprefix_connection_handles("old_", "new_", requests, frozenset())
+    assert assigned == {r.key: "new_" + (r.current or "")[4:] for r in requests}
+
+
+def test_a_prefix_can_be_added_and_removed_keeping_the_suffix() -> None:
+    added = reprefix_connection_handles("", "aws_", [held(ID, "Prod", "prod_9012")], frozenset())
+    assert added == {ID: "aws_prod_9012"}
+    removed = reprefix_connection_handles(
+        "aws_", "", [held(ID, "Prod", "aws_prod_9012")], frozenset()
+    )
+    assert removed == {ID: "prod_9012"}
+
+
+def test_a_prefix_change_leaves_static_handles_alone() -> None:
+    assigned = reprefix_connection_handles(
+        "old_",
+        "new_",
+        [held(ID, "Prod", "old_prod", static=True), held(OTHER_ID, "Prod", "old_prod_4321")],
+        frozenset(),
+    )
+    assert assigned == {ID: "old_prod", OTHER_ID: "new_prod_4321"}
+
+
+def test_a_prefix_change_that_would_collide_elsewhere_follows_the_collision_rule() -> None:
+    # Another integration of the tenant holds the replaced handle: the usual candidates apply,
+    # and the plain base is free.
+    assigned = reprefix_connection_handles(
+        "old_", "new_", [held(ID, "Prod", "old_prod_9012")], frozenset({"new_prod_9012"})
+    )
+    assert assigned == {ID: "new_prod"}
+
+
+def test_a_prefix_change_never_hands_one_connections_old_handle_to_another() -> None:
+    # "a_" → "a_b_": the account named "x" would become "a_b_x", which the account named "b x"
+    # held before the change; it takes the next candidate instead.
+    assigned = reprefix_connection_handles(
+        "a_", "a_b_", [held(ID, "b x", "a_b_x"), held(OTHER_ID, "x", "a_x")], frozenset()
+    )
+    assert assigned == {ID: "a_b_b_x", OTHER_ID: "a_b_x_4321"}
+
+
+def test_a_prefix_change_keeps_the_suffix_where_the_name_is_cut_to_fit() -> None:
+    name = "n" * 40
+    before = "aws_" + "n" * 30 + "_9012"
+    assigned = reprefix_connection_handles("aws_", "p_", [held(ID, name, before)], frozenset())
+    assert assigned == {ID: "p_" + "n" * 32 + "_9012"}
+
+
+def test_a_prefix_change_where_the_slug_depends_on_the_prefix_keeps_the_form() -> None:
+    # Without a prefix a leading digit falls back to the account id; behind one it does not.
+    assert prefix_replaced("", "aws_", held(ID, "2024 Prod", f"a{ID}")) == "aws_2024_prod"
+    assert prefix_replaced("", "aws_", held(ID, "2024 Prod", f"a{ID}_9012")) == (
+        "aws_2024_prod_9012"
+    )
+    assert prefix_replaced("aws_", "", held(ID, "2024 Prod", "aws_2024_prod_9012")) == (
+        f"a{ID}_9012"
+    )
+
+
+def test_prefix_replaced_asks_nothing_for_new_static_or_foreign_handles() -> None:
+    assert prefix_replaced("old_", "new_", new(ID, "Prod")) is None
+    assert prefix_replaced("old_", "new_", held(ID, "Prod", "mine", static=True)) is None
+    assert prefix_replaced("old_", "new_", held(ID, "Prod", "old_staging")) is None
+
+
 def test_a_second_assignment_with_the_first_result_changes_nothing() -> None:
     requests = [new(i, "Prod") for i in (ID, OTHER_ID, "000000009012", "999999999999")]
     first_pass = assign_connection_handles("aws_", requests, frozenset({"aws_prod_9012"}))
@@ -772,6 +860,116 @@ def test_assigning_again_with_the_result_as_current_changes_nothing(
         for r in requests
     ]
     assert assign_connection_handles(prefix, again, taken) == assigned
+
+
+@st.composite
+def prefix_changes(
+    draw: st.DrawFn,
+) -> tuple[str, str, list[HandleRequest], frozenset[str]]:
+    """A world (see `connection_worlds`) as a sync left it, and the new prefix."""
+    prefix, requests, taken = draw(connection_worlds())
+    synced = assign_connection_handles(prefix, requests, taken)
+    held_now = [
+        HandleRequest(r.key, r.account_id, r.account_name, synced[r.key], r.static)
+        for r in requests
+    ]
+    return prefix, draw(world_prefixes.filter(lambda p: p != prefix)), held_now, taken
+
+
+@PROPERTY
+@given(prefix_changes())
+def test_a_prefix_change_keeps_handles_unique_valid_and_forms_of_the_new_prefix(
+    change: tuple[str, str, list[HandleRequest], frozenset[str]],
+) -> None:
+    old_prefix, new_prefix, requests, taken = change
+    assigned = reprefix_connection_handles(old_prefix, new_prefix, requests, taken)
+    assert set(assigned) == {r.key for r in requests}
+    assert len(set(assigned.values())) == len(assigned)
+    assert not set(assigned.values()) & taken
+    for request in requests:
+        handle = assigned[request.key]
+        if request.static:
+            assert handle == request.current
+            continue
+        assert_valid_connection_handle(handle)
+        base = dynamic_connection_handle(new_prefix, request.account_name, request.account_id)
+        assert is_own_variant(handle, base, request.account_id)
+        others_held = {o.current for o in requests if o.key != request.key}
+        assert handle not in others_held
+
+
+@PROPERTY
+@given(prefix_changes())
+def test_a_prefix_change_replaces_only_the_prefix_wherever_that_handle_is_free(
+    change: tuple[str, str, list[HandleRequest], frozenset[str]],
+) -> None:
+    old_prefix, new_prefix, requests, taken = change
+    assigned = reprefix_connection_handles(old_prefix, new_prefix, requests, taken)
+    statics = {r.current for r in requests if r.static}
+    literal = {
+        r.key: new_prefix + (r.current or "").removeprefix(old_prefix)
+        for r in requests
+        if not r.static
+    }
+    for request in requests:
+        if request.static:
+            continue
+        wanted = literal[request.key]
+        base = dynamic_connection_handle(new_prefix, request.account_name, request.account_id)
+        free = (
+            wanted not in taken
+            and wanted not in statics
+            and all(o.current != wanted for o in requests if o.key != request.key)
+            and all(literal.get(o.key) != wanted for o in requests if o.key != request.key)
+        )
+        if (
+            free
+            and connection_handle_problem(wanted) is None
+            and is_own_variant(wanted, base, request.account_id)
+        ):
+            assert assigned[request.key] == wanted
+
+
+@PROPERTY
+@given(prefix_changes())
+def test_a_sync_after_a_prefix_change_renames_nothing(
+    change: tuple[str, str, list[HandleRequest], frozenset[str]],
+) -> None:
+    old_prefix, new_prefix, requests, taken = change
+    assigned = reprefix_connection_handles(old_prefix, new_prefix, requests, taken)
+    after = [
+        HandleRequest(r.key, r.account_id, r.account_name, assigned[r.key], r.static)
+        for r in requests
+    ]
+    assert assign_connection_handles(new_prefix, after, taken) == assigned
+
+
+@PROPERTY
+@given(prefix_changes(), st.randoms(use_true_random=False))
+def test_a_prefix_change_does_not_depend_on_the_order_of_requests(
+    change: tuple[str, str, list[HandleRequest], frozenset[str]], shuffler: random.Random
+) -> None:
+    old_prefix, new_prefix, requests, taken = change
+    shuffled = list(requests)
+    shuffler.shuffle(shuffled)
+    assert reprefix_connection_handles(
+        old_prefix, new_prefix, shuffled, taken
+    ) == reprefix_connection_handles(old_prefix, new_prefix, requests, taken)
+
+
+@PROPERTY
+@given(prefix_changes())
+def test_changing_the_prefix_back_restores_every_handle_nothing_else_wanted(
+    change: tuple[str, str, list[HandleRequest], frozenset[str]],
+) -> None:
+    old_prefix, new_prefix, requests, _taken = change
+    there = reprefix_connection_handles(old_prefix, new_prefix, requests, frozenset())
+    moved = [
+        HandleRequest(r.key, r.account_id, r.account_name, there[r.key], r.static) for r in requests
+    ]
+    back = reprefix_connection_handles(new_prefix, old_prefix, moved, frozenset())
+    if all(prefix_replaced(old_prefix, new_prefix, r) in (None, there[r.key]) for r in requests):
+        assert back == {r.key: r.current for r in requests}
 
 
 # -- folders ------------------------------------------------------------------------------------

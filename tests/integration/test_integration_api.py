@@ -23,9 +23,15 @@ from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
+from canopy.integration.v1 import integration_service_pb2_grpc as rpc_grpc
 from canopy.type.v1 import types_pb2
+from canopy_core.directory import DirectoryClient
+from canopy_core.errors import InvalidArgument
+from canopy_core.server import serve
 from canopy_integration.server import purge_tombstones
-from tests.helpers import ErrorDetails, bearer, error_details, token
+from canopy_integration.server import spec as integration_spec
+from canopy_integration.settings import IntegrationSettings
+from tests.helpers import ErrorDetails, bearer, error_details, free_port, token
 from tests.integration.conftest import (
     MEMBER,
     ORG_OWNER,
@@ -423,6 +429,82 @@ async def test_generate_external_id_is_denied_to_an_outsider(suite: Suite) -> No
         )
     )
     assert denied_org.code == DENIED
+
+
+# -- what the directory is asked ---------------------------------------------------------------
+
+
+async def test_a_malformed_scope_id_names_the_field_instead_of_blaming_the_directory(
+    suite: Suite,
+) -> None:
+    async def watch(scope: types_pb2.Scope) -> Any:
+        stream = suite.tree.WatchTreeEvents(
+            tree_rpc.WatchTreeEventsRequest(scope=scope), metadata=OWNER
+        )
+        try:
+            return await anext(aiter(stream))
+        finally:
+            stream.cancel()
+
+    calls: dict[str, Callable[[types_pb2.Scope], Awaitable[Any]]] = {
+        "ListIntegrations": lambda scope: suite.integrations.ListIntegrations(
+            rpc.ListIntegrationsRequest(scope=scope), metadata=OWNER
+        ),
+        "GenerateExternalId": lambda scope: suite.integrations.GenerateExternalId(
+            rpc.GenerateExternalIdRequest(scope=scope), metadata=OWNER
+        ),
+        "WatchTreeEvents": watch,
+    }
+    for name, call in calls.items():
+        for scope, field in ((tenant("T BAD"), "scope.tenant_id"), (org("o_OPS"), "scope.org_id")):
+            refused = await fails(call(scope))
+            assert (name, refused.code, refused.fields) == (name, INVALID, [field])
+
+
+async def test_an_id_the_directory_refuses_is_the_callers_error_on_the_callers_field(
+    suite: Suite,
+) -> None:
+    # The directory client, asked about an id nobody checked first: the permissions service
+    # answers INVALID_ARGUMENT on its own `id`, which is the caller's field here.
+    runtime = suite.integration_service.runtime
+    channel = runtime.channel(runtime.settings.permissions_address)
+    try:
+        with pytest.raises(InvalidArgument) as caught:
+            await DirectoryClient(channel).workspace(
+                "W BAD", field="initial_permissions.grantees[0].workspace_id"
+            )
+    finally:
+        await channel.close()
+    assert [v.field for v in caught.value.violations] == [
+        "initial_permissions.grantees[0].workspace_id"
+    ]
+
+
+async def test_create_with_the_directory_down_is_unavailable(
+    suite: Suite, service_env: dict[str, Any]
+) -> None:
+    cut_off = await serve(
+        integration_spec(),
+        IntegrationSettings(
+            **{
+                **service_env,
+                "db_schema": "integration_cut_off",
+                "permissions_address": f"127.0.0.1:{free_port()}",
+            }
+        ),
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{cut_off.port}") as channel:
+            stub = rpc_grpc.IntegrationServiceStub(channel)
+            down = await fails(
+                stub.CreateIntegration(
+                    rpc.CreateIntegrationRequest(integration=new_integration("aws")),
+                    metadata=OWNER,
+                )
+            )
+    finally:
+        await cut_off.stop()
+    assert (down.code, down.reason) == (grpc.StatusCode.UNAVAILABLE, "DIRECTORY_UNAVAILABLE")
 
 
 # -- role templates ----------------------------------------------------------------------------
@@ -987,6 +1069,8 @@ IN = "integration."
 ROLE = "arn:aws:iam::111111111111:role/"
 CONFIG = f"{IN}connection_config."
 ALL_ORGS = pb.ROOT_FOLDER_PERMISSIONS_MODE_ALL_ORGS
+ALL_WORKSPACES = pb.ROOT_FOLDER_PERMISSIONS_MODE_ALL_WORKSPACES
+NONE = pb.ROOT_FOLDER_PERMISSIONS_MODE_NONE
 SPECIFIC = pb.ROOT_FOLDER_PERMISSIONS_MODE_SPECIFIC
 
 BAD_INPUTS = [
@@ -1152,6 +1236,27 @@ BAD_INPUTS = [
         permissions=pb.RootFolderPermissions(mode=ALL_ORGS),
     ),
     BadInput(
+        "permissions-all-workspaces-at-tenant-scope",
+        "initial_permissions.mode",
+        permissions=pb.RootFolderPermissions(mode=ALL_WORKSPACES),
+    ),
+    BadInput(
+        "permissions-mode-unspecified",
+        "initial_permissions.mode",
+        permissions=pb.RootFolderPermissions(),
+    ),
+    BadInput(
+        "permissions-mode-unspecified-with-grantees",
+        "initial_permissions.mode",
+        org_id="o_ops",
+        permissions=pb.RootFolderPermissions(grantees=[types_pb2.Grantee(workspace_id="w_ops1")]),
+    ),
+    BadInput(
+        "permissions-mode-unknown",
+        "initial_permissions.mode",
+        permissions=pb.RootFolderPermissions(mode=99),  # type: ignore[arg-type]
+    ),
+    BadInput(
         "permissions-specific-without-grantees",
         "initial_permissions.grantees",
         permissions=pb.RootFolderPermissions(mode=SPECIFIC),
@@ -1168,6 +1273,39 @@ BAD_INPUTS = [
         "initial_permissions.grantees[0]",
         permissions=pb.RootFolderPermissions(
             mode=SPECIFIC, grantees=[types_pb2.Grantee(org_id="o_elsewhere")]
+        ),
+    ),
+    BadInput(
+        "permissions-workspace-id-malformed",
+        "initial_permissions.grantees[0].workspace_id",
+        permissions=pb.RootFolderPermissions(
+            mode=SPECIFIC, grantees=[types_pb2.Grantee(workspace_id="W BAD")]
+        ),
+    ),
+    BadInput(
+        "permissions-org-id-malformed",
+        "initial_permissions.grantees[0].org_id",
+        permissions=pb.RootFolderPermissions(
+            mode=SPECIFIC, grantees=[types_pb2.Grantee(org_id="o-ops")]
+        ),
+    ),
+    BadInput(
+        "permissions-tenant-id-malformed",
+        "initial_permissions.grantees[0].tenant_id",
+        permissions=pb.RootFolderPermissions(
+            mode=SPECIFIC, grantees=[types_pb2.Grantee(tenant_id="t_ACME")]
+        ),
+    ),
+    BadInput(
+        "permissions-second-workspace-id-malformed",
+        "initial_permissions.grantees[1].workspace_id",
+        org_id="o_ops",
+        permissions=pb.RootFolderPermissions(
+            mode=SPECIFIC,
+            grantees=[
+                types_pb2.Grantee(workspace_id="w_ops1"),
+                types_pb2.Grantee(workspace_id="w"),
+            ],
         ),
     ),
     BadInput(
@@ -1217,6 +1355,35 @@ async def test_the_bad_input_baseline_is_valid(suite: Suite) -> None:
     request.integration.handle = "aws-bad-org"
     reply = await suite.integrations.CreateIntegration(request, metadata=OWNER)
     assert reply.integration.scope == org("o_ops")
+
+
+async def created_event(suite: Suite, integration_id: str) -> tree_pb.IntegrationCreated:
+    stream = suite.tree.WatchTreeEvents(
+        tree_rpc.WatchTreeEventsRequest(integration_id=integration_id), metadata=OWNER
+    )
+    try:
+        reply = await anext(aiter(stream))
+    finally:
+        stream.cancel()
+    return reply.events[0].integration_created
+
+
+async def test_initial_permissions_say_which_grants_the_root_folder_gets(suite: Suite) -> None:
+    # Left out: no grants, written down as NONE.
+    unset = await create(suite, new_integration("aws-unset"))
+    assert (await created_event(suite, unset.id)).initial_permissions.mode == NONE
+    # Each scope's own "everything" mode, and NONE, as given.
+    cases = [
+        (new_integration("aws-tenant-all"), ALL_ORGS),
+        (new_integration("aws-org-all", org_id="o_ops"), ALL_WORKSPACES),
+        (new_integration("aws-none"), NONE),
+    ]
+    for message, mode in cases:
+        created = await create(
+            suite, message, initial_permissions=pb.RootFolderPermissions(mode=mode)
+        )
+        event = await created_event(suite, created.id)
+        assert (message.handle, event.initial_permissions.mode) == (message.handle, mode)
 
 
 async def test_a_malformed_integration_id_names_the_id_field(suite: Suite) -> None:

@@ -11,7 +11,8 @@ import grpc
 from canopy.permissions.v1 import directory_service_pb2 as rpc
 from canopy.permissions.v1 import directory_service_pb2_grpc as rpc_grpc
 from canopy.type.v1 import types_pb2
-from canopy_core.errors import NotFound, Unavailable
+from canopy_core.errors import NotFound
+from canopy_core.remote import dependency_error
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,14 @@ class WorkspaceInfo:
 
 
 class Directory(Protocol):
-    """Lookups other services need from the directory."""
+    """Lookups other services need from the directory. `field` is the path of the caller's
+    request field the id came from: a refused id is the caller's error on that field."""
 
-    async def tenant(self, tenant_id: str) -> ScopeInfo: ...
+    async def tenant(self, tenant_id: str, *, field: str) -> ScopeInfo: ...
 
-    async def org(self, org_id: str) -> ScopeInfo: ...
+    async def org(self, org_id: str, *, field: str) -> ScopeInfo: ...
 
-    async def workspace(self, workspace_id: str) -> WorkspaceInfo: ...
+    async def workspace(self, workspace_id: str, *, field: str) -> WorkspaceInfo: ...
 
 
 def _plan(value: int) -> str:
@@ -53,36 +55,40 @@ class DirectoryClient:
         self._stub = rpc_grpc.DirectoryServiceStub(channel)
         self._timeout = timeout
 
-    async def _call(self, kind: str, resource_id: str, method: str, request: object) -> object:
+    async def _call(
+        self, kind: str, resource_id: str, field: str, method: str, request: object
+    ) -> object:
         try:
             return await getattr(self._stub, method)(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(kind, resource_id) from None
-            raise Unavailable(
-                f"the directory could not be asked about {kind} {resource_id!r}: "
-                f"{error.code().name}",
-                reason="DIRECTORY_UNAVAILABLE",
+            raise dependency_error(
+                error, "DIRECTORY", field=field, asking=f"about {kind} {resource_id!r}"
             ) from None
 
-    async def tenant(self, tenant_id: str) -> ScopeInfo:
+    async def tenant(self, tenant_id: str, *, field: str) -> ScopeInfo:
         """A tenant and its plan."""
         reply = await self._call(
-            "tenant", tenant_id, "GetTenant", rpc.GetTenantRequest(id=tenant_id)
+            "tenant", tenant_id, field, "GetTenant", rpc.GetTenantRequest(id=tenant_id)
         )
         tenant = reply.tenant  # type: ignore[attr-defined]
         return ScopeInfo(tenant.id, tenant.id, _plan(tenant.plan))
 
-    async def org(self, org_id: str) -> ScopeInfo:
+    async def org(self, org_id: str, *, field: str) -> ScopeInfo:
         """An org, its tenant and its plan."""
-        reply = await self._call("org", org_id, "GetOrg", rpc.GetOrgRequest(id=org_id))
+        reply = await self._call("org", org_id, field, "GetOrg", rpc.GetOrgRequest(id=org_id))
         org = reply.org  # type: ignore[attr-defined]
         return ScopeInfo(org.id, org.tenant_id, _plan(org.plan))
 
-    async def workspace(self, workspace_id: str) -> WorkspaceInfo:
+    async def workspace(self, workspace_id: str, *, field: str) -> WorkspaceInfo:
         """A workspace, its org and tenant."""
         reply = await self._call(
-            "workspace", workspace_id, "GetWorkspace", rpc.GetWorkspaceRequest(id=workspace_id)
+            "workspace",
+            workspace_id,
+            field,
+            "GetWorkspace",
+            rpc.GetWorkspaceRequest(id=workspace_id),
         )
         ws = reply.workspace  # type: ignore[attr-defined]
         return WorkspaceInfo(ws.id, ws.org_id, ws.tenant_id)

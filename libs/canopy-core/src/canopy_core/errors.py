@@ -167,3 +167,28 @@ class Unavailable(CanopyError):
 
     code = Code.UNAVAILABLE
     reason = "UNAVAILABLE"
+
+
+class Refused(CanopyError):
+    """Another Canopy service refused a value this one passed on from the caller's request
+    (NOT_FOUND, FAILED_PRECONDITION, …): the caller's error, answered with the code the other
+    service gave and the caller's field in `metadata`."""
+
+    def __init__(
+        self,
+        code: Code,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason or code.value, metadata=metadata)
+        self.code = code
+
+
+class DependencyFailed(CanopyError):
+    """Another Canopy service failed in a way neither the caller nor a retry can fix (it refused
+    this service's own credentials, or answered INTERNAL): a fault of the deployment."""
+
+    code = Code.INTERNAL
+    reason = "DEPENDENCY_FAILED"

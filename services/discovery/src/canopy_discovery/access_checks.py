@@ -50,10 +50,10 @@ async def discovery_access_for_role(
     owner_id = owner.group(1)
     try:
         if owner_id.startswith("o_"):
-            info = await directory.org(owner_id)
+            info = await directory.org(owner_id, field="access.external_id")
             chain: tuple[str | None, ...] = (info.tenant_id, owner_id)
         else:
-            await directory.tenant(owner_id)
+            await directory.tenant(owner_id, field="access.external_id")
             chain = (owner_id,)
     except NotFound:
         chain = (owner_id,)

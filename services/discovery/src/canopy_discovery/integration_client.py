@@ -12,8 +12,8 @@ from canopy.integration.v1 import connection_tree_service_pb2_grpc as tree_grpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
 from canopy.integration.v1 import integration_service_pb2_grpc as rpc_grpc
-from canopy_core.errors import Aborted, NotFound, OutOfRange, Unavailable
-from canopy_core.remote import error_info
+from canopy_core.errors import Aborted, NotFound, OutOfRange
+from canopy_core.remote import dependency_error, error_info
 
 
 class IntegrationClient:
@@ -25,19 +25,25 @@ class IntegrationClient:
         self._timeout = timeout
 
     @staticmethod
-    def _translate(error: grpc.aio.AioRpcError, what: str, resource_id: str) -> Exception:
+    def _translate(
+        error: grpc.aio.AioRpcError, what: str, resource_id: str, field: str = "integration_id"
+    ) -> Exception:
         code = error.code()
         if code == grpc.StatusCode.NOT_FOUND:
-            return NotFound("integration", resource_id)
+            # A deleted integration's scope, while the integration service still knows it.
+            _reason, metadata = error_info(error)
+            gone = NotFound("integration", resource_id)
+            gone.metadata.update(
+                {k: metadata[k] for k in ("tenant_id", "org_id") if metadata.get(k)}
+            )
+            return gone
         if code == grpc.StatusCode.ABORTED:
             return Aborted(error.details() or "aborted", reason="TREE_GENERATION_MISMATCH")
         if code == grpc.StatusCode.OUT_OF_RANGE:
             reason, metadata = error_info(error)
             return OutOfRange(error.details() or "out of range", reason=reason, metadata=metadata)
-        return Unavailable(
-            f"the integration service could not {what}: {code.name} {error.details()}",
-            reason="INTEGRATION_SERVICE_UNAVAILABLE",
-        )
+        # Unreachable is UNAVAILABLE; a refused value is the caller's error on `field`.
+        return dependency_error(error, "INTEGRATION_SERVICE", field=field, asking=f"to {what}")
 
     async def get_integration(self, integration_id: str) -> pb.Integration:
         """An integration, whatever its scope."""
@@ -78,7 +84,9 @@ class IntegrationClient:
             )
             return reply
         except grpc.aio.AioRpcError as error:
-            raise self._translate(error, "apply the snapshot", request.integration_id) from None
+            raise self._translate(
+                error, "apply the snapshot", request.integration_id, "snapshot"
+            ) from None
 
     async def watch(self, after_revision: int) -> AsyncIterator[list[tree_pb.TreeEvent]]:
         """Every tree event after a revision, in batches (empty on progress messages)."""
@@ -89,6 +97,6 @@ class IntegrationClient:
             async for reply in stream:
                 yield list(reply.events)
         except grpc.aio.AioRpcError as error:
-            raise self._translate(error, "stream tree events", "*") from None
+            raise self._translate(error, "stream tree events", "*", "after_revision") from None
         finally:
             stream.cancel()

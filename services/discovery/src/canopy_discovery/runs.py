@@ -132,14 +132,19 @@ def _denied(principal: Principal, what: str) -> PermissionDenied:
 async def scope_of(
     integrations: IntegrationClient, principal: Principal, integration_id: str
 ) -> tuple[str, str | None, int]:
-    """An integration's tenant, org and sync interval; hidden from outsiders."""
+    """An integration's tenant, org and sync interval; hidden from outsiders. A deleted one is
+    NOT_FOUND for its scope's members (while the integration service keeps its tombstone), as
+    the integration service answers them."""
     with Violations() as v:
         v.resource_id("integration_id", integration_id, "i")
     try:
         integration = await integrations.get_integration(integration_id)
-    except NotFound:
+    except NotFound as gone:
         if principal.system:
             raise
+        deleted_from = gone.metadata.get("tenant_id")
+        if deleted_from and principal.is_member(deleted_from, gone.metadata.get("org_id") or None):
+            raise NotFound("integration", integration_id) from None
         raise _denied(principal, f"integration {integration_id}") from None
     tenant_id = integration.tenant_id
     org_id = integration.scope.org_id or None
@@ -224,15 +229,12 @@ async def list_runs(
     size = page_size(requested_size)
     arguments = {"integration_id": integration_id}
     token = PageToken.decode(page_token, arguments)
+    # Asked every time: a deleted integration's runs are kept, but it is gone (NOT_FOUND).
+    await scope_of(integrations, principal, integration_id)
     async with db.connection() as conn:
         rows = await store.list_runs(
             conn, integration_id, str(token.after) if token else None, size + 1
         )
-    if rows:
-        if not principal.is_member(*rows[0].chain):
-            raise _denied(principal, f"integration {integration_id}")
-    else:
-        await scope_of(integrations, principal, integration_id)
     more = len(rows) > size
     rows = rows[:size]
     return RunPage(rows, PageToken(rows[-1].id).encode(arguments) if more else "")

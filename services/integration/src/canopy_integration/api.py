@@ -29,7 +29,7 @@ from canopy_integration.convert import (
 )
 from canopy_integration.events import decode
 from canopy_integration.integrations import Context, NewIntegration
-from canopy_integration.model import Integration, Scope, Snapshot
+from canopy_integration.model import Integration, RootFolderPermissions, Scope, Snapshot
 from canopy_integration.tree_paths import folder_paths
 from canopy_integration.watch import watch_tree_events
 
@@ -85,7 +85,10 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
                 if scope.WhichOneof("owner") == "tenant_id"
                 else None,
                 scope_org_id=scope.org_id if scope.WhichOneof("owner") == "org_id" else None,
-                permissions=permissions_from_proto(request.initial_permissions),
+                # Unset: no grants (NONE). Set: its mode must say which.
+                permissions=permissions_from_proto(request.initial_permissions)
+                if request.HasField("initial_permissions")
+                else RootFolderPermissions(),
             ),
             request,
         )

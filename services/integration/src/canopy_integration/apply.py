@@ -24,7 +24,7 @@ from canopy_integration import store
 from canopy_integration.convert import integration_to_proto
 from canopy_integration.errors import GenerationMismatch
 from canopy_integration.events import TreeEvents
-from canopy_integration.integrations import Context, check_id, hidden
+from canopy_integration.integrations import Context, check_id, missing
 from canopy_integration.model import Integration, IntegrationState, Snapshot
 from canopy_integration.tree_diff import (
     TreePlan,
@@ -101,7 +101,7 @@ async def apply_outcome(
                 return earlier
         integration = await store.get_integration(conn, integration_id, for_update=True)
         if integration is None:
-            raise hidden(principal, "integration", integration_id)
+            raise await missing(conn, principal, "integration", integration_id)
         if expected_generation != integration.tree_generation:
             raise GenerationMismatch(
                 integration_id, expected_generation, integration.tree_generation

@@ -70,16 +70,15 @@ def grantee_to_proto(grantee: Grantee) -> types_pb2.Grantee:
 
 
 def permissions_from_proto(message: pb.RootFolderPermissions) -> RootFolderPermissions | None:
-    """Initial root-folder permissions; None for an unknown mode (the caller reports it)."""
-    if message.mode == pb.ROOT_FOLDER_PERMISSIONS_MODE_UNSPECIFIED and not message.grantees:
-        return RootFolderPermissions()
+    """Initial root-folder permissions as given; None when the mode is unspecified or unknown
+    (the caller reports it: a mode is never guessed)."""
     try:
         name = pb.RootFolderPermissionsMode.Name(message.mode)
     except ValueError:
         return None
     mode = name.removeprefix("ROOT_FOLDER_PERMISSIONS_MODE_")
     if mode == "UNSPECIFIED":
-        mode = "SPECIFIC" if message.grantees else "NONE"
+        return None
     return RootFolderPermissions(
         mode=PermissionsMode(mode),
         grantees=tuple(grantee_from_proto(g) for g in message.grantees),

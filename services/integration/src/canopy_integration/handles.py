@@ -4,8 +4,9 @@ A connection handle is the schema name a workspace sees, so it follows PostgreSQ
 stays clear of the names PostgreSQL and Steampipe reserve. A discovered connection's handle is
 *dynamic* (handle prefix + slug of the account name); a user-set one is *static*. Collisions
 resolve deterministically and stably: whoever holds a handle keeps it, the newcomer gets a suffix
-from its account id, and one assignment never swaps two handles. Folders follow the same rules
-among their siblings. Pure: no I/O.
+from its account id, and one assignment never swaps two handles. A prefix change replaces only
+the prefix: the slug and any suffix stay. Folders follow the same rules among their siblings.
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -303,14 +304,22 @@ def _assign(
     what: str,
     base_of: Callable[[str, str], str],
     candidates_of: Callable[[str, str], _Candidates],
+    wanted: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Give every request a handle; see `assign_connection_handles` for the rules."""
+    """Give every request a handle; see `assign_connection_handles` for the rules. `wanted`
+    (by key) replaces a dynamic request's current handle as the one it keeps if it can."""
     keys = [r.key for r in requests]
     if len(set(keys)) != len(keys):
         raise ValueError(f"{what} handle requests repeat a key")
     ordered = sorted(requests, key=lambda r: r.order)
     assigned: dict[str, str] = {}
     used = set(taken)
+
+    # What anyone held before this assignment stays with its holder: no swaps in one pass.
+    held_by: dict[str, set[str]] = {}
+    for request in requests:
+        if request.current is not None:
+            held_by.setdefault(request.current, set()).add(request.key)
 
     # 1. User-set handles never change.
     for request in ordered:
@@ -323,32 +332,29 @@ def _assign(
         assigned[request.key] = request.current
         used.add(request.current)
 
-    # 2. A dynamic handle stays while it is still a form of what the name asks for.
+    # 2. A dynamic handle stays while it is still a form of what the name asks for (or, where
+    #    `wanted` names another, that one, unless someone else held it before).
     bases: dict[str, str] = {}
     candidates: dict[str, _Candidates] = {}
     for request in ordered:
         if request.static:
             continue
         base = bases[request.key] = base_of(request.name, request.aws_id)
-        current = request.current
-        if current is None or current in used:
+        keep = request.current if wanted is None else wanted.get(request.key, request.current)
+        if keep is None or keep in used:
             continue
-        if current == base:  # the common case of a sync: nothing to compute
-            assigned[request.key] = current
-            used.add(current)
+        if keep != request.current and held_by.get(keep, set()) - {request.key}:
+            continue
+        if keep == base:  # the common case of a sync: nothing to compute
+            assigned[request.key] = keep
+            used.add(keep)
             continue
         candidates[request.key] = candidates_of(base, request.aws_id)
-        if candidates[request.key].includes(current):
-            assigned[request.key] = current
-            used.add(current)
+        if candidates[request.key].includes(keep):
+            assigned[request.key] = keep
+            used.add(keep)
 
-    # 3. What anyone held before this assignment stays with its holder: no swaps in one pass.
-    held_by: dict[str, set[str]] = {}
-    for request in requests:
-        if request.current is not None:
-            held_by.setdefault(request.current, set()).add(request.key)
-
-    # 4. Everyone else takes the first free candidate, in account (OU) id order.
+    # 3. Everyone else takes the first free candidate, in account (OU) id order.
     for request in ordered:
         if request.key in assigned:
             continue
@@ -378,16 +384,90 @@ def assign_connection_handles(
         raise ValueError(f"handle prefix {prefix!r} {problem}")
 
     return _assign(
-        [
-            _Request(
-                r.key, (r.account_id, r.key), r.current, r.static, r.account_name, r.account_id
-            )
-            for r in requests
-        ],
+        _connection_requests(requests),
         taken_elsewhere,
         "connection",
         lambda name, account_id: _dynamic_connection_handle(prefix, name, account_id),
         _connection_candidates,
+    )
+
+
+def _connection_requests(requests: Sequence[HandleRequest]) -> list[_Request]:
+    return [
+        _Request(r.key, (r.account_id, r.key), r.current, r.static, r.account_name, r.account_id)
+        for r in requests
+    ]
+
+
+def _same_form(current: str, before: _Candidates, after: _Candidates) -> str | None:
+    """The candidate of `after` in the place `current` has among `before`'s: the base for the
+    base, the same id suffix for a suffixed form, the same counter for a numbered one."""
+    if current == before.base:
+        return after.base
+    for tail in before.tails:
+        if current == _suffixed(before.base, tail, None, folder=before.folder):
+            return _suffixed(after.base, tail, None, folder=after.folder)
+    found = _COUNTER.search(current)
+    if found is not None:
+        counter = int(found.group(1))
+        if counter >= 2 and before.numbered(counter) == current:
+            return after.numbered(counter)
+    return None
+
+
+def prefix_replaced(old_prefix: str, new_prefix: str, request: HandleRequest) -> str | None:
+    """The handle a dynamic connection asks for when the handle prefix changes: its handle with
+    only the prefix replaced (`e2e_prod_a_8159` → `acc_prod_a_8159`). Where the slug depends on
+    the prefix (a name cut to fit, a leading digit, a reserved name), the same form (same
+    suffix) of the new prefix's handle for the account instead. None for a static connection,
+    a new one, or a handle that is no form of the old prefix's."""
+    if request.static or request.current is None:
+        return None
+    for prefix in (old_prefix, new_prefix):
+        problem = prefix_problem(prefix)
+        if problem is not None:
+            raise ValueError(f"handle prefix {prefix!r} {problem}")
+    current = request.current
+    old_base = _dynamic_connection_handle(old_prefix, request.account_name, request.account_id)
+    new_base = _dynamic_connection_handle(new_prefix, request.account_name, request.account_id)
+    before = _connection_candidates(old_base, request.account_id)
+    after = _connection_candidates(new_base, request.account_id)
+    if not before.includes(current):
+        return None
+    literal = new_prefix + current.removeprefix(old_prefix)
+    if (
+        current.startswith(old_prefix)
+        and connection_handle_problem(literal) is None
+        and after.includes(literal)
+    ):
+        return literal
+    return _same_form(current, before, after)
+
+
+def reprefix_connection_handles(
+    old_prefix: str,
+    new_prefix: str,
+    requests: Sequence[HandleRequest],
+    taken_elsewhere: AbstractSet[str],
+) -> dict[str, str]:
+    """The handles after the integration's prefix changes from `old_prefix` to `new_prefix`.
+
+    Static handles stay. A dynamic handle becomes `prefix_replaced` (only the prefix changes;
+    slug and collision suffix stay) unless that is taken elsewhere, or held by another request
+    before the change; then the usual rule of `assign_connection_handles` gives it one.
+    """
+    wanted = {}
+    for request in requests:
+        replaced = prefix_replaced(old_prefix, new_prefix, request)
+        if replaced is not None:
+            wanted[request.key] = replaced
+    return _assign(
+        _connection_requests(requests),
+        taken_elsewhere,
+        "connection",
+        lambda name, account_id: _dynamic_connection_handle(new_prefix, name, account_id),
+        _connection_candidates,
+        wanted,
     )
 
 

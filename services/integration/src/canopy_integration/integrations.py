@@ -29,7 +29,7 @@ from canopy_core.eventlog import EventLog
 from canopy_core.ids import id_pattern, new_id
 from canopy_core.pagination import PageToken, page_size
 from canopy_core.validation import HANDLE, HANDLE_RULE, Violations
-from canopy_integration import aws, handles, store, templates
+from canopy_integration import aws, handles, initial_permissions, store, templates
 from canopy_integration.config import apply_config_mask, effective_config, validate_config
 from canopy_integration.convert import integration_to_proto
 from canopy_integration.errors import ConfirmationMismatch, HandleTaken, PlanNotEligible
@@ -40,7 +40,6 @@ from canopy_integration.model import (
     Folder,
     FolderKind,
     Integration,
-    PermissionsMode,
     RootFolderPermissions,
     Scope,
 )
@@ -119,7 +118,7 @@ class NewIntegration:
     integration: Integration
     scope_tenant_id: str | None
     scope_org_id: str | None
-    permissions: RootFolderPermissions | None
+    permissions: RootFolderPermissions | None  # None: given without a known mode
 
 
 # -- validation (pure) -----------------------------------------------------------------------
@@ -223,9 +222,14 @@ def _raise(found: list[FieldViolation], reason: str | None = None) -> None:
 
 
 def hidden(principal: Principal, kind: str, resource_id: str, *chain: str | None) -> Exception:
-    """NOT_FOUND for callers entitled to know, PERMISSION_DENIED for everyone else."""
+    """NOT_FOUND for callers entitled to know, PERMISSION_DENIED for everyone else. System
+    callers also learn the scope `chain` names (a deleted item's tenant and org), so another
+    service can answer the item's members as this one does."""
     if principal.system or principal.is_member(resource_id, *chain):
-        return NotFound(kind, resource_id)
+        found = NotFound(kind, resource_id)
+        if principal.system and chain and chain[0]:
+            found.metadata.update(tenant_id=chain[0], org_id=chain[1] or "")
+        return found
     return PermissionDenied(
         f"{principal.subject!r} may not read {kind} {resource_id!r}",
         metadata={"subject": principal.subject, "resource": f"{kind} {resource_id}"},
@@ -240,19 +244,65 @@ async def missing(
     return hidden(principal, kind, resource_id, *(scope.chain if scope else ()))
 
 
+async def readable(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    integration_id: str,
+    *,
+    named: tuple[str, str] | None = None,
+    for_update: bool = False,
+) -> Integration:
+    """The integration if the caller may read it. Every RPC naming an integration, or a folder
+    or connection of it (`named`: the kind and id the caller gave), answers alike: NOT_FOUND for
+    its scope's members, also once deleted while its tombstone is kept; PERMISSION_DENIED for
+    everyone else, whether or not it exists."""
+    kind, resource_id = named or ("integration", integration_id)
+    integration = await store.get_integration(conn, integration_id, for_update=for_update)
+    if integration is None:
+        raise await missing(conn, principal, kind, resource_id)
+    if not principal.is_member(*integration.scope.chain):
+        raise hidden(principal, kind, resource_id)
+    return integration
+
+
+async def writable(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    integration_id: str,
+    *,
+    named: tuple[str, str] | None = None,
+    for_update: bool = False,
+) -> Integration:
+    """The integration if the caller owns its scope (else as `readable`)."""
+    integration = await readable(
+        conn, principal, integration_id, named=named, for_update=for_update
+    )
+    principal.require_owner(*integration.scope.chain, resource=f"integration {integration_id}")
+    return integration
+
+
 async def resolve_scope(
-    ctx: Context, principal: Principal, tenant_id: str | None, org_id: str | None
+    ctx: Context,
+    principal: Principal,
+    tenant_id: str | None,
+    org_id: str | None,
+    *,
+    at: str = "scope",
+    field: str | None = None,
 ) -> tuple[Scope, ScopeInfo]:
-    """The full scope (an org's tenant) from the directory; hidden from outsiders."""
+    """The full scope (an org's tenant) from the directory; hidden from outsiders. Errors name
+    `<at>.org_id` or `<at>.tenant_id` (`at`: the request's Scope message), or `field`."""
+    kind, resource_id = ("org", org_id) if org_id else ("tenant", tenant_id or "")
+    field = field or f"{at}.{kind}_id"
+    with Violations() as v:
+        v.resource_id(field, resource_id, kind[0])
     try:
         if org_id:
-            info = await ctx.directory.org(org_id)
+            info = await ctx.directory.org(org_id, field=field)
             return Scope(tenant_id=info.tenant_id, org_id=org_id), info
-        assert tenant_id is not None
-        info = await ctx.directory.tenant(tenant_id)
-        return Scope(tenant_id=tenant_id), info
+        info = await ctx.directory.tenant(resource_id, field=field)
+        return Scope(tenant_id=resource_id), info
     except NotFound:
-        kind, resource_id = ("org", org_id) if org_id else ("tenant", tenant_id or "")
         raise hidden(principal, kind, resource_id) from None
 
 
@@ -263,58 +313,6 @@ def check_plan(scope: Scope, info: ScopeInfo) -> None:
             raise PlanNotEligible("org", scope.org_id, info.plan, "TEAM or ENTERPRISE")
     elif info.plan != "ENTERPRISE":
         raise PlanNotEligible("tenant", scope.tenant_id, info.plan, "ENTERPRISE")
-
-
-async def check_permissions(ctx: Context, scope: Scope, permissions: RootFolderPermissions) -> None:
-    """Initial grants must stay inside the integration's scope."""
-    found: list[FieldViolation] = []
-    path = "initial_permissions"
-    if permissions.mode is PermissionsMode.ALL_ORGS and scope.org_id:
-        found.append(FieldViolation(f"{path}.mode", "ALL_ORGS is for tenant-scoped integrations"))
-    if permissions.mode is PermissionsMode.SPECIFIC and not permissions.grantees:
-        found.append(FieldViolation(f"{path}.grantees", "SPECIFIC needs at least one grantee"))
-    if permissions.mode is not PermissionsMode.SPECIFIC and permissions.grantees:
-        found.append(FieldViolation(f"{path}.grantees", "grantees are only for mode SPECIFIC"))
-    for i, grantee in enumerate(permissions.grantees):
-        where = f"{path}.grantees[{i}]"
-        if grantee.tenant_id:
-            if scope.org_id or grantee.tenant_id != scope.tenant_id:
-                found.append(
-                    FieldViolation(
-                        where, "a tenant grant must name this integration's tenant, at tenant scope"
-                    )
-                )
-        elif grantee.org_id:
-            if scope.org_id and grantee.org_id != scope.org_id:
-                found.append(FieldViolation(where, "must be this integration's org"))
-            elif not scope.org_id:
-                try:
-                    org = await ctx.directory.org(grantee.org_id)
-                except NotFound:
-                    found.append(FieldViolation(where, f"org {grantee.org_id!r} does not exist"))
-                else:
-                    if org.tenant_id != scope.tenant_id:
-                        found.append(
-                            FieldViolation(where, "must be an org of this integration's tenant")
-                        )
-        elif grantee.workspace_id:
-            try:
-                ws = await ctx.directory.workspace(grantee.workspace_id)
-            except NotFound:
-                found.append(
-                    FieldViolation(where, f"workspace {grantee.workspace_id!r} does not exist")
-                )
-            else:
-                inside = (
-                    ws.org_id == scope.org_id if scope.org_id else ws.tenant_id == scope.tenant_id
-                )
-                if not inside:
-                    found.append(
-                        FieldViolation(where, "must be a workspace inside this integration's scope")
-                    )
-        else:
-            found.append(FieldViolation(where, "name a tenant, an org or a workspace"))
-    _raise(found, "GRANTEE_OUTSIDE_SCOPE" if found else None)
 
 
 # -- use cases ---------------------------------------------------------------------------------
@@ -343,15 +341,18 @@ async def create_integration(
         found.append(FieldViolation("integration.handle", "is required"))
     reason = validate_access(given.integration, owner_id, "integration", found)
     validate_settings(given.integration, "integration", found)
-    if given.permissions is None:
-        found.append(FieldViolation("initial_permissions.mode", "is not a known mode"))
+    found.extend(
+        initial_permissions.form_problems(given.permissions, org_scoped=bool(given.scope_org_id))
+    )
     _raise(found, reason)
     assert given.permissions is not None
 
-    scope, info = await resolve_scope(ctx, principal, given.scope_tenant_id, given.scope_org_id)
+    scope, info = await resolve_scope(
+        ctx, principal, given.scope_tenant_id, given.scope_org_id, at="integration.scope"
+    )
     principal.require_owner(*scope.chain, resource=f"integrations of {scope.owner_id}")
     check_plan(scope, info)
-    await check_permissions(ctx, scope, given.permissions)
+    await initial_permissions.check(ctx.directory, scope, given.permissions)
 
     async with ctx.db.transaction() as conn:
         if request.request_id:
@@ -409,28 +410,7 @@ async def get_integration(ctx: Context, principal: Principal, integration_id: st
     """One integration, for members of its scope."""
     check_id("id", integration_id, "i")
     async with ctx.db.connection() as conn:
-        integration = await store.get_integration(conn, integration_id)
-        if integration is None:
-            raise await missing(conn, principal, "integration", integration_id)
-    return readable(principal, integration, integration_id)
-
-
-def readable(
-    principal: Principal, integration: Integration | None, integration_id: str
-) -> Integration:
-    """The integration if the caller may read it."""
-    if integration is None or not principal.is_member(*integration.scope.chain):
-        raise hidden(principal, "integration", integration_id)
-    return integration
-
-
-def writable(
-    principal: Principal, integration: Integration | None, integration_id: str
-) -> Integration:
-    """The integration if the caller owns its scope."""
-    integration = readable(principal, integration, integration_id)
-    principal.require_owner(*integration.scope.chain, resource=f"integration {integration_id}")
-    return integration
+        return await readable(conn, principal, integration_id)
 
 
 async def list_integrations(
@@ -558,11 +538,7 @@ async def update_integration(
     """Apply masked changes; renames and configuration changes ripple to connections."""
     check_id("integration.id", integration_id, "i")
     async with ctx.db.transaction() as conn:
-        current = writable(
-            principal,
-            await store.get_integration(conn, integration_id, for_update=True),
-            integration_id,
-        )
+        current = await writable(conn, principal, integration_id, for_update=True)
         if etag and etag != current.etag:
             raise StaleEtag("integration", integration_id)
         updated = merge_update(current, given, paths)
@@ -607,7 +583,8 @@ async def update_integration(
         renamed: dict[str, str] = {}
         if saved.handle_prefix != current.handle_prefix:
             taken = await store.handles_elsewhere(conn, saved.scope.tenant_id, integration_id)
-            assigned = handles.assign_connection_handles(
+            assigned = handles.reprefix_connection_handles(
+                current.handle_prefix,
                 saved.handle_prefix,
                 [
                     handles.HandleRequest(
@@ -672,11 +649,7 @@ async def delete_integration(
             )
             if earlier is not None:
                 return
-        integration = writable(
-            principal,
-            await store.get_integration(conn, integration_id, for_update=True),
-            integration_id,
-        )
+        integration = await writable(conn, principal, integration_id, for_update=True)
         if confirm_handle != integration.handle:
             raise ConfirmationMismatch(
                 f"confirm_handle must be the integration's handle {integration.handle!r} "
@@ -745,9 +718,7 @@ async def render_role_template(
     if integration_id:
         check_id("integration_id", integration_id, "i")
         async with ctx.db.connection() as conn:
-            integration = readable(
-                principal, await store.get_integration(conn, integration_id), integration_id
-            )
+            integration = await readable(conn, principal, integration_id)
     role_arn: aws.RoleArn | None = None
     if integration is not None:
         if kind == "discovery":
@@ -778,7 +749,7 @@ async def render_role_template(
     # The external id must belong to a scope the caller may act for.
     if integration is None or external_id.partition(":")[0] != integration.scope.owner_id:
         tenant_id, org_id = (None, owner) if owner.startswith("o_") else (owner, None)
-        scope, _info = await resolve_scope(ctx, principal, tenant_id, org_id)
+        scope, _info = await resolve_scope(ctx, principal, tenant_id, org_id, field="external_id")
         principal.require_member(*scope.chain, resource=f"external ids of {owner}")
     if kind == "discovery":
         if role_arn is not None and role_arn.name == role_name:

@@ -108,9 +108,7 @@ async def get_folder(
         folder = await store.get_folder(conn, folder_id)
         if folder is None:
             raise await missing(conn, principal, "folder", folder_id)
-        integration = await store.get_integration(conn, folder.integration_id)
-        if integration is None or not principal.is_member(*integration.scope.chain):
-            raise hidden(principal, "folder", folder_id)
+        await readable(conn, principal, folder.integration_id, named=("folder", folder_id))
         folders = await store.load_folders(conn, folder.integration_id)
     return folder, folder_paths(folders).get(folder.id, [folder.handle])
 
@@ -135,14 +133,14 @@ async def list_folders(
     token = PageToken.decode(page_token, arguments)
     async with ctx.db.connection() as conn:
         if integration_id:
-            owner = integration_id
+            owner, named = integration_id, ("integration", integration_id)
         else:
-            parent = await store.get_folder(conn, parent_folder_id or "")
+            named = ("folder", parent_folder_id or "")
+            parent = await store.get_folder(conn, named[1])
             if parent is None:
-                raise hidden(principal, "folder", parent_folder_id or "")
+                raise await missing(conn, principal, *named)
             owner = parent.integration_id
-        integration = await store.get_integration(conn, owner)
-        readable(principal, integration, integration_id or parent_folder_id or "")
+        await readable(conn, principal, owner, named=named)
         rows = await store.list_folders(
             conn,
             integration_id=integration_id,
@@ -175,9 +173,9 @@ async def update_folder(
     async with ctx.db.transaction() as conn:
         folder = await store.get_folder(conn, folder_id, for_update=True)
         if folder is None:
-            raise hidden(principal, "folder", folder_id)
-        integration = writable(
-            principal, await store.get_integration(conn, folder.integration_id), folder_id
+            raise await missing(conn, principal, "folder", folder_id)
+        integration = await writable(
+            conn, principal, folder.integration_id, named=("folder", folder_id)
         )
         if etag and etag != folder.etag:
             raise StaleEtag("folder", folder_id)
@@ -252,10 +250,13 @@ async def list_connections(
         else:
             folder = await store.get_folder(conn, folder_id or "")
             if folder is None:
-                raise hidden(principal, "folder", folder_id or "")
+                raise await missing(conn, principal, "folder", folder_id or "")
             owner = folder.integration_id
-        integration = readable(
-            principal, await store.get_integration(conn, owner), integration_id or folder_id or ""
+        integration = await readable(
+            conn,
+            principal,
+            owner,
+            named=("integration", owner) if integration_id else ("folder", folder_id or ""),
         )
         rows = await store.list_connections(
             conn,
@@ -304,9 +305,9 @@ async def update_connection(
     async with ctx.db.transaction() as conn:
         current = await store.get_connection(conn, connection_id, for_update=True)
         if current is None:
-            raise hidden(principal, "connection", connection_id)
-        integration = writable(
-            principal, await store.get_integration(conn, current.integration_id), connection_id
+            raise await missing(conn, principal, "connection", connection_id)
+        integration = await writable(
+            conn, principal, current.integration_id, named=("connection", connection_id)
         )
         if etag and etag != current.etag:
             raise StaleEtag("connection", connection_id)
@@ -370,9 +371,7 @@ async def get_tree(ctx: Context, principal: Principal, integration_id: str) -> T
         ctx.db.connection() as conn,
         conn.transaction(isolation="repeatable_read", readonly=True),
     ):
-        integration = readable(
-            principal, await store.get_integration(conn, integration_id), integration_id
-        )
+        integration = await readable(conn, principal, integration_id)
         folders, connections = await store.load_tree(conn, integration_id)
         revision: int = await conn.fetchval("SELECT revision FROM event_log_head")
     return Tree(integration, folders, connections, revision)

@@ -54,6 +54,8 @@ def initial_grants(
     mode = permissions.mode
     org_id = integration.scope.org_id or None
     if mode == ipb.ROOT_FOLDER_PERMISSIONS_MODE_ALL_WORKSPACES:
+        # Org scope only; the tenant grant is for events of tenant-scoped integrations created
+        # before the integration service refused that combination.
         return [("org", org_id)] if org_id else [("tenant", integration.tenant_id)]
     if mode == ipb.ROOT_FOLDER_PERMISSIONS_MODE_ALL_ORGS:
         return [("tenant", integration.tenant_id)]

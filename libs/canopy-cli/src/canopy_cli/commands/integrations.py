@@ -68,7 +68,11 @@ def integrations_create(
         str | None, typer.Option(help="Comma-separated regions, wildcards allowed (us-*).")
     ] = None,
     permissions: Annotated[
-        Permissions, typer.Option(help="Grants of the root folder.")
+        Permissions,
+        typer.Option(
+            help="Grants of the root folder: none, all-workspaces (with --org: every workspace "
+            "of the org) or all-orgs (with --tenant: every org and workspace of the tenant)."
+        ),
     ] = Permissions.none,
     output: OutputOption = Output.table,
 ) -> None:

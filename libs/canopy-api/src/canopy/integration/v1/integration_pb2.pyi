@@ -83,14 +83,18 @@ class _RootFolderPermissionsMode:
 class _RootFolderPermissionsModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RootFolderPermissionsMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ROOT_FOLDER_PERMISSIONS_MODE_UNSPECIFIED: _RootFolderPermissionsMode.ValueType  # 0
-    """Not set; treated as ROOT_FOLDER_PERMISSIONS_MODE_NONE."""
+    """Not set: refused with INVALID_ARGUMENT on `initial_permissions.mode`. For no grants, leave
+    `initial_permissions` unset or choose ROOT_FOLDER_PERMISSIONS_MODE_NONE.
+    """
     ROOT_FOLDER_PERMISSIONS_MODE_NONE: _RootFolderPermissionsMode.ValueType  # 1
     """No grant: permissions are set later, per folder or connection."""
     ROOT_FOLDER_PERMISSIONS_MODE_ALL_WORKSPACES: _RootFolderPermissionsMode.ValueType  # 2
-    """Org scope only: a grant to the org, so every workspace of the org, present and future."""
+    """Org scope only (INVALID_ARGUMENT at tenant scope): a grant to the org, so every workspace of
+    the org, present and future.
+    """
     ROOT_FOLDER_PERMISSIONS_MODE_ALL_ORGS: _RootFolderPermissionsMode.ValueType  # 3
-    """Tenant scope only: a grant to the tenant, so every org and workspace of the tenant, present
-    and future.
+    """Tenant scope only (INVALID_ARGUMENT at org scope): a grant to the tenant, so every org and
+    workspace of the tenant, present and future.
     """
     ROOT_FOLDER_PERMISSIONS_MODE_SPECIFIC: _RootFolderPermissionsMode.ValueType  # 4
     """A grant to each of `grantees`, which must be inside the integration's scope."""
@@ -101,14 +105,18 @@ class RootFolderPermissionsMode(_RootFolderPermissionsMode, metaclass=_RootFolde
     """
 
 ROOT_FOLDER_PERMISSIONS_MODE_UNSPECIFIED: RootFolderPermissionsMode.ValueType  # 0
-"""Not set; treated as ROOT_FOLDER_PERMISSIONS_MODE_NONE."""
+"""Not set: refused with INVALID_ARGUMENT on `initial_permissions.mode`. For no grants, leave
+`initial_permissions` unset or choose ROOT_FOLDER_PERMISSIONS_MODE_NONE.
+"""
 ROOT_FOLDER_PERMISSIONS_MODE_NONE: RootFolderPermissionsMode.ValueType  # 1
 """No grant: permissions are set later, per folder or connection."""
 ROOT_FOLDER_PERMISSIONS_MODE_ALL_WORKSPACES: RootFolderPermissionsMode.ValueType  # 2
-"""Org scope only: a grant to the org, so every workspace of the org, present and future."""
+"""Org scope only (INVALID_ARGUMENT at tenant scope): a grant to the org, so every workspace of
+the org, present and future.
+"""
 ROOT_FOLDER_PERMISSIONS_MODE_ALL_ORGS: RootFolderPermissionsMode.ValueType  # 3
-"""Tenant scope only: a grant to the tenant, so every org and workspace of the tenant, present
-and future.
+"""Tenant scope only (INVALID_ARGUMENT at org scope): a grant to the tenant, so every org and
+workspace of the tenant, present and future.
 """
 ROOT_FOLDER_PERMISSIONS_MODE_SPECIFIC: RootFolderPermissionsMode.ValueType  # 4
 """A grant to each of `grantees`, which must be inside the integration's scope."""
@@ -515,7 +523,9 @@ class RootFolderPermissions(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     GRANTEES_FIELD_NUMBER: _builtins.int
     mode: Global___RootFolderPermissionsMode.ValueType
-    """How the grants are chosen; unspecified means none."""
+    """Required: how the grants are chosen (UNSPECIFIED is INVALID_ARGUMENT). An IntegrationCreated
+    event of a request without initial permissions carries NONE.
+    """
     @_builtins.property
     def grantees(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Grantee]:
         """With mode SPECIFIC, at least one grantee inside the integration's scope (a tenant grantee

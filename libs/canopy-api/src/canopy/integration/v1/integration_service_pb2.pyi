@@ -68,7 +68,9 @@ class CreateIntegrationRequest(_message.Message):
 
     @_builtins.property
     def initial_permissions(self) -> _integration_pb2.RootFolderPermissions:
-        """The grants to give the root folder; unset means none."""
+        """The grants to give the root folder. Unset: none (as mode NONE). Set: its `mode` is
+        required and must suit the scope (ALL_WORKSPACES at org scope, ALL_ORGS at tenant scope).
+        """
 
     def __init__(
         self,
