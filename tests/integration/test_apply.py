@@ -759,8 +759,8 @@ async def test_a_tree_watch_resumed_from_its_first_replys_latest_revision_misses
         tree_rpc.WatchTreeEventsRequest(after_revision=start, integration_id=created.id),
         metadata=SYSTEM,
     )
-    async for first in stream:  # the first reply only
-        break
+    first = await stream.read()  # the first reply only
+    assert isinstance(first, tree_rpc.WatchTreeEventsResponse)
     stream.cancel()
     sent = [e.revision for e in first.events]
     assert 0 < len(sent) < len(everything)
