@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -68,3 +73,13 @@ def error_details(error: grpc.aio.AioRpcError) -> ErrorDetails:
             detail.Unpack(bad)
             fields = [v.field for v in bad.field_violations]
     return ErrorDetails(error.code(), status.message, reason, domain, metadata, fields)
+
+
+def unkeyed_page_token(after: Any, arguments: Mapping[str, Any]) -> str:
+    """A page token as the services once issued them (base64 JSON with an unkeyed fingerprint
+    of the list arguments), which anyone could forge: these must be refused."""
+    fingerprint = hashlib.sha256(
+        json.dumps(arguments, sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+    body = json.dumps({"a": after, "f": fingerprint}).encode()
+    return base64.urlsafe_b64encode(body).decode().rstrip("=")

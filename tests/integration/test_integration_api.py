@@ -31,15 +31,27 @@ from canopy_core.server import serve
 from canopy_integration.server import purge_tombstones
 from canopy_integration.server import spec as integration_spec
 from canopy_integration.settings import IntegrationSettings
-from tests.helpers import ErrorDetails, bearer, error_details, free_port, token
+from canopy_integration.tree import CONNECTIONS_PAGE, FOLDERS_PAGE
+from tests.helpers import (
+    ErrorDetails,
+    bearer,
+    error_details,
+    free_port,
+    token,
+    unkeyed_page_token,
+)
 from tests.integration.conftest import (
     MEMBER,
     ORG_OWNER,
     OUTSIDER,
     OWNER,
+    ROOT,
+    SYSTEM,
     Suite,
+    account,
     create,
     new_integration,
+    snapshot,
 )
 
 TEAM_OWNER = bearer(token("tina", t_team="owner"))
@@ -736,6 +748,46 @@ async def test_list_integrations_refuses_bad_paging_arguments(suite: Suite) -> N
     )
     assert no_scope.code == INVALID
     assert no_scope.fields == ["scope"]
+
+
+async def test_list_connections_refuses_forged_and_wrong_shaped_page_tokens(suite: Suite) -> None:
+    created = await create(suite)
+    await suite.tree.ApplyDiscoverySnapshot(
+        tree_rpc.ApplyDiscoverySnapshotRequest(
+            integration_id=created.id,
+            snapshot=snapshot([], [(account(n), ROOT, f"A{n}") for n in range(3)]),
+            expected_generation=created.tree_generation,
+        ),
+        metadata=SYSTEM,
+    )
+    arguments = {"integration_id": created.id, "folder_id": None}
+    keys = suite.integration_service.runtime.page_tokens
+    # A NUL byte once reached PostgreSQL (INTERNAL); the rest are not ids at all.
+    positions: list[Any] = ["c_\x00", 17, None, {"id": "c_1"}, [], ["c_1", "c_2"], [17]]
+    tokens = [unkeyed_page_token(p, arguments) for p in positions]
+    tokens += [keys.seal(CONNECTIONS_PAGE, p, arguments) for p in ([p] for p in positions)]
+    tokens.append(keys.seal(FOLDERS_PAGE, ["f_1"], arguments))  # another list's token
+    for page_token in tokens:
+        refused = await fails(
+            suite.tree.ListConnections(
+                tree_rpc.ListConnectionsRequest(
+                    integration_id=created.id, page_size=1, page_token=page_token
+                ),
+                metadata=OWNER,
+            )
+        )
+        assert (refused.code, refused.fields) == (INVALID, ["page_token"])
+    first = await suite.tree.ListConnections(
+        tree_rpc.ListConnectionsRequest(integration_id=created.id, page_size=2), metadata=OWNER
+    )
+    rest = await suite.tree.ListConnections(
+        tree_rpc.ListConnectionsRequest(
+            integration_id=created.id, page_size=2, page_token=first.next_page_token
+        ),
+        metadata=OWNER,
+    )
+    assert (len(first.connections), len(rest.connections)) == (2, 1)
+    assert not rest.next_page_token
 
 
 async def test_list_integrations_includes_org_level_ones_only_when_asked(suite: Suite) -> None:

@@ -32,10 +32,12 @@ from canopy.type.v1 import types_pb2
 from canopy_core.server import RunningService, serve
 from canopy_integration.server import spec as integration_spec
 from canopy_integration.settings import IntegrationSettings
+from canopy_permissions.attachments import SCHEMAS_PAGE
+from canopy_permissions.grants import AVAILABLE_PAGE
 from canopy_permissions.projection import not_yet_projected
 from canopy_permissions.server import spec as permissions_spec
 from canopy_permissions.settings import PermissionsSettings
-from tests.helpers import bearer, error_details, free_port, token
+from tests.helpers import bearer, error_details, free_port, token, unkeyed_page_token
 from tests.integration.conftest import (
     ORG_OWNER,
     OUTSIDER,
@@ -850,6 +852,103 @@ async def test_a_listing_is_one_revision_or_aborted_if_the_workspace_changed(s: 
     details = error_details(caught.value)
     assert (details.code, details.reason) == (grpc.StatusCode.ABORTED, "LISTING_CHANGED")
     stream.close()
+
+
+# Positions the outside test forged, which once reached `int(token.after[0])` or compared a str
+# with an int: an int, null, an object, lists of the wrong length or types, numbers past int64
+# (and past float), a NUL byte.
+BAD_POSITIONS: list[Any] = [
+    7,
+    None,
+    {"revision": 7, "name": "web"},
+    "web",
+    [],
+    [7],
+    [1, 2],
+    ["web", 2],
+    [7, None],
+    [10**30, "web"],
+    [float("inf"), "web"],
+    [7, "w\x00eb"],
+    ["w\x00eb", "c_01"],
+]
+
+
+async def refused_page_token(call: Any) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    details = error_details(caught.value)
+    assert (details.code, details.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"])
+    assert details.reason in {"PAGE_TOKEN_INVALID", "PAGE_TOKEN_MISMATCH"}
+
+
+async def test_list_workspace_schemas_refuses_forged_and_wrong_shaped_page_tokens(
+    s: Sharing,
+) -> None:
+    await setup_attached(s)
+    arguments = {"workspace_id": "w_ops1"}
+    keys = s.services["permissions"].runtime.page_tokens
+    bad = [*BAD_POSITIONS, ["x", "y"]]
+    tokens = [unkeyed_page_token(p, arguments) for p in bad]
+    tokens += [keys.seal(SCHEMAS_PAGE, p, arguments) for p in bad]
+    tokens.append(keys.seal(AVAILABLE_PAGE, ["data", "c_01"], arguments))  # another list's
+    for page_token in tokens:
+        await refused_page_token(
+            s.schemas.ListWorkspaceSchemas(
+                wrpc.ListWorkspaceSchemasRequest(
+                    workspace_id="w_ops1", page_size=1, page_token=page_token
+                ),
+                metadata=SYSTEM,
+            )
+        )
+    # The service's own tokens still page.
+    first = await s.schemas.ListWorkspaceSchemas(
+        wrpc.ListWorkspaceSchemasRequest(workspace_id="w_ops1", page_size=2), metadata=SYSTEM
+    )
+    second = await s.schemas.ListWorkspaceSchemas(
+        wrpc.ListWorkspaceSchemasRequest(
+            workspace_id="w_ops1", page_size=2, page_token=first.next_page_token
+        ),
+        metadata=SYSTEM,
+    )
+    assert [x.name for x in [*first.schemas, *second.schemas]] == ["data", "sandbox", "web"]
+
+
+async def test_list_available_connections_refuses_forged_and_wrong_shaped_page_tokens(
+    s: Sharing,
+) -> None:
+    created = await create(s)
+    await apply(s, created.id, BASE)
+    await available(s, "w_ops1", expect=3)
+    arguments = {"workspace_id": "w_ops1"}
+    keys = s.services["permissions"].runtime.page_tokens
+    bad = [*BAD_POSITIONS, [7, "web"]]
+    tokens = [unkeyed_page_token(p, arguments) for p in bad]
+    tokens += [keys.seal(AVAILABLE_PAGE, p, arguments) for p in bad]
+    tokens.append(keys.seal(SCHEMAS_PAGE, [1, "data"], arguments))  # another list's
+    for page_token in tokens:
+        await refused_page_token(
+            s.permissions.ListAvailableConnections(
+                prpc.ListAvailableConnectionsRequest(
+                    workspace_id="w_ops1", page_size=1, page_token=page_token
+                ),
+                metadata=SYSTEM,
+            )
+        )
+    handles: list[str] = []
+    page_token = ""
+    while True:
+        reply = await s.permissions.ListAvailableConnections(
+            prpc.ListAvailableConnectionsRequest(
+                workspace_id="w_ops1", page_size=2, page_token=page_token
+            ),
+            metadata=SYSTEM,
+        )
+        handles.extend(c.handle for c in reply.connections)
+        page_token = reply.next_page_token
+        if not page_token:
+            break
+    assert handles == ["data", "sandbox", "web"]
 
 
 async def test_a_schema_watch_resumed_from_its_first_replys_latest_revision_misses_nothing(

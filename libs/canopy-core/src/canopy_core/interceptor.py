@@ -1,5 +1,6 @@
-"""The one server interceptor: request id, authentication, metrics, access log, and the single
-place where exceptions become gRPC statuses (`google.rpc.Status` + `ErrorInfo` + `BadRequest`).
+"""The one server interceptor: request id, authentication, metrics, access log, the edge's rule
+for request bytes and text (`canopy_core.request_checks`), and the single place where exceptions
+become gRPC statuses (`google.rpc.Status` + `ErrorInfo` + `BadRequest`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, descriptor_pool
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -21,6 +22,7 @@ from canopy_core.context import principal_var, request_id_var
 from canopy_core.db import is_connection_error
 from canopy_core.errors import ERROR_DOMAIN, CanopyError, Code, Unauthenticated
 from canopy_core.metrics import IN_FLIGHT, LATENCY, REQUESTS
+from canopy_core.request_checks import RefusedRequest, checked_deserializer
 
 log = logging.getLogger("canopy.rpc")
 
@@ -97,6 +99,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         self._counters: dict[tuple[str, str], Any] = {}
         self._histograms: dict[str, Any] = {}
         self._gauges: dict[str, Any] = {}
+        self._deserializers: dict[str, Callable[[bytes], Any] | None] = {}
 
     # Metric children by label, looked up once: `labels()` is costly on every call.
     def _requests(self, method: str, code: str) -> Any:
@@ -117,6 +120,22 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             child = self._gauges[method] = IN_FLIGHT.labels(self.service, method)
         return child
 
+    def _deserializer(self, method: str, handler: Handler) -> Callable[[bytes], Any] | None:
+        """The handler's request deserializer, checked by the edge's rule for request bytes
+        and text (`canopy_core.request_checks`); built once per method."""
+        if method in self._deserializers:
+            return self._deserializers[method]
+        deserializer = handler.request_deserializer
+        if deserializer is not None:
+            try:
+                found = descriptor_pool.Default().FindMethodByName(method[1:].replace("/", "."))
+            except KeyError:
+                pass  # not a method of a Canopy contract: left as it is
+            else:
+                deserializer = checked_deserializer(deserializer, found.input_type)
+        self._deserializers[method] = deserializer
+        return deserializer
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
@@ -130,13 +149,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=self._deserializer(method, handler),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=self._deserializer(method, handler),
                 response_serializer=handler.response_serializer,
             )
         return handler  # client-streaming methods are not part of the Canopy contract
@@ -206,6 +225,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             in_flight.inc()
             try:
                 _, subject = self._begin(context)
+                if isinstance(request, RefusedRequest):
+                    raise request.error
                 result = inner(request, context)
                 if inspect.isawaitable(result):
                     result = await result
@@ -230,6 +251,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             in_flight.inc()
             try:
                 _, subject = self._begin(context)
+                if isinstance(request, RefusedRequest):
+                    raise request.error
                 responses = inner(request, context)
                 async for response in responses:
                     yield response

@@ -30,6 +30,7 @@ from canopy_core.db import Database, Migration
 from canopy_core.eventlog import EventLog
 from canopy_core.interceptor import ServerInterceptor
 from canopy_core.logs import configure_logging
+from canopy_core.pagination import PageTokens, page_tokens_for
 from canopy_core.settings import ServiceSettings
 from canopy_core.tls import channel_credentials
 
@@ -65,6 +66,7 @@ class Runtime:
     server: grpc.aio.Server
     event_log: EventLog
     credentials: SystemCredentials
+    page_tokens: PageTokens
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -177,6 +179,7 @@ class RunningService:
 async def serve(spec: ServiceSpec, settings: ServiceSettings) -> RunningService:
     """Start a service and return once it is serving."""
     verifier = TokenVerifier(settings)
+    page_tokens = page_tokens_for(settings)
     db = await Database.open(settings, spec.migrations)
     server = grpc.aio.server(
         interceptors=[ServerInterceptor(spec.name, verifier)],
@@ -188,6 +191,7 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> RunningService:
         server=server,
         event_log=EventLog(db, progress_interval=settings.watch_progress_interval.total_seconds()),
         credentials=SystemCredentials(settings),
+        page_tokens=page_tokens,
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

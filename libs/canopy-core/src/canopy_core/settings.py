@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _SECONDS = re.compile(r"^\s*\d+(\.\d+)?\s*$")
@@ -25,6 +25,11 @@ def _seconds(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_seconds)]
+
+
+def split_keys(value: str) -> list[str]:
+    """The comma-separated secrets of a key list setting, blanks around them ignored."""
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 class ServiceSettings(BaseSettings):
@@ -66,6 +71,11 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     system_token: SecretStr | None = None
+    page_token_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated secrets sealing page tokens, 32+ characters each; the "
+        "first seals, all open. Unset: derived from the JWT signing secret.",
+    )
 
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern=r"^(json|text)$")
@@ -76,3 +86,15 @@ class ServiceSettings(BaseSettings):
     integration_address: str = "127.0.0.1:50051"
     discovery_address: str = "127.0.0.1:50052"
     permissions_address: str = "127.0.0.1:50053"
+
+    @field_validator("page_token_keys")
+    @classmethod
+    def _page_token_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        keys = split_keys(value.get_secret_value())
+        if not keys:
+            raise ValueError("name at least one key")
+        if any(len(k) < 32 for k in keys):
+            raise ValueError("every key needs 32 or more characters (openssl rand -hex 32)")
+        return value

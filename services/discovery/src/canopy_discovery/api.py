@@ -14,6 +14,7 @@ from canopy_core.directory import Directory
 from canopy_core.errors import InvalidArgument
 from canopy_core.eventlog import EventLog
 from canopy_core.interceptor import RpcContext
+from canopy_core.pagination import PageTokens
 from canopy_discovery import access_checks, runs
 from canopy_discovery.access import AccessResult
 from canopy_discovery.aws import AwsSettings
@@ -30,6 +31,7 @@ class Context:
     integrations: IntegrationClient
     directory: Directory
     aws: AwsSettings
+    page_tokens: PageTokens
 
 
 def _reason(name: str) -> pb.AccessFailureReason.ValueType:
@@ -120,6 +122,7 @@ class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
     ) -> rpc.ListSyncRunsResponse:
         page = await runs.list_runs(
             self.ctx.db,
+            self.ctx.page_tokens,
             self.ctx.integrations,
             current_principal(),
             request.integration_id,

@@ -18,7 +18,7 @@ from canopy_core.db import Database
 from canopy_core.errors import NotFound, PermissionDenied
 from canopy_core.eventlog import EventLog, NewEvent
 from canopy_core.ids import new_id
-from canopy_core.pagination import PageToken, page_size
+from canopy_core.pagination import PagePosition, PageTokens, page_size
 from canopy_core.validation import Violations
 from canopy_discovery import store
 from canopy_discovery.convert import run_to_proto
@@ -215,8 +215,12 @@ async def get_run(db: Database, principal: Principal, run_id: str) -> SyncRun:
     return run
 
 
+RUNS_PAGE = PagePosition("sync_runs", (str,))
+
+
 async def list_runs(
     db: Database,
+    page_tokens: PageTokens,
     integrations: IntegrationClient,
     principal: Principal,
     integration_id: str,
@@ -228,16 +232,15 @@ async def list_runs(
         v.resource_id("integration_id", integration_id, "i")
     size = page_size(requested_size)
     arguments = {"integration_id": integration_id}
-    token = PageToken.decode(page_token, arguments)
+    position = page_tokens.open(page_token, RUNS_PAGE, arguments)
     # Asked every time: a deleted integration's runs are kept, but it is gone (NOT_FOUND).
     await scope_of(integrations, principal, integration_id)
     async with db.connection() as conn:
-        rows = await store.list_runs(
-            conn, integration_id, str(token.after) if token else None, size + 1
-        )
+        after = position[0] if position else None
+        rows = await store.list_runs(conn, integration_id, after, size + 1)
     more = len(rows) > size
     rows = rows[:size]
-    return RunPage(rows, PageToken(rows[-1].id).encode(arguments) if more else "")
+    return RunPage(rows, page_tokens.seal(RUNS_PAGE, [rows[-1].id], arguments) if more else "")
 
 
 async def watch_run(

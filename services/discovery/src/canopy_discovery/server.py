@@ -55,6 +55,7 @@ async def setup(runtime: Runtime) -> None:
         integrations=integrations,
         directory=DirectoryClient(directory_channel),
         aws=aws,
+        page_tokens=runtime.page_tokens,
     )
     discovery_service_pb2_grpc.add_DiscoveryServiceServicer_to_server(
         DiscoveryApi(ctx), runtime.server

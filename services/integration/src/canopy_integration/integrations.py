@@ -27,7 +27,7 @@ from canopy_core.errors import (
 )
 from canopy_core.eventlog import EventLog
 from canopy_core.ids import id_pattern, new_id
-from canopy_core.pagination import PageToken, page_size
+from canopy_core.pagination import PagePosition, PageTokens, page_size
 from canopy_core.validation import HANDLE, HANDLE_RULE, Violations
 from canopy_integration import aws, handles, initial_permissions, store, templates
 from canopy_integration.config import apply_config_mask, effective_config, validate_config
@@ -97,6 +97,7 @@ class Context:
     log: EventLog
     directory: Directory
     trusted_account_id: str
+    page_tokens: PageTokens
     connections: ConnectionReads = field(init=False)  # GetConnection's reads
 
     def __post_init__(self) -> None:
@@ -413,6 +414,9 @@ async def get_integration(ctx: Context, principal: Principal, integration_id: st
         return await readable(conn, principal, integration_id)
 
 
+INTEGRATIONS_PAGE = PagePosition("integrations", (str,))
+
+
 async def list_integrations(
     ctx: Context,
     principal: Principal,
@@ -431,7 +435,7 @@ async def list_integrations(
     _raise(found)
     size = page_size(requested_size)
     arguments = {"tenant_id": tenant_id, "org_id": org_id, "include_orgs": include_orgs}
-    token = PageToken.decode(page_token, arguments)
+    position = ctx.page_tokens.open(page_token, INTEGRATIONS_PAGE, arguments)
     scope, _info = await resolve_scope(ctx, principal, tenant_id, org_id)
     principal.require_member(*scope.chain, resource=f"integrations of {scope.owner_id}")
     async with ctx.db.connection() as conn:
@@ -440,14 +444,15 @@ async def list_integrations(
             scope.tenant_id,
             scope.org_id,
             include_orgs,
-            str(token.after) if token else "",
+            position[0] if position else "",
             size + 1,
         )
     if include_orgs:
         rows = [r for r in rows if principal.is_member(*r.scope.chain)]
     more = len(rows) > size
     rows = rows[:size]
-    return IntegrationPage(rows, PageToken(rows[-1].id).encode(arguments) if more else "")
+    next_token = ctx.page_tokens.seal(INTEGRATIONS_PAGE, [rows[-1].id], arguments) if more else ""
+    return IntegrationPage(rows, next_token)
 
 
 def check_id(field: str, value: str, prefix: str) -> None:

@@ -44,6 +44,7 @@ async def setup(runtime: Runtime) -> None:
         log=runtime.event_log,
         directory=DirectoryClient(channel),
         trusted_account_id=trusted,
+        page_tokens=runtime.page_tokens,
     )
     integration_service_pb2_grpc.add_IntegrationServiceServicer_to_server(
         IntegrationApi(ctx), runtime.server

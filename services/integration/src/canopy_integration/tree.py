@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from canopy_core.auth import Principal
 from canopy_core.errors import FieldViolation, InvalidArgument, StaleEtag
-from canopy_core.pagination import PageToken, page_size
+from canopy_core.pagination import PagePosition, page_size
 from canopy_core.validation import Violations
 from canopy_integration import handles, store
 from canopy_integration.config import apply_config_mask, effective_config, validate_config
@@ -113,6 +113,10 @@ async def get_folder(
     return folder, folder_paths(folders).get(folder.id, [folder.handle])
 
 
+FOLDERS_PAGE = PagePosition("folders", (str,))
+CONNECTIONS_PAGE = PagePosition("connections", (str,))
+
+
 async def list_folders(
     ctx: Context,
     principal: Principal,
@@ -130,7 +134,7 @@ async def list_folders(
         check_id("parent_folder_id", parent_folder_id or "", "f")
     size = page_size(requested_size)
     arguments = {"integration_id": integration_id, "parent_folder_id": parent_folder_id}
-    token = PageToken.decode(page_token, arguments)
+    position = ctx.page_tokens.open(page_token, FOLDERS_PAGE, arguments)
     async with ctx.db.connection() as conn:
         if integration_id:
             owner, named = integration_id, ("integration", integration_id)
@@ -145,14 +149,16 @@ async def list_folders(
             conn,
             integration_id=integration_id,
             parent_id=parent_folder_id,
-            after_id=str(token.after) if token else "",
+            after_id=position[0] if position else "",
             limit=size + 1,
         )
         everything = await store.load_folders(conn, owner)
     more = len(rows) > size
     rows = rows[:size]
     return FolderPage(
-        rows, folder_paths(everything), PageToken(rows[-1].id).encode(arguments) if more else ""
+        rows,
+        folder_paths(everything),
+        ctx.page_tokens.seal(FOLDERS_PAGE, [rows[-1].id], arguments) if more else "",
     )
 
 
@@ -243,7 +249,7 @@ async def list_connections(
         check_id("folder_id", folder_id or "", "f")
     size = page_size(requested_size)
     arguments = {"integration_id": integration_id, "folder_id": folder_id}
-    token = PageToken.decode(page_token, arguments)
+    position = ctx.page_tokens.open(page_token, CONNECTIONS_PAGE, arguments)
     async with ctx.db.connection() as conn:
         if integration_id:
             owner = integration_id
@@ -262,7 +268,7 @@ async def list_connections(
             conn,
             integration_id=integration_id,
             folder_id=folder_id,
-            after_id=str(token.after) if token else "",
+            after_id=position[0] if position else "",
             limit=size + 1,
         )
     more = len(rows) > size
@@ -270,7 +276,7 @@ async def list_connections(
     return ConnectionPage(
         rows,
         {integration.id: integration},
-        PageToken(rows[-1].id).encode(arguments) if more else "",
+        ctx.page_tokens.seal(CONNECTIONS_PAGE, [rows[-1].id], arguments) if more else "",
     )
 
 

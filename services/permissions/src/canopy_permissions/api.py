@@ -17,6 +17,7 @@ from canopy_core.convert import timestamp
 from canopy_core.db import Database
 from canopy_core.eventlog import EventLog
 from canopy_core.interceptor import RpcContext
+from canopy_core.pagination import PageTokens
 from canopy_permissions import attachments, directory, grants
 from canopy_permissions.convert import attachment_to_proto, permissions_to_proto
 from canopy_permissions.model import Org, Plan, Tenant, Workspace
@@ -81,9 +82,10 @@ def workspace_to_proto(workspace: Workspace) -> pb.Workspace:
 class DirectoryApi(rpc_grpc.DirectoryServiceServicer):
     """`canopy.permissions.v1.DirectoryService`."""
 
-    def __init__(self, db: Database, log: EventLog) -> None:
+    def __init__(self, db: Database, log: EventLog, page_tokens: PageTokens) -> None:
         self.db = db
         self.log = log
+        self.page_tokens = page_tokens
 
     async def UpsertTenant(
         self, request: rpc.UpsertTenantRequest, context: RpcContext
@@ -157,7 +159,12 @@ class DirectoryApi(rpc_grpc.DirectoryServiceServicer):
         self, request: rpc.ListWorkspacesRequest, context: RpcContext
     ) -> rpc.ListWorkspacesResponse:
         page = await directory.list_workspaces(
-            self.db, current_principal(), request.org_id, request.page_size, request.page_token
+            self.db,
+            self.page_tokens,
+            current_principal(),
+            request.org_id,
+            request.page_size,
+            request.page_token,
         )
         return rpc.ListWorkspacesResponse(
             workspaces=[workspace_to_proto(w) for w in page.workspaces],
@@ -189,9 +196,10 @@ def _grantees(values: Iterable[types_pb2.Grantee]) -> list[tuple[str, str]]:
 class PermissionApi(perm_grpc.PermissionServiceServicer):
     """`canopy.permissions.v1.PermissionService`."""
 
-    def __init__(self, db: Database, log: EventLog) -> None:
+    def __init__(self, db: Database, log: EventLog, page_tokens: PageTokens) -> None:
         self.db = db
         self.log = log
+        self.page_tokens = page_tokens
 
     async def GetPermissions(
         self, request: perm_rpc.GetPermissionsRequest, context: RpcContext
@@ -221,6 +229,7 @@ class PermissionApi(perm_grpc.PermissionServiceServicer):
     ) -> perm_rpc.ListAvailableConnectionsResponse:
         page, token = await grants.list_available(
             self.db,
+            self.page_tokens,
             current_principal(),
             request.workspace_id,
             request.page_size,
@@ -246,9 +255,10 @@ class PermissionApi(perm_grpc.PermissionServiceServicer):
 class WorkspaceSchemaApi(ws_grpc.WorkspaceSchemaServiceServicer):
     """`canopy.permissions.v1.WorkspaceSchemaService`."""
 
-    def __init__(self, db: Database, log: EventLog) -> None:
+    def __init__(self, db: Database, log: EventLog, page_tokens: PageTokens) -> None:
         self.db = db
         self.log = log
+        self.page_tokens = page_tokens
 
     async def AttachSchema(
         self, request: ws_rpc.AttachSchemaRequest, context: RpcContext
@@ -273,6 +283,7 @@ class WorkspaceSchemaApi(ws_grpc.WorkspaceSchemaServiceServicer):
     ) -> ws_rpc.ListWorkspaceSchemasResponse:
         page = await attachments.list_schemas(
             self.db,
+            self.page_tokens,
             current_principal(),
             request.workspace_id,
             request.page_size,

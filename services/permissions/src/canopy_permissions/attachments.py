@@ -17,7 +17,7 @@ from canopy_core.db import Database
 from canopy_core.errors import Aborted, AlreadyExists, NotFound, PermissionDenied
 from canopy_core.eventlog import EventLog, NewEvent
 from canopy_core.ids import new_id
-from canopy_core.pagination import PageToken, page_size
+from canopy_core.pagination import PagePosition, PageTokens, page_size
 from canopy_core.validation import Violations
 from canopy_permissions import schemas, store
 from canopy_permissions.convert import attachment_to_proto
@@ -155,26 +155,34 @@ async def detach(
             )
 
 
+SCHEMAS_PAGE = PagePosition("workspace_schemas", (int, str))  # revision, last name
+
+
 async def list_schemas(
-    db: Database, principal: Principal, workspace_id: str, requested_size: int, page_token: str
+    db: Database,
+    page_tokens: PageTokens,
+    principal: Principal,
+    workspace_id: str,
+    requested_size: int,
+    page_token: str,
 ) -> SchemaPage:
     """A workspace's schemas by name, and the schema log revision they reflect."""
     with Violations() as v:
         v.resource_id("workspace_id", workspace_id, "w")
     size = page_size(requested_size)
     arguments = {"workspace_id": workspace_id}
-    token = PageToken.decode(page_token, arguments)
+    position = page_tokens.open(page_token, SCHEMAS_PAGE, arguments)
     async with (
         db.connection() as conn,
         conn.transaction(isolation="repeatable_read", readonly=True),
     ):
         await workspace_member(conn, principal, workspace_id)
         everything = await store.workspace_schemas(conn, workspace_id)
-        if token is None:
+        if position is None:
             revision: int = await conn.fetchval("SELECT revision FROM event_log_head")
             after_name = ""
         else:
-            revision, after_name = int(token.after[0]), str(token.after[1])
+            revision, after_name = position
             if await store.workspace_head(conn, workspace_id) > revision:
                 raise Aborted(
                     "the workspace's schemas changed since the first page; list again "
@@ -185,7 +193,9 @@ async def list_schemas(
     remaining = [s for s in everything if s.name > after_name]
     page = remaining[:size]
     more = len(remaining) > size
-    next_token = PageToken([revision, page[-1].name]).encode(arguments) if more else ""
+    next_token = (
+        page_tokens.seal(SCHEMAS_PAGE, [revision, page[-1].name], arguments) if more else ""
+    )
     return SchemaPage(page, revision, next_token)
 
 

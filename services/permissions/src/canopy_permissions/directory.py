@@ -13,7 +13,7 @@ from canopy_core.auth import Principal
 from canopy_core.db import Database
 from canopy_core.errors import Aborted, NotFound, PermissionDenied, StaleEtag
 from canopy_core.eventlog import EventLog
-from canopy_core.pagination import PageToken, page_size
+from canopy_core.pagination import PagePosition, PageTokens, page_size
 from canopy_core.validation import Violations
 from canopy_permissions import store
 from canopy_permissions.attachments import end_workspace
@@ -183,16 +183,24 @@ async def get_workspace(db: Database, principal: Principal, workspace_id: str) -
     return workspace
 
 
+WORKSPACES_PAGE = PagePosition("workspaces", (str,))
+
+
 async def list_workspaces(
-    db: Database, principal: Principal, org_id: str, requested_size: int, page_token: str
+    db: Database,
+    page_tokens: PageTokens,
+    principal: Principal,
+    org_id: str,
+    requested_size: int,
+    page_token: str,
 ) -> WorkspacePage:
     """The workspaces of an org by id, for members of the org or its tenant."""
     with Violations() as v:
         v.resource_id("org_id", org_id, "o")
     size = page_size(requested_size)
     arguments = {"org_id": org_id}
-    token = PageToken.decode(page_token, arguments)
-    after = str(token.after) if token else ""
+    position = page_tokens.open(page_token, WORKSPACES_PAGE, arguments)
+    after: str = position[0] if position else ""
     async with db.connection() as conn:
         org = await store.get_org(conn, org_id)
         if org is None or not principal.is_member(org.tenant_id, org.id):
@@ -200,7 +208,7 @@ async def list_workspaces(
         rows = await store.list_workspaces(conn, org_id, after, size + 1)
     more = len(rows) > size
     rows = rows[:size]
-    next_token = PageToken(rows[-1].id).encode(arguments) if more else ""
+    next_token = page_tokens.seal(WORKSPACES_PAGE, [rows[-1].id], arguments) if more else ""
     return WorkspacePage(rows, next_token)
 
 

@@ -19,7 +19,7 @@ from canopy_core.errors import (
     StaleEtag,
 )
 from canopy_core.eventlog import EventLog
-from canopy_core.pagination import PageToken, page_size
+from canopy_core.pagination import PagePosition, PageTokens, page_size
 from canopy_core.validation import Violations
 from canopy_permissions import schemas, store
 from canopy_permissions.convert import permissions_to_proto
@@ -194,8 +194,12 @@ class Available:
     attached: bool
 
 
+AVAILABLE_PAGE = PagePosition("available_connections", (str, str))  # handle, connection id
+
+
 async def list_available(
     db: Database,
+    page_tokens: PageTokens,
     principal: Principal,
     workspace_id: str,
     requested_size: int,
@@ -206,7 +210,7 @@ async def list_available(
         v.resource_id("workspace_id", workspace_id, "w")
     size = page_size(requested_size)
     arguments = {"workspace_id": workspace_id}
-    token = PageToken.decode(page_token, arguments)
+    after = page_tokens.open(page_token, AVAILABLE_PAGE, arguments)
     async with db.connection() as conn:
         member = await workspace_member(conn, principal, workspace_id)
         integration_ids = [
@@ -241,13 +245,14 @@ async def list_available(
                     )
                 )
     found.sort(key=lambda a: (a.handle, a.connection_id))
-    after = tuple(token.after) if token else None
     if after is not None:
         found = [a for a in found if (a.handle, a.connection_id) > after]
     page = found[:size]
     more = len(found) > size
     next_token = (
-        PageToken([page[-1].handle, page[-1].connection_id]).encode(arguments) if more else ""
+        page_tokens.seal(AVAILABLE_PAGE, [page[-1].handle, page[-1].connection_id], arguments)
+        if more
+        else ""
     )
     return page, next_token
 

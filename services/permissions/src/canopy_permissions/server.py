@@ -26,15 +26,15 @@ SERVICE_NAMES = [
 
 async def setup(runtime: Runtime) -> None:
     """Register the servicers and follow the integration service's tree log."""
-    db, log = runtime.db, runtime.event_log
+    db, log, page_tokens = runtime.db, runtime.event_log, runtime.page_tokens
     directory_service_pb2_grpc.add_DirectoryServiceServicer_to_server(
-        DirectoryApi(db, log), runtime.server
+        DirectoryApi(db, log, page_tokens), runtime.server
     )
     permission_service_pb2_grpc.add_PermissionServiceServicer_to_server(
-        PermissionApi(db, log), runtime.server
+        PermissionApi(db, log, page_tokens), runtime.server
     )
     workspace_schema_service_pb2_grpc.add_WorkspaceSchemaServiceServicer_to_server(
-        WorkspaceSchemaApi(db, log), runtime.server
+        WorkspaceSchemaApi(db, log, page_tokens), runtime.server
     )
     channel = runtime.channel(runtime.settings.integration_address)
     runtime.on_stop.append(channel.close)
