@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import cycle, islice
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 
 from canopy_core.db import Database
 from canopy_core.errors import OutOfRange
-from canopy_core.eventlog import EventLog, NewEvent, Page, StoredEvent, WatchBatch
+from canopy_core.eventlog import (
+    EventLog,
+    NewEvent,
+    Page,
+    StoredEvent,
+    WatchBatch,
+    _Subscriber,
+)
 from canopy_core.settings import ServiceSettings
 
 PAGE = 10  # events per watch batch (the tail reads ten times that per page)
@@ -223,6 +230,31 @@ async def test_a_watcher_that_joins_the_tail_late_claims_only_what_it_closed_of_
         assert client.delivered == list(range(1, 5 + PAGE * 3 + 6))
     finally:
         await log.close()
+
+
+async def test_a_progress_message_never_claims_what_the_tail_queued_as_the_wait_timed_out(
+    db: Database, log: EventLog
+) -> None:
+    # The race, made to happen every time: the tail queues events (and moves the watcher's
+    # `latest`) while its wait for them is timing out. The watcher must send them first.
+    events = [StoredEvent(r, "test", ("k",), b"", datetime.now(UTC)) for r in (1, 2, 3)]
+    subscriber = _Subscriber(None, 0)
+
+    class QueuedAsItTimesOut(asyncio.Event):
+        async def wait(self) -> Literal[True]:
+            if not subscriber.queue:
+                subscriber.queue.extend(events)
+                subscriber.latest = 3
+                self.set()
+            await asyncio.sleep(3600)  # the wait times out although the signal is set
+            return True
+
+    subscriber.signal = QueuedAsItTimesOut()
+    follow = log._follow(subscriber, 0)
+    first = await asyncio.wait_for(anext(follow), 10)
+    await follow.aclose()
+    assert [e.revision for e in first.events] == [1, 2, 3]
+    assert first.latest_revision == 3
 
 
 # -- the property: random appends, keys, disconnects and compactions -------------------------

@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 from collections import defaultdict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -328,15 +328,19 @@ class EventLog:
             finally:
                 self._unsubscribe(subscriber)
 
-    async def _follow(self, subscriber: _Subscriber, cursor: int) -> AsyncIterator[WatchBatch]:
+    async def _follow(
+        self, subscriber: _Subscriber, cursor: int
+    ) -> AsyncGenerator[WatchBatch, None]:
         while True:
             try:
                 await asyncio.wait_for(subscriber.signal.wait(), self.progress_interval)
             except TimeoutError:
-                # Nothing is queued (the tail signals every event it queues), so everything up
-                # to what the tail has read was passed over.
-                yield WatchBatch((), max(subscriber.latest, cursor))
-                continue
+                if not subscriber.signal.is_set():
+                    # Nothing is queued (the tail signals every event it queues, in the same
+                    # step as it moves `latest`), so everything up to `latest` was passed over.
+                    yield WatchBatch((), max(subscriber.latest, cursor))
+                    continue
+                # The tail queued something just as the wait timed out: take it first.
             subscriber.signal.clear()
             if subscriber.error is not None:
                 raise subscriber.error
