@@ -759,7 +759,8 @@ async def test_a_tree_watch_resumed_from_its_first_replys_latest_revision_misses
         tree_rpc.WatchTreeEventsRequest(after_revision=start, integration_id=created.id),
         metadata=SYSTEM,
     )
-    async for first in stream:  # the first reply only
+    async for reply in stream:  # the first reply only
+        first = reply
         break
     stream.cancel()
     sent = [e.revision for e in first.events]
