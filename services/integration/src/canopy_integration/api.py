@@ -16,7 +16,7 @@ from canopy_core.context import current_principal
 from canopy_core.errors import InvalidArgument
 from canopy_core.interceptor import RpcContext
 from canopy_core.masks import check_mask
-from canopy_integration import apply, integrations, reads, templates, tree
+from canopy_integration import apply, integrations, reads, roles, templates, tree
 from canopy_integration.apply import Failure, apply_response
 from canopy_integration.convert import (
     config_from_proto,
@@ -150,7 +150,7 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
         self, request: rpc.GenerateExternalIdRequest, context: RpcContext
     ) -> rpc.GenerateExternalIdResponse:
         which = request.scope.WhichOneof("owner")
-        external_id = await integrations.generate_external_id(
+        external_id = await roles.generate_external_id(
             self.ctx,
             current_principal(),
             request.scope.tenant_id if which == "tenant_id" else None,
@@ -172,7 +172,7 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
                 "ROLE_TEMPLATE_KIND_DISCOVERY_ROLE or ROLE_TEMPLATE_KIND_MEMBER_ROLE_STACK_SET",
             )
         kind = kinds[request.kind]
-        rendered = await integrations.render_role_template(
+        rendered, trusted_account_id = await roles.render_role_template(
             self.ctx,
             current_principal(),
             kind,
@@ -187,7 +187,7 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
                 if kind == "discovery"
                 else templates.RoleTemplateKind.MEMBER_ROLE_STACK_SET
             ),
-            trusted_account_id=self.ctx.trusted_account_id,
+            trusted_account_id=trusted_account_id,
         )
 
 
