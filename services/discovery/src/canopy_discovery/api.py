@@ -48,6 +48,8 @@ def _access_reply(result: AccessResult) -> rpc.TestDiscoveryAccessResponse:
         root_id=result.root_id,
         reason=_reason(result.reason) if result.reason else pb.ACCESS_FAILURE_REASON_UNSPECIFIED,
         message=result.message,
+        platform_account_id=result.platform_account_id,
+        trusted_account_id=result.trusted_account_id,
     )
 
 
@@ -67,14 +69,20 @@ class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
             )
         elif which == "access":
             result = await access_checks.discovery_access_for_role(
+                self.ctx.integrations,
                 self.ctx.directory,
                 self.ctx.aws,
                 current_principal(),
                 request.access.role_arn,
                 request.access.external_id,
             )
+        elif which == "platform_credentials":
+            current_principal()  # any authenticated caller
+            result = await access_checks.platform_credentials(self.ctx.aws)
         else:
-            raise InvalidArgument.field("target", "name an integration_id or an access to test")
+            raise InvalidArgument.field(
+                "target", "name an integration_id, an access or the platform_credentials to test"
+            )
         return _access_reply(result)
 
     async def TestMemberAccess(

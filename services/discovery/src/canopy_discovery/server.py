@@ -26,6 +26,7 @@ def aws_settings(settings: DiscoverySettings) -> AwsSettings:
     return AwsSettings(
         endpoint_url=settings.aws_endpoint_url,
         region=settings.aws_region,
+        partition=settings.aws_partition,
         access_key_id=settings.aws_access_key_id,
         secret_access_key=(
             settings.aws_secret_access_key.get_secret_value()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import Field, SecretStr
 
@@ -21,6 +22,11 @@ class DiscoverySettings(ServiceSettings):
         default=None, description="AWS endpoint (a moto server, a proxy); unset: real AWS."
     )
     aws_region: str = "us-east-1"
+    aws_partition: Literal["aws", "aws-cn", "aws-us-gov"] = Field(
+        default="aws",
+        description="The AWS partition of the platform's credentials: roles of another one are "
+        "refused (IAM trust never crosses partitions).",
+    )
     aws_access_key_id: str | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
