@@ -104,10 +104,9 @@ class Stack:
     async def close(self) -> None:
         for channel in self.channels:
             await channel.close()
-        for name, service in list(self.services.items()):
-            if name != "permissions":
-                await service.stop()
-        await self.services["permissions"].stop()
+        # Discovery first, so that it never sees the integration service go away.
+        for name in sorted(self.services, key=lambda n: (n == "permissions", n == "integration")):
+            await self.services[name].stop()
 
 
 async def start_stack(

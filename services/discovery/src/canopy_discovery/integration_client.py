@@ -52,6 +52,24 @@ class IntegrationClient:
             raise self._translate(error, "read the integration", integration_id) from None
         return reply.integration
 
+    async def every_integration(self) -> list[pb.Integration]:
+        """Every integration of every tenant and org, oldest first (ListIntegrations without a
+        scope, which only system callers may make), all pages."""
+        found: list[pb.Integration] = []
+        token = ""
+        try:
+            while True:
+                reply = await self._integrations.ListIntegrations(
+                    rpc.ListIntegrationsRequest(page_size=100, page_token=token),
+                    timeout=self._timeout,
+                )
+                found.extend(reply.integrations)
+                token = reply.next_page_token
+                if not token:
+                    return found
+        except grpc.aio.AioRpcError as error:
+            raise self._translate(error, "list the integrations", "*") from None
+
     async def trusted_account_id(
         self, *, integration_id: str = "", role_name: str = "", external_id: str = ""
     ) -> str:

@@ -12,6 +12,7 @@ from canopy_discovery.api import Context, DiscoveryApi
 from canopy_discovery.aws import AwsSettings
 from canopy_discovery.crawler import CrawlLimits
 from canopy_discovery.integration_client import IntegrationClient
+from canopy_discovery.reconcile import Reconciler
 from canopy_discovery.scheduler import Scheduler, SchedulerConfig
 from canopy_discovery.settings import DiscoverySettings
 from canopy_discovery.triggers import follow_tree_events
@@ -78,10 +79,15 @@ async def setup(runtime: Runtime) -> None:
             ),
         ),
     )
+    reconciler = Reconciler(
+        runtime.db, runtime.event_log, integrations, settings.schedule_reconcile_interval
+    )
     runtime.add_task(scheduler.run(), name="discovery-scheduler")
     runtime.add_task(
-        follow_tree_events(runtime.db, runtime.event_log, integrations), name="tree-events"
+        follow_tree_events(runtime.db, runtime.event_log, integrations, on_gap=reconciler.wake),
+        name="tree-events",
     )
+    runtime.add_task(reconciler.run(), name="schedule-reconciler")
 
 
 def spec() -> ServiceSpec:

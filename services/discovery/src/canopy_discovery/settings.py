@@ -40,3 +40,8 @@ class DiscoverySettings(ServiceSettings):
     lease_ttl: Duration = timedelta(seconds=30)
     scheduler_poll_interval: Duration = timedelta(seconds=5)
     schedule_jitter: float = Field(default=0.1, ge=0, le=0.5)
+    schedule_reconcile_interval: Duration = Field(
+        default=timedelta(minutes=5),
+        description="How often the schedule is reconciled with the integration service's list "
+        "of integrations (also at start, and after a compacted gap in the tree log).",
+    )
