@@ -17,7 +17,7 @@ from canopy_core.errors import InvalidArgument
 from canopy_core.interceptor import RpcContext
 from canopy_core.masks import check_mask
 from canopy_integration import apply, integrations, reads, roles, templates, tree
-from canopy_integration.apply import Failure, apply_response
+from canopy_integration.apply import Failure, Suspension, apply_response
 from canopy_integration.convert import (
     config_from_proto,
     connection_to_proto,
@@ -300,11 +300,13 @@ class ConnectionTreeApi(tree_grpc.ConnectionTreeServiceServicer):
         self, request: tree_rpc.ApplyDiscoverySnapshotRequest, context: RpcContext
     ) -> tree_rpc.ApplyDiscoverySnapshotResponse:
         which = request.WhichOneof("outcome")
-        outcome: Snapshot | Failure | None = None
+        outcome: Snapshot | Failure | Suspension | None = None
         if which == "snapshot":
             outcome = snapshot_from_proto(request.snapshot)
         elif which == "failure":
             outcome = Failure(request.failure.reason, request.failure.message)
+        elif which == "suspension":
+            outcome = Suspension(request.suspension.reason, request.suspension.message)
         result = await apply.apply_outcome(
             self.ctx,
             current_principal(),

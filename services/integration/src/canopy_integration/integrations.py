@@ -14,7 +14,7 @@ from datetime import timedelta
 import asyncpg
 
 from canopy.integration.v1 import integration_service_pb2 as rpc
-from canopy_core import requests
+from canopy_core import plans, requests
 from canopy_core.auth import Principal
 from canopy_core.db import Database
 from canopy_core.directory import Directory, ScopeInfo
@@ -264,11 +264,10 @@ async def resolve_scope(
 
 def check_plan(scope: Scope, info: ScopeInfo) -> None:
     """Tenant scope needs ENTERPRISE; org scope TEAM or ENTERPRISE."""
-    if scope.org_id:
-        if info.plan not in ("TEAM", "ENTERPRISE"):
-            raise PlanNotEligible("org", scope.org_id, info.plan, "TEAM or ENTERPRISE")
-    elif info.plan != "ENTERPRISE":
-        raise PlanNotEligible("tenant", scope.tenant_id, info.plan, "ENTERPRISE")
+    org_scoped = bool(scope.org_id)
+    if not plans.plan_allows(info.plan, org_scoped):
+        needs = plans.eligible_plans_text(org_scoped)
+        raise PlanNotEligible("org" if org_scoped else "tenant", scope.owner_id, info.plan, needs)
 
 
 async def check_permissions(ctx: Context, scope: Scope, permissions: RootFolderPermissions) -> None:

@@ -431,7 +431,7 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
     """Required. The integration id (`i_…`)."""
     expected_generation: _builtins.int
     """Required. The integration's `tree_generation` when the crawl began; if the tree has moved
-    on since, the call fails ABORTED and nothing is applied.
+    on since, the call fails ABORTED and nothing is applied. Ignored with a `suspension`.
     """
     sync_run_id: _builtins.str
     """The sync run that produced the outcome (`r_…`), for logs and error details."""
