@@ -104,8 +104,9 @@ class Stack:
     async def close(self) -> None:
         for channel in self.channels:
             await channel.close()
-        # Discovery first, so that it never sees the integration service go away.
-        for name in sorted(self.services, key=lambda n: (n == "permissions", n == "integration")):
+        # The integration service last: discovery and permissions follow its tree log, and
+        # must not see it go away.
+        for name in sorted(self.services, key=lambda n: (n == "integration", n == "permissions")):
             await self.services[name].stop()
 
 
@@ -121,8 +122,16 @@ async def start_stack(
     `with_discovery` is false, discovery; the directory seeded."""
     from tests.helpers import free_port
 
+    integration_port = free_port()
     permissions = await serve(
-        permissions_spec(), PermissionsSettings(**{**service_env, "db_schema": "permissions"})
+        permissions_spec(),
+        PermissionsSettings(
+            **{
+                **service_env,
+                "db_schema": "permissions",
+                "integration_address": f"127.0.0.1:{integration_port}",
+            }
+        ),
     )
     discovery_address = f"127.0.0.1:{free_port()}"
     running = await serve(
@@ -130,6 +139,7 @@ async def start_stack(
         IntegrationSettings(
             **{
                 **service_env,
+                "port": integration_port,
                 "db_schema": "integration",
                 "permissions_address": f"127.0.0.1:{permissions.port}",
                 "discovery_address": discovery_address,

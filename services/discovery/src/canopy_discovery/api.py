@@ -113,7 +113,12 @@ class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
         self, request: rpc.SyncIntegrationRequest, context: RpcContext
     ) -> rpc.SyncIntegrationResponse:
         run = await runs.sync_integration(
-            self.ctx.db, self.ctx.log, self.ctx.integrations, current_principal(), request
+            self.ctx.db,
+            self.ctx.log,
+            self.ctx.integrations,
+            self.ctx.directory,
+            current_principal(),
+            request,
         )
         return rpc.SyncIntegrationResponse(run=run_to_proto(run))
 

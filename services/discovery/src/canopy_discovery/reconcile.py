@@ -8,6 +8,8 @@ without a scope, as a system caller) and
 - schedules, and syncs at once, each integration the schedule lacks;
 - takes off the schedule each one the integration service no longer has (asked once more by
   id first, so that one created after the list was taken is kept);
+- syncs at once each SUSPENDED one whose plan allows it again, and makes due at once each one
+  whose plan no longer allows it, for its worker to suspend under the lease (`plans`);
 - leaves every other entry, and its timing, alone.
 
 The tree-log consumer schedules a new integration within moments of its creation; one missing
@@ -23,13 +25,16 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from canopy.integration.v1 import integration_pb2 as ipb
 from canopy_core.db import Database
-from canopy_core.errors import NotFound, Unavailable
+from canopy_core.directory import Directory
+from canopy_core.errors import CanopyError, NotFound, Unavailable
 from canopy_core.eventlog import EventLog
 from canopy_discovery import store
 from canopy_discovery.integration_client import IntegrationClient
 from canopy_discovery.model import Trigger
-from canopy_discovery.runs import cancel_integration, request_sync
+from canopy_discovery.plans import Suspension, plan_suspension
+from canopy_discovery.runs import WORK_CHANNEL, cancel_integration, request_sync
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,8 @@ class Reconciled:
 
     scheduled: list[str] = field(default_factory=list)
     unscheduled: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)  # suspended, and allowed again
+    to_suspend: list[str] = field(default_factory=list)  # made due, their plan forbids them
 
 
 class Reconciler:
@@ -55,6 +62,7 @@ class Reconciler:
         db: Database,
         event_log: EventLog,
         integrations: IntegrationClient,
+        directory: Directory,
         interval: timedelta,
         *,
         settle: float = SETTLE_SECONDS,
@@ -62,6 +70,7 @@ class Reconciler:
         self.db = db
         self.log = event_log
         self.integrations = integrations
+        self.directory = directory
         self.interval = interval.total_seconds()
         self.settle = settle
         self._wake = asyncio.Event()
@@ -77,10 +86,15 @@ class Reconciler:
             wait = self.interval
             try:
                 done = await self.reconcile()
-                if done.scheduled or done.unscheduled:
+                if done.scheduled or done.unscheduled or done.resumed or done.to_suspend:
                     log.info(
                         "schedule reconciled with the integration service",
-                        extra={"scheduled": done.scheduled, "unscheduled": done.unscheduled},
+                        extra={
+                            "scheduled": done.scheduled,
+                            "unscheduled": done.unscheduled,
+                            "resumed": done.resumed,
+                            "to_suspend": done.to_suspend,
+                        },
                     )
             except asyncio.CancelledError:
                 raise
@@ -95,7 +109,7 @@ class Reconciler:
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     async def reconcile(self) -> Reconciled:
-        """One pass: schedule what is missing, unschedule what is gone."""
+        """One pass: schedule what is missing, unschedule what is gone, act on plan changes."""
         listed = {i.id: i for i in await self.integrations.every_integration()}
         async with self.db.connection() as conn:
             scheduled = await store.scheduled_integration_ids(conn)
@@ -131,4 +145,39 @@ class Reconciler:
             async with self.db.transaction() as conn:
                 await cancel_integration(conn, self.log, integration_id)
             done.unscheduled.append(integration_id)
+        known = [listed[i] for i in sorted(scheduled & set(listed))]
+        await self._plan_changes(known, done)
         return done
+
+    async def _plan_changes(self, integrations: list[ipb.Integration], done: Reconciled) -> None:
+        """Integrations whose plan changed since their worker last checked it."""
+        verdicts: dict[tuple[str, str | None], Suspension | CanopyError | None] = {}
+        for integration in integrations:
+            scope = (integration.tenant_id, integration.scope.org_id or None)
+            if scope not in verdicts:
+                try:
+                    verdicts[scope] = await plan_suspension(self.directory, *scope)
+                except CanopyError as exc:
+                    verdicts[scope] = exc  # unknown: leave its integrations as they are
+            verdict = verdicts[scope]
+            if isinstance(verdict, CanopyError):
+                continue
+            suspended = integration.state == ipb.INTEGRATION_STATE_SUSPENDED
+            if suspended and verdict is None:
+                async with self.db.transaction() as conn:
+                    await request_sync(
+                        conn,
+                        self.log,
+                        integration.id,
+                        integration.tenant_id,
+                        integration.scope.org_id or None,
+                        int(integration.sync_interval.ToTimedelta().total_seconds()) or 900,
+                        Trigger.RECONCILED,
+                    )
+                done.resumed.append(integration.id)
+            elif not suspended and verdict is not None:
+                # No run: the worker checks the plan under the lease and suspends it.
+                async with self.db.transaction() as conn:
+                    await store.set_schedule(conn, integration.id, due_now=True)
+                    await conn.execute("SELECT pg_notify($1, $2)", WORK_CHANNEL, integration.id)
+                done.to_suspend.append(integration.id)

@@ -50,12 +50,13 @@ async def setup(runtime: Runtime) -> None:
     runtime.on_stop.append(integration_channel.close)
     runtime.on_stop.append(directory_channel.close)
     integrations = IntegrationClient(integration_channel)
+    directory = DirectoryClient(directory_channel)
     aws = aws_settings(settings)
     ctx = Context(
         db=runtime.db,
         log=runtime.event_log,
         integrations=integrations,
-        directory=DirectoryClient(directory_channel),
+        directory=directory,
         aws=aws,
     )
     discovery_service_pb2_grpc.add_DiscoveryServiceServicer_to_server(
@@ -65,6 +66,7 @@ async def setup(runtime: Runtime) -> None:
         runtime.db,
         runtime.event_log,
         integrations,
+        directory,
         aws,
         SchedulerConfig(
             workers=settings.sync_workers,
@@ -80,7 +82,7 @@ async def setup(runtime: Runtime) -> None:
         ),
     )
     reconciler = Reconciler(
-        runtime.db, runtime.event_log, integrations, settings.schedule_reconcile_interval
+        runtime.db, runtime.event_log, integrations, directory, settings.schedule_reconcile_interval
     )
     runtime.add_task(scheduler.run(), name="discovery-scheduler")
     runtime.add_task(
