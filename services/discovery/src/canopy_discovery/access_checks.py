@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections.abc import Awaitable
 
 from canopy_core.auth import Principal
 from canopy_core.directory import Directory
@@ -30,12 +31,13 @@ async def _platform_account(aws: AwsSettings) -> str:
 
 
 async def _checked(
-    aws: AwsSettings, role_arn: str, external_id: str, trusted: asyncio.Task[str]
+    aws: AwsSettings, role_arn: str, external_id: str, trusted: Awaitable[str]
 ) -> access.AccessResult:
-    result, platform = await asyncio.gather(
-        access.test_discovery_access(aws, role_arn, external_id), _platform_account(aws)
+    """The role test, with the accounts of discovery's credentials and of the templates."""
+    result, platform, trusted_account = await asyncio.gather(
+        access.test_discovery_access(aws, role_arn, external_id), _platform_account(aws), trusted
     )
-    return access.with_trust_check(result, platform, await trusted)
+    return access.with_trust_check(result, platform, trusted_account)
 
 
 async def discovery_access_for_integration(
@@ -45,7 +47,7 @@ async def discovery_access_for_integration(
     trust discovery's own account."""
     await scope_of(integrations, principal, integration_id)
     integration = await integrations.get_integration(integration_id)
-    trusted = asyncio.create_task(integrations.trusted_account_id(integration_id=integration_id))
+    trusted = integrations.trusted_account_id(integration_id=integration_id)
     role = integration.discovery_access
     return await _checked(aws, role.role_arn, role.external_id, trusted)
 
@@ -104,10 +106,8 @@ async def discovery_access_for_role(
             reason="EXTERNAL_ID_OWNER_MISMATCH",
             metadata={"field": "access.external_id", "owner": owner_id},
         )
-    trusted = asyncio.create_task(
-        integrations.trusted_account_id(
-            role_name=role_arn.rsplit("/", 1)[-1], external_id=external_id
-        )
+    trusted = integrations.trusted_account_id(
+        role_name=role_arn.rsplit("/", 1)[-1], external_id=external_id
     )
     return await _checked(aws, role_arn, external_id, trusted)
 
