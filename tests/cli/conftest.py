@@ -34,7 +34,7 @@ from canopy_permissions.server import spec as permissions_spec
 from canopy_permissions.settings import PermissionsSettings
 from tests.discovery.conftest import moto_server, moto_url, org  # noqa: F401
 from tests.helpers import JWT_SECRET, free_port
-from tests.integration.conftest import seed_directory
+from tests.integration.conftest import TRUSTED_ACCOUNT_ID, seed_directory
 
 if TYPE_CHECKING:
     from canopy.discovery.v1.discovery_service_pb2_grpc import DiscoveryServiceAsyncStub
@@ -105,6 +105,7 @@ async def cli(service_env: dict[str, Any], moto_url: str, tmp_path: Path) -> Asy
                 "db_schema": "integration",
                 "port": integration_port,
                 "permissions_address": f"127.0.0.1:{permissions_port}",
+                "trusted_account_id": TRUSTED_ACCOUNT_ID,
             }
         ),
     )

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import pytest
@@ -19,184 +18,31 @@ from canopy.discovery.v1 import discovery_service_pb2 as drpc
 from canopy.discovery.v1 import discovery_service_pb2_grpc as dgrpc
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
-from canopy.integration.v1 import connection_tree_service_pb2_grpc as tree_grpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
-from canopy.integration.v1 import integration_service_pb2_grpc as rpc_grpc
-from canopy.permissions.v1 import directory_service_pb2_grpc as dirgrpc
-from canopy.type.v1 import types_pb2
-from canopy_core.server import RunningService, serve
-from canopy_discovery.server import spec as discovery_spec
-from canopy_discovery.settings import DiscoverySettings
-from canopy_integration.server import spec as integration_spec
-from canopy_integration.settings import IntegrationSettings
-from canopy_permissions.server import spec as permissions_spec
-from canopy_permissions.settings import PermissionsSettings
 from tests.awsfaults import FaultProxy, Rule
 from tests.discovery.conftest import DISCOVERY_ROLE, Org
+from tests.discovery.stack import (
+    EXTERNAL_ID,
+    TERMINAL,
+    Stack,
+    create,
+    finished,
+    first_run,
+    handles,
+    runs_of,
+    start_stack,
+    sync,
+)
 from tests.helpers import error_details
-from tests.integration.conftest import MEMBER, OUTSIDER, OWNER, SYSTEM, seed_directory
-
-if TYPE_CHECKING:
-    from canopy.discovery.v1.discovery_service_pb2_grpc import DiscoveryServiceAsyncStub
-    from canopy.integration.v1.connection_tree_service_pb2_grpc import (
-        ConnectionTreeServiceAsyncStub,
-    )
-    from canopy.integration.v1.integration_service_pb2_grpc import IntegrationServiceAsyncStub
-
-EXTERNAL_ID = "t_acme:k3j9x0ab"
-TERMINAL = {
-    dpb.SYNC_RUN_STATE_SUCCEEDED,
-    dpb.SYNC_RUN_STATE_FAILED,
-    dpb.SYNC_RUN_STATE_NEEDS_CONFIRMATION,
-    dpb.SYNC_RUN_STATE_CANCELLED,
-}
-
-
-@dataclass
-class Stack:
-    """Three services in this process, and stubs to call them."""
-
-    integrations: IntegrationServiceAsyncStub
-    tree: ConnectionTreeServiceAsyncStub
-    discovery: DiscoveryServiceAsyncStub
-    services: dict[str, RunningService]
-    settings: dict[str, Any]
-    channels: list[grpc.aio.Channel] = field(default_factory=list)
-
-    async def add_discovery_replica(self, **overrides: Any) -> RunningService:
-        """Another discovery service on the same database (a second replica)."""
-        replica = await serve(discovery_spec(), DiscoverySettings(**{**self.settings, **overrides}))
-        self.services[f"discovery-{len(self.services)}"] = replica
-        return replica
-
-
-def discovery_env(service_env: dict[str, Any], proxy: FaultProxy, **extra: Any) -> dict[str, Any]:
-    return {
-        **service_env,
-        "db_schema": "discovery",
-        "aws_endpoint_url": proxy.url,
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-        "sync_workers": 2,
-        "lease_ttl": 3,
-        "scheduler_poll_interval": 0.3,
-        "crawl_timeout": 30,
-        "crawl_call_timeout": 5,
-        **extra,
-    }
+from tests.integration.conftest import MEMBER, OUTSIDER, OWNER, SYSTEM
 
 
 @pytest.fixture
 async def stack(service_env: dict[str, Any], proxy: FaultProxy) -> AsyncIterator[Stack]:
-    permissions = await serve(
-        permissions_spec(), PermissionsSettings(**{**service_env, "db_schema": "permissions"})
-    )
-    integration = await serve(
-        integration_spec(),
-        IntegrationSettings(
-            **{
-                **service_env,
-                "db_schema": "integration",
-                "permissions_address": f"127.0.0.1:{permissions.port}",
-            }
-        ),
-    )
-    settings = discovery_env(
-        service_env,
-        proxy,
-        integration_address=f"127.0.0.1:{integration.port}",
-        permissions_address=f"127.0.0.1:{permissions.port}",
-    )
-    discovery = await serve(discovery_spec(), DiscoverySettings(**settings))
-    channels = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{s.port}")
-        for s in (integration, discovery, permissions)
-    ]
-    await seed_directory(dirgrpc.DirectoryServiceStub(channels[2]))
-    built = Stack(
-        integrations=rpc_grpc.IntegrationServiceStub(channels[0]),
-        tree=tree_grpc.ConnectionTreeServiceStub(channels[0]),
-        discovery=dgrpc.DiscoveryServiceStub(channels[1]),
-        services={"discovery": discovery, "integration": integration, "permissions": permissions},
-        settings=settings,
-        channels=channels,
-    )
+    built = await start_stack(service_env, proxy)
     yield built
-    for channel in channels:
-        await channel.close()
-    for name, service in list(built.services.items()):
-        if name != "permissions":
-            await service.stop()
-    await permissions.stop()
-
-
-async def create(stack: Stack, handle: str = "aws-prod", **extra: Any) -> pb.Integration:
-    reply = await stack.integrations.CreateIntegration(
-        rpc.CreateIntegrationRequest(
-            integration=pb.Integration(
-                handle=handle,
-                scope=types_pb2.Scope(tenant_id="t_acme"),
-                discovery_access=pb.AwsDiscoveryAccess(
-                    role_arn=DISCOVERY_ROLE, external_id=EXTERNAL_ID
-                ),
-                member_access=pb.AwsMemberAccess(role_name="canopy-member"),
-                **extra,
-            )
-        ),
-        metadata=OWNER,
-    )
-    return reply.integration
-
-
-async def runs_of(stack: Stack, integration_id: str) -> list[dpb.SyncRun]:
-    reply = await stack.discovery.ListSyncRuns(
-        drpc.ListSyncRunsRequest(integration_id=integration_id, page_size=100), metadata=SYSTEM
-    )
-    return list(reply.runs)
-
-
-async def finished(stack: Stack, run_id: str, timeout: float = 30) -> dpb.SyncRun:
-    """Follow a run with WatchSyncRun until it ends."""
-    last: dpb.SyncRun | None = None
-
-    async def follow() -> None:
-        nonlocal last
-        async for reply in stack.discovery.WatchSyncRun(
-            drpc.WatchSyncRunRequest(id=run_id), metadata=SYSTEM
-        ):
-            last = reply.run
-            if reply.run.state in TERMINAL:
-                return
-
-    await asyncio.wait_for(follow(), timeout)
-    assert last is not None
-    return last
-
-
-async def first_run(stack: Stack, integration_id: str, timeout: float = 30) -> dpb.SyncRun:
-    """The run that creating the integration started, once it has ended."""
-    for _ in range(int(timeout * 10)):
-        found = await runs_of(stack, integration_id)
-        if found:
-            return await finished(stack, found[-1].id, timeout)
-        await asyncio.sleep(0.1)
-    raise AssertionError("no run was started")
-
-
-async def sync(stack: Stack, integration_id: str, **kw: Any) -> dpb.SyncRun:
-    reply = await stack.discovery.SyncIntegration(
-        drpc.SyncIntegrationRequest(integration_id=integration_id, **kw), metadata=OWNER
-    )
-    return await finished(stack, reply.run.id)
-
-
-async def handles(stack: Stack, integration_id: str) -> dict[str, str]:
-    reply = await stack.tree.ListConnections(
-        tree_rpc.ListConnectionsRequest(integration_id=integration_id, page_size=100),
-        metadata=SYSTEM,
-    )
-    return {c.account_id: c.handle for c in reply.connections}
+    await built.close()
 
 
 async def test_creating_an_integration_syncs_it_at_once(stack: Stack, org: Org) -> None:

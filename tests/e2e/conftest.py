@@ -13,6 +13,7 @@ from tests.awsfaults import FaultProxy
 from tests.discovery.conftest import moto_server, moto_url, org, proxy  # noqa: F401
 from tests.e2e.processes import SERVICES, ServiceProcess, base_env, start, wait_serving
 from tests.helpers import free_port
+from tests.integration.conftest import TRUSTED_ACCOUNT_ID
 
 
 @pytest.fixture
@@ -35,6 +36,7 @@ def suite_env(
         CANOPY_AWS_ENDPOINT_URL=proxy.url,
         CANOPY_AWS_ACCESS_KEY_ID="testing",
         CANOPY_AWS_SECRET_ACCESS_KEY="testing",
+        CANOPY_TRUSTED_ACCOUNT_ID=TRUSTED_ACCOUNT_ID,
         CANOPY_INTEGRATION_ADDRESS=f"127.0.0.1:{ports['integration']}",
         CANOPY_DISCOVERY_ADDRESS=f"127.0.0.1:{ports['discovery']}",
         CANOPY_PERMISSIONS_ADDRESS=f"127.0.0.1:{ports['permissions']}",

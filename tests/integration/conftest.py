@@ -39,6 +39,8 @@ ORG_OWNER = bearer(token("oscar", o_ops="owner"))
 MEMBER = bearer(token("mia", t_acme="member"))
 OUTSIDER = bearer(token("eve", t_other="owner"))
 ROLE_ARN = "arn:aws:iam::111111111111:role/canopy-discovery"
+# The platform account role templates trust, configured explicitly (there is no default).
+TRUSTED_ACCOUNT_ID = "123456789012"
 
 
 @dataclass
@@ -85,7 +87,16 @@ async def seed_directory(directory: Any) -> None:
 
 
 @pytest.fixture
-async def suite(service_env: dict[str, Any]) -> AsyncIterator[Suite]:
+def integration_settings() -> dict[str, Any]:
+    """Settings of the suite's integration service on top of the test defaults (a test module
+    overrides this fixture to run it configured otherwise)."""
+    return {"trusted_account_id": TRUSTED_ACCOUNT_ID}
+
+
+@pytest.fixture
+async def suite(
+    service_env: dict[str, Any], integration_settings: dict[str, Any]
+) -> AsyncIterator[Suite]:
     permissions = await serve(
         permissions_spec(), PermissionsSettings(**{**service_env, "db_schema": "permissions"})
     )
@@ -96,6 +107,7 @@ async def suite(service_env: dict[str, Any]) -> AsyncIterator[Suite]:
                 **service_env,
                 "db_schema": "integration",
                 "permissions_address": f"127.0.0.1:{permissions.port}",
+                **integration_settings,
             }
         ),
     )

@@ -325,6 +325,48 @@ async def test_a_failure_sets_error_and_leaves_the_tree_as_it_was(suite: Suite) 
     assert recovered.integration.state_reason == ""
 
 
+async def test_a_suspension_sets_suspended_keeps_the_tree_and_a_snapshot_ends_it(
+    suite: Suite,
+) -> None:
+    created = await create(suite)
+    await apply(suite, created.id, BASE)
+    before = (await connections(suite, created.id), await folders(suite, created.id))
+    start = await head(suite, created.id)
+
+    async def suspend() -> tree_rpc.ApplyDiscoverySnapshotResponse:
+        reply: tree_rpc.ApplyDiscoverySnapshotResponse = await suite.tree.ApplyDiscoverySnapshot(
+            tree_rpc.ApplyDiscoverySnapshotRequest(
+                integration_id=created.id,
+                # Not computed against a tree: no generation to match.
+                expected_generation=0,
+                suspension=tree_pb.DiscoverySuspension(
+                    reason="PLAN_NOT_ELIGIBLE", message="tenant 't_acme' is on plan TEAM"
+                ),
+            ),
+            metadata=SYSTEM,
+        )
+        return reply
+
+    reply = await suspend()
+    assert reply.outcome == tree_pb.APPLY_OUTCOME_SUSPENSION_RECORDED
+    assert reply.integration.state == pb.INTEGRATION_STATE_SUSPENDED
+    assert reply.integration.state_reason == "PLAN_NOT_ELIGIBLE"
+    assert reply.integration.state_message == "tenant 't_acme' is on plan TEAM"
+    assert reply.summary.events_emitted == 1
+    assert (await connections(suite, created.id), await folders(suite, created.id)) == before
+    (event,) = await events_after(suite, start, created.id)
+    assert event.WhichOneof("event") == "integration_updated"
+    assert list(event.integration_updated.changed_fields) == ["state"]
+    again = await suspend()  # recorded once
+    assert again.summary.events_emitted == 0
+
+    resumed = await apply(suite, created.id, BASE)
+    assert resumed.outcome == tree_pb.APPLY_OUTCOME_UNCHANGED
+    assert resumed.integration.state == pb.INTEGRATION_STATE_ENABLED
+    assert resumed.integration.state_reason == ""
+    assert (await connections(suite, created.id), await folders(suite, created.id)) == before
+
+
 async def test_only_system_callers_apply_snapshots(suite: Suite) -> None:
     created = await create(suite)
     for who in (OWNER, MEMBER, OUTSIDER):

@@ -23,6 +23,7 @@ from canopy_integration.aws import (
     external_id_suffix_problem,
     new_external_id,
     parse_role_arn,
+    partition_problem,
     role_arn_problem,
     role_name_problem,
 )
@@ -116,6 +117,22 @@ def test_parse_role_arn_keeps_path_and_partition() -> None:
 def test_parsed_role_arn_renders_back_to_the_same_text(arn: str) -> None:
     assert parse_role_arn(arn).arn == arn
     assert str(parse_role_arn(arn)) == arn
+
+
+@pytest.mark.parametrize("served", ["aws", "aws-cn", "aws-us-gov"])
+def test_a_role_arn_of_the_served_partition_only_has_no_partition_problem(served: str) -> None:
+    for partition in ("aws", "aws-cn", "aws-us-gov"):
+        problem = partition_problem(f"arn:{partition}:iam::123456789012:role/canopy", served)
+        if partition == served:
+            assert problem is None
+        else:
+            assert problem is not None
+            assert f"partition {partition!r}" in problem
+            assert f"serves partition {served!r} only" in problem
+
+
+def test_a_malformed_arn_is_left_to_role_arn_problem() -> None:
+    assert partition_problem("arn:aws-cn:iam::123:role/x", "aws") is None
 
 
 def test_parse_role_arn_of_malformed_arn_raises_value_error() -> None:

@@ -47,6 +47,7 @@ from tests.integration.conftest import (
     OWNER,
     ROOT,
     SYSTEM,
+    TRUSTED_ACCOUNT_ID,
     Suite,
     account,
     create,
@@ -55,7 +56,6 @@ from tests.integration.conftest import (
 )
 
 TEAM_OWNER = bearer(token("tina", t_team="owner"))
-TRUSTED_ACCOUNT_ID = "123456789012"
 MADE_UP_ID = "i_0000000000zzzzzzzzzzzzzzzz"
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -391,6 +391,81 @@ async def test_an_update_to_an_external_id_of_another_owner_is_refused(suite: Su
     assert await get(suite, created.id) == created
 
 
+@pytest.mark.parametrize(
+    "role_arn",
+    [
+        "arn:aws-cn:iam::111111111111:role/canopy-discovery",
+        "arn:aws-us-gov:iam::111111111111:role/canopy-discovery",
+    ],
+)
+async def test_a_role_arn_of_another_partition_is_refused_naming_the_served_one(
+    suite: Suite, role_arn: str
+) -> None:
+    message = new_integration("aws")
+    message.discovery_access.role_arn = role_arn
+    created = await fails(create(suite, message))
+    assert created.code == INVALID
+    assert created.fields == ["integration.discovery_access.role_arn"]
+    assert created.reason == "UNSUPPORTED_PARTITION"
+    assert "partition 'aws'" in created.message
+
+    existing = await create(suite, new_integration("aws"))
+    for paths in (["discovery_access"], ["discovery_access.role_arn"]):
+        updated = await fails(
+            update(
+                suite,
+                pb.Integration(
+                    id=existing.id,
+                    discovery_access=pb.AwsDiscoveryAccess(
+                        role_arn=role_arn, external_id=existing.discovery_access.external_id
+                    ),
+                ),
+                *paths,
+            )
+        )
+        assert updated.code == INVALID
+        assert updated.fields == ["integration.discovery_access.role_arn"]
+        assert "partition 'aws'" in updated.message
+    assert await get(suite, existing.id) == existing
+
+
+@pytest.mark.parametrize(
+    "integration_settings",
+    [{"trusted_account_id": TRUSTED_ACCOUNT_ID, "aws_partition": "aws-cn"}],
+)
+async def test_a_deployment_for_aws_cn_serves_its_roles_and_trusts_its_account_there(
+    suite: Suite,
+) -> None:
+    message = new_integration("aws")
+    message.discovery_access.role_arn = "arn:aws-cn:iam::111111111111:role/canopy-discovery"
+    created = await create(suite, message)
+    refused = new_integration("aws-global")
+    failure = await fails(create(suite, refused))
+    assert failure.fields == ["integration.discovery_access.role_arn"]
+    assert "partition 'aws-cn'" in failure.message
+
+    for kind in (
+        rpc.ROLE_TEMPLATE_KIND_DISCOVERY_ROLE,
+        rpc.ROLE_TEMPLATE_KIND_MEMBER_ROLE_STACK_SET,
+    ):
+        reply = await render(suite, kind=kind, integration_id=created.id)
+        (statement,) = role_of(reply.template_yaml)["AssumeRolePolicyDocument"]["Statement"]
+        assert statement["Principal"]["AWS"] == f"arn:aws-cn:iam::{TRUSTED_ACCOUNT_ID}:root"
+    await suite.tree.ApplyDiscoverySnapshot(
+        tree_rpc.ApplyDiscoverySnapshotRequest(
+            integration_id=created.id,
+            snapshot=snapshot([], [(account(7), ROOT, "Web")]),
+        ),
+        metadata=SYSTEM,
+    )
+    listed = await suite.tree.ListConnections(
+        tree_rpc.ListConnectionsRequest(integration_id=created.id), metadata=OWNER
+    )
+    assert [c.effective_config.role_arn for c in listed.connections] == [
+        f"arn:aws-cn:iam::{account(7)}:role/canopy-member"
+    ]
+
+
 async def test_generate_external_id_prefixes_the_owner_and_a_fresh_random_suffix(
     suite: Suite,
 ) -> None:
@@ -635,6 +710,31 @@ async def test_render_role_template_takes_role_and_external_id_from_an_integrati
     assert "t_acme:disc0001" not in member.template_yaml
 
 
+@pytest.mark.parametrize(
+    "integration_settings",
+    # No trusted account configured, and the discovery service that would say whose
+    # credentials it holds is not running.
+    [{"trusted_account_id": None, "discovery_address": f"127.0.0.1:{free_port()}"}],
+)
+async def test_render_role_template_never_guesses_the_account_to_trust(suite: Suite) -> None:
+    failure = await fails(
+        render(
+            suite,
+            kind=rpc.ROLE_TEMPLATE_KIND_MEMBER_ROLE_STACK_SET,
+            role_name="canopy-member",
+            external_id="t_acme:abcd1234",
+        )
+    )
+    assert failure.code == grpc.StatusCode.UNAVAILABLE
+    assert failure.reason == "DISCOVERY_UNAVAILABLE"
+    # Bad input is still the caller's error, found before the account is needed.
+    bad = await fails(
+        render(suite, kind=rpc.ROLE_TEMPLATE_KIND_MEMBER_ROLE_STACK_SET, role_name="canopy")
+    )
+    assert bad.code == INVALID
+    assert bad.fields == ["external_id"]
+
+
 async def test_render_role_template_refuses_bad_input_naming_the_field(suite: Suite) -> None:
     unspecified = await fails(
         render(
@@ -788,6 +888,41 @@ async def test_list_connections_refuses_forged_and_wrong_shaped_page_tokens(suit
     )
     assert (len(first.connections), len(rest.connections)) == (2, 1)
     assert not rest.next_page_token
+
+
+async def test_a_system_caller_lists_every_scopes_integrations_without_a_scope(
+    suite: Suite,
+) -> None:
+    made = [
+        (await create(suite, new_integration("aws-t"))).id,
+        (await create(suite, new_integration("aws-o", org_id="o_ops"))).id,
+        (await create(suite, new_integration("aws-x", tenant_id="t_other"), metadata=OUTSIDER)).id,
+        (await create(suite, new_integration("aws-e", org_id="o_ent"), metadata=SYSTEM)).id,
+    ]
+    seen: list[str] = []
+    page_token = ""
+    while True:
+        reply = await suite.integrations.ListIntegrations(
+            rpc.ListIntegrationsRequest(page_size=3, page_token=page_token), metadata=SYSTEM
+        )
+        seen.extend(i.id for i in reply.integrations)
+        page_token = reply.next_page_token
+        if not page_token:
+            break
+    assert seen == sorted(made)
+
+    for metadata in (OWNER, OUTSIDER):  # everyone else still names a scope
+        refused = await fails(
+            suite.integrations.ListIntegrations(rpc.ListIntegrationsRequest(), metadata=metadata)
+        )
+        assert refused.code == INVALID
+        assert refused.fields == ["scope"]
+    with_orgs = await fails(
+        suite.integrations.ListIntegrations(
+            rpc.ListIntegrationsRequest(include_org_integrations=True), metadata=SYSTEM
+        )
+    )
+    assert with_orgs.fields == ["include_org_integrations"]
 
 
 async def test_list_integrations_includes_org_level_ones_only_when_asked(suite: Suite) -> None:

@@ -19,7 +19,6 @@ from canopy_integration.templates import (
 
 TRUSTED = "316881668097"
 EXTERNAL_ID = "o_cugqnt0sb890gkker123:k3j9x0ab"
-TRUST_PRINCIPAL = {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::{TRUSTED}:root"}
 READ_ONLY = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/ReadOnlyAccess"}
 
 
@@ -65,6 +64,7 @@ class Variant:
     role_name: str
     role_path: str | None
     region: str
+    partition: str = "aws"
 
 
 VARIANTS = [
@@ -91,12 +91,16 @@ VARIANTS = [
     Variant(
         "discovery-aws-cn",
         render_discovery_role(
-            "arn:aws-cn:iam::123456789012:role/ops/CanopyDiscovery", EXTERNAL_ID, TRUSTED
+            "arn:aws-cn:iam::123456789012:role/ops/CanopyDiscovery",
+            EXTERNAL_ID,
+            TRUSTED,
+            partition="aws-cn",
         ),
         "CanopyDiscoveryRole",
         "CanopyDiscovery",
         "/ops/",
         "cn-north-1",
+        "aws-cn",
     ),
     Variant(
         "discovery-aws-us-gov",
@@ -104,11 +108,13 @@ VARIANTS = [
             parse_role_arn("arn:aws-us-gov:iam::123456789012:role/canopy-discovery"),
             "t_01jd8x4k2m:abcd1234",
             TRUSTED,
+            partition="aws-us-gov",
         ),
         "CanopyDiscoveryRole",
         "canopy-discovery",
         None,
         "us-gov-west-1",
+        "aws-us-gov",
     ),
     Variant(
         "discovery-by-name",
@@ -133,6 +139,15 @@ VARIANTS = [
         "canopy-member",
         None,
         "us-east-1",
+    ),
+    Variant(
+        "member-aws-cn",
+        render_member_role("canopy-member", EXTERNAL_ID, TRUSTED, partition="aws-cn"),
+        "CanopyMemberRole",
+        "canopy-member",
+        None,
+        "cn-northwest-1",
+        "aws-cn",
     ),
 ]
 variants = pytest.mark.parametrize("variant", VARIANTS, ids=[v.id for v in VARIANTS])
@@ -167,12 +182,16 @@ def test_template_declares_the_format_version_and_a_description(variant: Variant
 
 
 @variants
-def test_role_trusts_only_the_platform_account_with_the_external_id(variant: Variant) -> None:
+def test_role_trusts_only_the_platform_account_of_its_partition_with_the_external_id(
+    variant: Variant,
+) -> None:
     policy = role_properties(variant)["AssumeRolePolicyDocument"]
     assert policy["Version"] == "2012-10-17"
     (statement,) = policy["Statement"]
     assert statement["Effect"] == "Allow"
-    assert statement["Principal"] == {"AWS": TRUST_PRINCIPAL}
+    # The partition is written out, not `${AWS::Partition}`: deployed in another partition, the
+    # template must fail rather than trust that partition's holder of the account number.
+    assert statement["Principal"] == {"AWS": f"arn:{variant.partition}:iam::{TRUSTED}:root"}
     assert statement["Action"] == "sts:AssumeRole"
     external_id = "t_01jd8x4k2m:abcd1234" if variant.id == "discovery-aws-us-gov" else EXTERNAL_ID
     assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": external_id}}
@@ -241,6 +260,25 @@ def test_member_template_refuses_malformed_input(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         render_member_role(role_name, external_id, trusted)
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        "arn:aws-cn:iam::123456789012:role/canopy-discovery",
+        "arn:aws-us-gov:iam::123456789012:role/canopy-discovery",
+    ],
+)
+def test_discovery_template_refuses_a_role_of_another_partition(arn: str) -> None:
+    with pytest.raises(ValueError, match="not in partition 'aws'"):
+        render_discovery_role(arn, EXTERNAL_ID, TRUSTED)
+    with pytest.raises(ValueError, match="not in partition 'aws'"):
+        render_discovery_role(parse_role_arn(arn), EXTERNAL_ID, TRUSTED, partition="aws")
+
+
+def test_templates_refuse_an_unknown_partition() -> None:
+    with pytest.raises(ValueError, match="partition 'aws-iso'"):
+        render_member_role("canopy-member", EXTERNAL_ID, TRUSTED, partition="aws-iso")
 
 
 def test_discovery_template_refuses_malformed_arn() -> None:

@@ -29,6 +29,8 @@ TENANT = "t_demo"
 ORG = "o_demo"
 WORKSPACES = ("w_analytics", "w_security", "w_finops")
 EXTERNAL_ID = f"{ORG}:demo1234"
+# moto's account: the simulated organization's management account, and the platform's own.
+SIMULATED_ACCOUNT_ID = "123456789012"
 TERMINAL = {
     dpb.SYNC_RUN_STATE_SUCCEEDED,
     dpb.SYNC_RUN_STATE_FAILED,

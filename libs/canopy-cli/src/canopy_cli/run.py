@@ -144,6 +144,8 @@ async def main() -> int:
         env["CANOPY_AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
         env["CANOPY_AWS_ACCESS_KEY_ID"] = "testing"
         env["CANOPY_AWS_SECRET_ACCESS_KEY"] = "testing"
+        # Role templates of the demo trust the simulated platform account, said explicitly.
+        env.setdefault("CANOPY_TRUSTED_ACCOUNT_ID", demo.SIMULATED_ACCOUNT_ID)
 
     started = children(settings)
     processes: dict[str, asyncio.subprocess.Process] = {}

@@ -1,18 +1,20 @@
 """Access tests: can the platform assume the discovery role and read the organization, and can it
 assume the member role in given accounts? Each answers with what is wrong, never an exception
 for an AWS problem, so a user can fix their trust policy or external id before the first sync.
+Also: whose are the platform's own credentials, and do the role templates trust that account?
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from canopy_discovery.aws import (
     ACCESS_DENIED,
     OTHER,
+    TRUSTED_ACCOUNT_MISMATCH,
     AwsSettings,
     DiscoveryFailure,
     assumed_session,
@@ -21,6 +23,7 @@ from canopy_discovery.aws import (
     is_access_denied,
     not_management_account,
     organizations_client,
+    platform_session,
 )
 
 # One access test never waits longer than this for one AWS call.
@@ -38,6 +41,8 @@ class AccessResult:
     root_id: str = ""
     reason: str = ""
     message: str = ""
+    platform_account_id: str = ""  # whose credentials discovery calls STS with
+    trusted_account_id: str = ""  # the account the role templates trust
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,43 @@ async def _call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
 async def _caller_account(session: Any, aws: AwsSettings) -> str:
     async with create_client(session, "sts", aws, call_timeout=CALL_TIMEOUT) as sts:
         return str((await _call(sts, "get_caller_identity"))["Account"])
+
+
+async def platform_account_id(aws: AwsSettings) -> str:
+    """The account of the platform's own credentials (STS GetCallerIdentity); raises
+    DiscoveryFailure when they cannot be read."""
+    try:
+        async with asyncio.timeout(2 * CALL_TIMEOUT):
+            return await _caller_account(platform_session(aws), aws)
+    except Exception as error:
+        raise classify(error) from error
+
+
+async def test_platform_credentials(aws: AwsSettings) -> AccessResult:
+    """Whose are the platform's credentials: ok with `platform_account_id`, or why unreadable."""
+    try:
+        account_id = await platform_account_id(aws)
+    except DiscoveryFailure as failure:
+        return AccessResult(ok=False, reason=failure.reason, message=failure.message)
+    return AccessResult(ok=True, platform_account_id=account_id)
+
+
+def with_trust_check(result: AccessResult, platform: str, trusted: str) -> AccessResult:
+    """A role test's result with both accounts, failed TRUSTED_ACCOUNT_MISMATCH when the
+    templates trust another account than the one discovery's credentials belong to (either
+    unknown: nothing to compare). The mismatch comes first: it explains a denied AssumeRole."""
+    result = replace(result, platform_account_id=platform, trusted_account_id=trusted)
+    if not platform or not trusted or platform == trusted:
+        return result
+    message = (
+        f"the role templates trust AWS account {trusted}, but the credentials discovery uses "
+        f"belong to account {platform}: a role made from those templates will not let discovery "
+        f"assume it. Set CANOPY_TRUSTED_ACCOUNT_ID (integration service) to {platform}, or give "
+        f"discovery credentials of account {trusted}"
+    )
+    if not result.ok:
+        message += f" (the role test itself: {result.reason}: {result.message})"
+    return replace(result, ok=False, reason=TRUSTED_ACCOUNT_MISMATCH, message=message)
 
 
 async def test_discovery_access(aws: AwsSettings, role_arn: str, external_id: str) -> AccessResult:

@@ -1,15 +1,18 @@
-"""TestDiscoveryAccess and TestMemberAccess: who may ask, and about which roles."""
+"""TestDiscoveryAccess and TestMemberAccess: who may ask, and about which roles; and whether the
+role templates trust the account of the credentials discovery really uses."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
+from collections.abc import Awaitable
 
 from canopy_core.auth import Principal
 from canopy_core.directory import Directory
 from canopy_core.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from canopy_discovery import access
-from canopy_discovery.aws import AwsSettings
+from canopy_discovery.aws import UNSUPPORTED_PARTITION, AwsSettings, DiscoveryFailure
 from canopy_discovery.integration_client import IntegrationClient
 from canopy_discovery.runs import scope_of
 
@@ -20,32 +23,72 @@ MAX_SAMPLE = 50
 DEFAULT_SAMPLE = 5
 
 
+async def _platform_account(aws: AwsSettings) -> str:
+    try:
+        return await access.platform_account_id(aws)
+    except DiscoveryFailure:
+        return ""  # nothing to compare; the role test reports what is wrong with AWS
+
+
+async def _checked(
+    aws: AwsSettings, role_arn: str, external_id: str, trusted: Awaitable[str]
+) -> access.AccessResult:
+    """The role test, with the accounts of discovery's credentials and of the templates."""
+    result, platform, trusted_account = await asyncio.gather(
+        access.test_discovery_access(aws, role_arn, external_id), _platform_account(aws), trusted
+    )
+    return access.with_trust_check(result, platform, trusted_account)
+
+
 async def discovery_access_for_integration(
     integrations: IntegrationClient, aws: AwsSettings, principal: Principal, integration_id: str
 ) -> access.AccessResult:
-    """Test an integration's discovery role (members of its scope)."""
+    """Test an integration's discovery role (members of its scope), and that its templates
+    trust discovery's own account."""
     await scope_of(integrations, principal, integration_id)
     integration = await integrations.get_integration(integration_id)
-    return await access.test_discovery_access(
-        aws, integration.discovery_access.role_arn, integration.discovery_access.external_id
-    )
+    trusted = integrations.trusted_account_id(integration_id=integration_id)
+    role = integration.discovery_access
+    return await _checked(aws, role.role_arn, role.external_id, trusted)
+
+
+async def platform_credentials(aws: AwsSettings) -> access.AccessResult:
+    """The account of the platform's own credentials (any authenticated caller: every role
+    template shows it anyway)."""
+    return await access.test_platform_credentials(aws)
 
 
 async def discovery_access_for_role(
-    directory: Directory, aws: AwsSettings, principal: Principal, role_arn: str, external_id: str
+    integrations: IntegrationClient,
+    directory: Directory,
+    aws: AwsSettings,
+    principal: Principal,
+    role_arn: str,
+    external_id: str,
 ) -> access.AccessResult:
     """Test a role before an integration exists; the external id must be the caller's scope's
     (else Canopy would be a confused deputy, probing roles with someone else's external id)."""
     found = []
-    if not ROLE_ARN.match(role_arn):
+    reason = None
+    arn = ROLE_ARN.match(role_arn)
+    if arn is None:
         found.append(FieldViolation("access.role_arn", "must be an IAM role ARN"))
+    elif arn.group(1) != aws.partition:
+        reason = UNSUPPORTED_PARTITION
+        found.append(
+            FieldViolation(
+                "access.role_arn",
+                f"is in partition {arn.group(1)!r}; this deployment serves partition "
+                f"{aws.partition!r} only (CANOPY_AWS_PARTITION)",
+            )
+        )
     owner = EXTERNAL_ID.match(external_id)
     if owner is None:
         found.append(
             FieldViolation("access.external_id", "must be '<tenant or org id>:<8 of [a-z0-9]>'")
         )
     if found:
-        raise InvalidArgument(found)
+        raise InvalidArgument(found, reason=reason)
     assert owner is not None
     owner_id = owner.group(1)
     try:
@@ -63,7 +106,10 @@ async def discovery_access_for_role(
             reason="EXTERNAL_ID_OWNER_MISMATCH",
             metadata={"field": "access.external_id", "owner": owner_id},
         )
-    return await access.test_discovery_access(aws, role_arn, external_id)
+    trusted = integrations.trusted_account_id(
+        role_name=role_arn.rsplit("/", 1)[-1], external_id=external_id
+    )
+    return await _checked(aws, role_arn, external_id, trusted)
 
 
 async def member_access(
@@ -103,6 +149,9 @@ async def member_access(
         targets = account_ids
     else:
         targets = random.sample(known, min(len(known), sample_size or DEFAULT_SAMPLE))
+    # The discovery role's partition, which validation keeps to the deployment's own: a role
+    # left in another one by an older release fails UNSUPPORTED_PARTITION rather than sending
+    # AssumeRole to the same account number in the wrong partition.
     partition = integration.discovery_access.role_arn.split(":")[1]
     role = integration.member_access.role_name
     external_id = integration.member_access.external_id or integration.discovery_access.external_id

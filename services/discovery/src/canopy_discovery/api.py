@@ -50,6 +50,8 @@ def _access_reply(result: AccessResult) -> rpc.TestDiscoveryAccessResponse:
         root_id=result.root_id,
         reason=_reason(result.reason) if result.reason else pb.ACCESS_FAILURE_REASON_UNSPECIFIED,
         message=result.message,
+        platform_account_id=result.platform_account_id,
+        trusted_account_id=result.trusted_account_id,
     )
 
 
@@ -69,14 +71,20 @@ class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
             )
         elif which == "access":
             result = await access_checks.discovery_access_for_role(
+                self.ctx.integrations,
                 self.ctx.directory,
                 self.ctx.aws,
                 current_principal(),
                 request.access.role_arn,
                 request.access.external_id,
             )
+        elif which == "platform_credentials":
+            current_principal()  # any authenticated caller
+            result = await access_checks.platform_credentials(self.ctx.aws)
         else:
-            raise InvalidArgument.field("target", "name an integration_id or an access to test")
+            raise InvalidArgument.field(
+                "target", "name an integration_id, an access or the platform_credentials to test"
+            )
         return _access_reply(result)
 
     async def TestMemberAccess(
@@ -107,7 +115,12 @@ class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
         self, request: rpc.SyncIntegrationRequest, context: RpcContext
     ) -> rpc.SyncIntegrationResponse:
         run = await runs.sync_integration(
-            self.ctx.db, self.ctx.log, self.ctx.integrations, current_principal(), request
+            self.ctx.db,
+            self.ctx.log,
+            self.ctx.integrations,
+            self.ctx.directory,
+            current_principal(),
+            request,
         )
         return rpc.SyncIntegrationResponse(run=run_to_proto(run))
 

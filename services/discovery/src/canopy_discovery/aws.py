@@ -45,6 +45,8 @@ UNREACHABLE = "UNREACHABLE"
 THROTTLED = "THROTTLED"
 CRAWL_DEADLINE_EXCEEDED = "CRAWL_DEADLINE_EXCEEDED"
 CALL_TIMEOUT = "CALL_TIMEOUT"
+UNSUPPORTED_PARTITION = "UNSUPPORTED_PARTITION"
+TRUSTED_ACCOUNT_MISMATCH = "TRUSTED_ACCOUNT_MISMATCH"
 OTHER = "OTHER"
 
 # Error codes AWS uses for "slow down"; Organizations says TooManyRequestsException (HTTP 400).
@@ -87,6 +89,7 @@ class AwsSettings:
 
     endpoint_url: str | None = None  # moto or a proxy in tests; None calls real AWS
     region: str = "us-east-1"
+    partition: str = "aws"  # the only partition whose roles the platform can assume
     access_key_id: str | None = None  # None: the default chain (environment, profile, IMDS…)
     secret_access_key: str | None = None
     session_token: str | None = None
@@ -314,6 +317,20 @@ def not_management_account(detail: str) -> DiscoveryFailure:
     )
 
 
+def partition_failure(aws: AwsSettings, role_arn: str) -> DiscoveryFailure | None:
+    """The failure of a role in another partition than the platform's own, else None: IAM
+    trust never crosses partitions, so such a role could never be assumed."""
+    parts = role_arn.split(":")
+    partition = parts[1] if len(parts) > 1 else ""
+    if partition == aws.partition:
+        return None
+    return DiscoveryFailure(
+        UNSUPPORTED_PARTITION,
+        f"the role {role_arn} is in partition {partition!r}; this deployment serves partition "
+        f"{aws.partition!r} only (CANOPY_AWS_PARTITION)",
+    )
+
+
 async def assume_role(
     sts: Any, role_arn: str, external_id: str, duration_seconds: int = DEFAULT_SESSION_SECONDS
 ) -> dict[str, str]:
@@ -372,8 +389,11 @@ async def assumed_session(
     """A session acting as `role_arn` (AssumeRole with the external id), whose credentials assume
     the role again before they expire, so a long crawl never runs on expired keys.
 
-    Raises DiscoveryFailure: ASSUME_ROLE_DENIED when STS refuses, else what `classify` says.
+    Raises DiscoveryFailure: UNSUPPORTED_PARTITION for a role of another partition,
+    ASSUME_ROLE_DENIED when STS refuses, else what `classify` says.
     """
+    if (wrong_partition := partition_failure(aws, role_arn)) is not None:
+        raise wrong_partition
     base = platform_session(aws)
 
     async def refresh() -> dict[str, str]:

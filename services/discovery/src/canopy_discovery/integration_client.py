@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,6 +15,8 @@ from canopy.integration.v1 import integration_service_pb2 as rpc
 from canopy.integration.v1 import integration_service_pb2_grpc as rpc_grpc
 from canopy_core.errors import Aborted, NotFound, OutOfRange
 from canopy_core.remote import dependency_error, error_info
+
+log = logging.getLogger(__name__)
 
 
 class IntegrationClient:
@@ -54,6 +57,47 @@ class IntegrationClient:
         except grpc.aio.AioRpcError as error:
             raise self._translate(error, "read the integration", integration_id) from None
         return reply.integration
+
+    async def every_integration(self) -> list[pb.Integration]:
+        """Every integration of every tenant and org, oldest first (ListIntegrations without a
+        scope, which only system callers may make), all pages."""
+        found: list[pb.Integration] = []
+        token = ""
+        try:
+            while True:
+                reply = await self._integrations.ListIntegrations(
+                    rpc.ListIntegrationsRequest(page_size=100, page_token=token),
+                    timeout=self._timeout,
+                )
+                found.extend(reply.integrations)
+                token = reply.next_page_token
+                if not token:
+                    return found
+        except grpc.aio.AioRpcError as error:
+            raise self._translate(error, "list the integrations", "*") from None
+
+    async def trusted_account_id(
+        self, *, integration_id: str = "", role_name: str = "", external_id: str = ""
+    ) -> str:
+        """The account the integration service's role templates trust for this integration or
+        this role and external id; "" when it cannot say (it renders no template for them)."""
+        try:
+            reply = await self._integrations.RenderRoleTemplate(
+                rpc.RenderRoleTemplateRequest(
+                    kind=rpc.ROLE_TEMPLATE_KIND_DISCOVERY_ROLE,
+                    integration_id=integration_id,
+                    role_name=role_name,
+                    external_id=external_id,
+                ),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            log.info(
+                "no trusted account from the integration service",
+                extra={"code": error.code().name, "details": error.details()},
+            )
+            return ""
+        return str(reply.trusted_account_id)
 
     async def account_ids(self, integration_id: str) -> list[str]:
         """The account ids of an integration's connections."""

@@ -30,6 +30,7 @@ class Trigger(enum.Enum):
     SCHEDULE = "SCHEDULE"
     SETTINGS_CHANGED = "SETTINGS_CHANGED"
     MANUAL = "MANUAL"
+    RECONCILED = "RECONCILED"
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,18 @@ from canopy.discovery.v1 import discovery_service_pb2 as rpc
 from canopy_core import requests
 from canopy_core.auth import Principal
 from canopy_core.db import Database
-from canopy_core.errors import NotFound, PermissionDenied
+from canopy_core.directory import Directory
+from canopy_core.errors import CanopyError, NotFound, PermissionDenied
 from canopy_core.eventlog import EventLog, NewEvent
 from canopy_core.ids import new_id
 from canopy_core.pagination import PagePosition, PageTokens, page_size
 from canopy_core.validation import Violations
 from canopy_discovery import store
 from canopy_discovery.convert import run_to_proto
+from canopy_discovery.errors import PlanNotEligible
 from canopy_discovery.integration_client import IntegrationClient
 from canopy_discovery.model import RunState, SyncRun, Trigger
+from canopy_discovery.plans import plan_suspension
 
 WORK_CHANNEL = "canopy_discovery_work"
 TERMINAL = frozenset(
@@ -105,17 +108,26 @@ async def request_sync(
     return run
 
 
-async def cancel_integration(conn: asyncpg.Connection, log: EventLog, integration_id: str) -> None:
-    """The integration is gone: cancel its live runs and take it off the schedule."""
+async def cancel_active_runs(
+    conn: asyncpg.Connection, log: EventLog, integration_id: str, reason: str, message: str
+) -> None:
+    """Cancel the integration's queued or running run, saying why."""
     for run in await store.active_runs(conn, integration_id):
         cancelled = replace(
             run,
             state=RunState.CANCELLED,
             end_time=datetime.now(UTC),
-            failure_reason="INTEGRATION_DELETED",
-            failure_message="the integration was deleted",
+            failure_reason=reason,
+            failure_message=message,
         )
         await record(conn, log, cancelled)
+
+
+async def cancel_integration(conn: asyncpg.Connection, log: EventLog, integration_id: str) -> None:
+    """The integration is gone: cancel its live runs and take it off the schedule."""
+    await cancel_active_runs(
+        conn, log, integration_id, "INTEGRATION_DELETED", "the integration was deleted"
+    )
     await store.delete_schedule(conn, integration_id)
 
 
@@ -157,12 +169,19 @@ async def sync_integration(
     db: Database,
     log: EventLog,
     integrations: IntegrationClient,
+    directory: Directory,
     principal: Principal,
     request: rpc.SyncIntegrationRequest,
 ) -> SyncRun:
-    """Start a sync now (owners of the integration's scope)."""
+    """Start a sync now (owners of the integration's scope), if its plan allows it."""
     tenant_id, org_id, interval = await scope_of(integrations, principal, request.integration_id)
     principal.require_owner(tenant_id, org_id, resource=f"integration {request.integration_id}")
+    try:
+        suspension = await plan_suspension(directory, tenant_id, org_id)
+    except CanopyError:
+        suspension = None  # the worker checks again before it crawls
+    if suspension is not None:
+        raise PlanNotEligible(request.integration_id, suspension.message)
     async with db.transaction() as conn:
         if request.request_id:
             earlier = await requests.replay(

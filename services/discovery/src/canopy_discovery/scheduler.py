@@ -5,6 +5,9 @@ of discovery replicas share the work and never crawl one integration at once. A 
 its lease while it crawls; if it dies, the lease expires and another worker takes the run over.
 Triggers (creation, settings changes, `SyncIntegration`) make an integration due at once and
 wake the workers with NOTIFY; otherwise each integration comes due on its interval, jittered.
+Before a run starts, the worker checks that the integration's plan still allows it (`plans`):
+if not, nothing is crawled, the integration is reported SUSPENDED, and it comes due again on its
+interval to be checked anew.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
 from canopy.integration.v1 import integration_pb2 as ipb
 from canopy_core.db import Database, is_connection_error
-from canopy_core.errors import Aborted, NotFound
+from canopy_core.directory import Directory
+from canopy_core.errors import Aborted, CanopyError, NotFound
 from canopy_core.eventlog import EventLog
 from canopy_core.ids import new_id
 from canopy_discovery import store
@@ -30,7 +34,8 @@ from canopy_discovery.aws import AwsSettings, DiscoveryFailure
 from canopy_discovery.crawler import CrawlLimits, CrawlProgress, crawl
 from canopy_discovery.integration_client import IntegrationClient
 from canopy_discovery.model import Progress, RunState, Schedule, SyncRun, Trigger
-from canopy_discovery.runs import WORK_CHANNEL, cancel_integration, record
+from canopy_discovery.plans import Suspension, plan_suspension
+from canopy_discovery.runs import WORK_CHANNEL, cancel_active_runs, cancel_integration, record
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +85,14 @@ class Scheduler:
         db: Database,
         log_: EventLog,
         integrations: IntegrationClient,
+        directory: Directory,
         aws: AwsSettings,
         config: SchedulerConfig,
     ) -> None:
         self.db = db
         self.log = log_
         self.integrations = integrations
+        self.directory = directory
         self.aws = aws
         self.config = config
         self.owner = new_id("w")  # this replica, in lease_owner
@@ -142,11 +149,12 @@ class Scheduler:
                     log.exception("claiming work failed")
                 claimed = None
             if claimed is not None:
-                schedule, run = claimed
                 try:
-                    await self.execute(schedule, run)
+                    await self.execute(claimed)
                 except Exception:
-                    log.exception("sync failed unexpectedly", extra={"run_id": run.id})
+                    log.exception(
+                        "sync failed unexpectedly", extra={"integration_id": claimed.integration_id}
+                    )
                 continue
             wait = self.config.poll_interval
             with contextlib.suppress(Exception):
@@ -158,12 +166,21 @@ class Scheduler:
                 await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
 
-    async def claim(self) -> tuple[Schedule, SyncRun] | None:
-        """Lease one due integration and mark its run RUNNING; None when nothing is due."""
+    async def claim(self) -> Schedule | None:
+        """Lease one due integration; None when nothing is due."""
         async with self.db.transaction() as conn:
-            schedule = await store.claim_due(conn, self.owner, self.config.lease_ttl)
-            if schedule is None:
+            return await store.claim_due(conn, self.owner, self.config.lease_ttl)
+
+    async def start_run(self, schedule: Schedule) -> SyncRun | None:
+        """Mark the leased integration's run RUNNING (its queued run, or a new SCHEDULE one);
+        None if the lease was lost meanwhile."""
+        async with self.db.transaction() as conn:
+            held = await store.renew_lease(
+                conn, schedule.integration_id, self.owner, self.config.lease_ttl
+            )
+            if not held:
                 return None
+            schedule = await store.get_schedule(conn, schedule.integration_id) or schedule
             run = (
                 await store.get_run(conn, schedule.active_run_id, for_update=True)
                 if schedule.active_run_id
@@ -194,16 +211,24 @@ class Scheduler:
                     progress=Progress(),
                 ),
             )
-            return schedule, run
+            return run
 
-    async def execute(self, schedule: Schedule, run: SyncRun) -> None:
-        """Crawl, apply, record the outcome and give the integration back to the schedule."""
+    async def execute(self, schedule: Schedule) -> None:
+        """Check the plan, crawl, apply, record the outcome and give the integration back to
+        the schedule."""
         try:
             integration = await self.integrations.get_integration(schedule.integration_id)
         except NotFound:
             async with self.db.transaction() as conn:
                 await cancel_integration(conn, self.log, schedule.integration_id)
             return
+        suspension = await self._plan_suspension(integration)
+        if suspension is not None:
+            await self._suspend(schedule, integration, suspension)
+            return
+        run = await self.start_run(schedule)
+        if run is None:
+            return  # the lease expired and another worker has the integration
         progress = CrawlProgress()
         crawl_task = asyncio.create_task(
             crawl(
@@ -229,6 +254,63 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await keeper
         await self._finish(schedule, run, integration, outcome, progress)
+
+    async def _plan_suspension(self, integration: ipb.Integration) -> Suspension | None:
+        """Why the integration must not be synced now; while the directory cannot say, it
+        stays as it is (suspended or not)."""
+        try:
+            return await plan_suspension(
+                self.directory, integration.tenant_id, integration.scope.org_id or None
+            )
+        except CanopyError as exc:
+            log.warning(
+                "plan not checked: the directory did not answer",
+                extra={"integration_id": integration.id, "error": exc.message},
+            )
+            if integration.state == ipb.INTEGRATION_STATE_SUSPENDED:
+                return Suspension(integration.state_reason, integration.state_message)
+            return None
+
+    async def _suspend(
+        self, schedule: Schedule, integration: ipb.Integration, suspension: Suspension
+    ) -> None:
+        """No crawl: report the integration SUSPENDED (once), cancel a run someone asked for,
+        and check again when it is next due."""
+        already = (
+            integration.state == ipb.INTEGRATION_STATE_SUSPENDED
+            and integration.state_reason == suspension.reason
+            and integration.state_message == suspension.message
+        )
+        if not already:
+            try:
+                await self.integrations.apply(
+                    tree_rpc.ApplyDiscoverySnapshotRequest(
+                        integration_id=integration.id,
+                        suspension=tree_pb.DiscoverySuspension(
+                            reason=suspension.reason, message=suspension.message
+                        ),
+                    )
+                )
+            except NotFound:
+                async with self.db.transaction() as conn:
+                    await cancel_integration(conn, self.log, integration.id)
+                return
+        log.info(
+            "integration not synced: %s",
+            suspension.reason,
+            extra={"integration_id": integration.id, "reason": suspension.reason},
+        )
+        interval = int(integration.sync_interval.ToTimedelta().total_seconds()) or 900
+        async with self.db.transaction() as conn:
+            await cancel_active_runs(
+                conn, self.log, integration.id, suspension.reason, suspension.message
+            )
+            await store.release(
+                conn,
+                integration.id,
+                self.owner,
+                next_run_after(interval, self.config.jitter, self._rng),
+            )
 
     async def _keep_lease(
         self,

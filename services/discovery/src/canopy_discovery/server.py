@@ -12,6 +12,7 @@ from canopy_discovery.api import Context, DiscoveryApi
 from canopy_discovery.aws import AwsSettings
 from canopy_discovery.crawler import CrawlLimits
 from canopy_discovery.integration_client import IntegrationClient
+from canopy_discovery.reconcile import Reconciler
 from canopy_discovery.scheduler import Scheduler, SchedulerConfig
 from canopy_discovery.settings import DiscoverySettings
 from canopy_discovery.triggers import follow_tree_events
@@ -26,6 +27,7 @@ def aws_settings(settings: DiscoverySettings) -> AwsSettings:
     return AwsSettings(
         endpoint_url=settings.aws_endpoint_url,
         region=settings.aws_region,
+        partition=settings.aws_partition,
         access_key_id=settings.aws_access_key_id,
         secret_access_key=(
             settings.aws_secret_access_key.get_secret_value()
@@ -48,12 +50,13 @@ async def setup(runtime: Runtime) -> None:
     runtime.on_stop.append(integration_channel.close)
     runtime.on_stop.append(directory_channel.close)
     integrations = IntegrationClient(integration_channel)
+    directory = DirectoryClient(directory_channel)
     aws = aws_settings(settings)
     ctx = Context(
         db=runtime.db,
         log=runtime.event_log,
         integrations=integrations,
-        directory=DirectoryClient(directory_channel),
+        directory=directory,
         aws=aws,
         page_tokens=runtime.page_tokens,
     )
@@ -64,6 +67,7 @@ async def setup(runtime: Runtime) -> None:
         runtime.db,
         runtime.event_log,
         integrations,
+        directory,
         aws,
         SchedulerConfig(
             workers=settings.sync_workers,
@@ -78,10 +82,15 @@ async def setup(runtime: Runtime) -> None:
             ),
         ),
     )
+    reconciler = Reconciler(
+        runtime.db, runtime.event_log, integrations, directory, settings.schedule_reconcile_interval
+    )
     runtime.add_task(scheduler.run(), name="discovery-scheduler")
     runtime.add_task(
-        follow_tree_events(runtime.db, runtime.event_log, integrations), name="tree-events"
+        follow_tree_events(runtime.db, runtime.event_log, integrations, on_gap=reconciler.wake),
+        name="tree-events",
     )
+    runtime.add_task(reconciler.run(), name="schedule-reconciler")
 
 
 def spec() -> ServiceSpec:

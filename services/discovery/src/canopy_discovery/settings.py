@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import Field, SecretStr
 
@@ -21,6 +22,11 @@ class DiscoverySettings(ServiceSettings):
         default=None, description="AWS endpoint (a moto server, a proxy); unset: real AWS."
     )
     aws_region: str = "us-east-1"
+    aws_partition: Literal["aws", "aws-cn", "aws-us-gov"] = Field(
+        default="aws",
+        description="The AWS partition of the platform's credentials: roles of another one are "
+        "refused (IAM trust never crosses partitions).",
+    )
     aws_access_key_id: str | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
@@ -34,3 +40,8 @@ class DiscoverySettings(ServiceSettings):
     lease_ttl: Duration = timedelta(seconds=30)
     scheduler_poll_interval: Duration = timedelta(seconds=5)
     schedule_jitter: float = Field(default=0.1, ge=0, le=0.5)
+    schedule_reconcile_interval: Duration = Field(
+        default=timedelta(minutes=5),
+        description="How often the schedule is reconciled with the integration service's list "
+        "of integrations (also at start, and after a compacted gap in the tree log).",
+    )

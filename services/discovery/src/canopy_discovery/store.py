@@ -110,6 +110,13 @@ async def set_schedule(
         )
 
 
+async def scheduled_integration_ids(conn: asyncpg.Connection) -> set[str]:
+    """The integrations on the schedule."""
+    return {
+        row["integration_id"] for row in await conn.fetch("SELECT integration_id FROM schedules")
+    }
+
+
 async def delete_schedule(conn: asyncpg.Connection, integration_id: str) -> Schedule | None:
     row = await conn.fetchrow(
         f"DELETE FROM schedules WHERE integration_id = $1 RETURNING {_SCHEDULE}", integration_id

@@ -4,7 +4,7 @@ syncs it at once, or takes it off. The cursor is stored with the schedule change
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncpg
 
@@ -73,9 +73,13 @@ async def handle_events(
 
 
 async def follow_tree_events(
-    db: Database, event_log: EventLog, integrations: IntegrationClient
+    db: Database,
+    event_log: EventLog,
+    integrations: IntegrationClient,
+    on_gap: Callable[[], None] = lambda: None,
 ) -> None:
-    """Forever: consume the tree log from the stored cursor (exactly-once effect)."""
+    """Forever: consume the tree log from the stored cursor (exactly-once effect); `on_gap` is
+    called when events were compacted before they were read (the schedule needs reconciling)."""
 
     async def subscribe(after: int) -> AsyncIterator[Sequence[tree_pb.TreeEvent]]:
         async for batch in integrations.watch(after):
@@ -90,7 +94,8 @@ async def follow_tree_events(
             await consume(db, CURSOR, subscribe, lambda e: e.revision, handle)
         except OutOfRange as exc:
             # Discovery was away longer than the tree log keeps events. Integrations already
-            # scheduled keep their place and their interval; carry on after the gap.
+            # scheduled keep their place and their interval; carry on after the gap, and have
+            # the reconciler find what the gap created or deleted.
             resume = int(
                 exc.metadata.get("compacted_through") or exc.metadata.get("latest_revision") or 0
             )
@@ -100,3 +105,4 @@ async def follow_tree_events(
             )
             async with db.transaction() as conn:
                 await CURSOR.reset(conn, resume)
+            on_gap()

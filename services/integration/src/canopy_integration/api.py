@@ -16,8 +16,8 @@ from canopy_core.context import current_principal
 from canopy_core.errors import InvalidArgument
 from canopy_core.interceptor import RpcContext
 from canopy_core.masks import check_mask
-from canopy_integration import apply, integrations, reads, templates, tree
-from canopy_integration.apply import Failure, apply_response
+from canopy_integration import apply, integrations, reads, roles, templates, tree
+from canopy_integration.apply import Failure, Suspension, apply_response
 from canopy_integration.convert import (
     config_from_proto,
     connection_to_proto,
@@ -153,7 +153,7 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
         self, request: rpc.GenerateExternalIdRequest, context: RpcContext
     ) -> rpc.GenerateExternalIdResponse:
         which = request.scope.WhichOneof("owner")
-        external_id = await integrations.generate_external_id(
+        external_id = await roles.generate_external_id(
             self.ctx,
             current_principal(),
             request.scope.tenant_id if which == "tenant_id" else None,
@@ -175,7 +175,7 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
                 "ROLE_TEMPLATE_KIND_DISCOVERY_ROLE or ROLE_TEMPLATE_KIND_MEMBER_ROLE_STACK_SET",
             )
         kind = kinds[request.kind]
-        rendered = await integrations.render_role_template(
+        rendered, trusted_account_id = await roles.render_role_template(
             self.ctx,
             current_principal(),
             kind,
@@ -190,7 +190,7 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
                 if kind == "discovery"
                 else templates.RoleTemplateKind.MEMBER_ROLE_STACK_SET
             ),
-            trusted_account_id=self.ctx.trusted_account_id,
+            trusted_account_id=trusted_account_id,
         )
 
 
@@ -303,11 +303,13 @@ class ConnectionTreeApi(tree_grpc.ConnectionTreeServiceServicer):
         self, request: tree_rpc.ApplyDiscoverySnapshotRequest, context: RpcContext
     ) -> tree_rpc.ApplyDiscoverySnapshotResponse:
         which = request.WhichOneof("outcome")
-        outcome: Snapshot | Failure | None = None
+        outcome: Snapshot | Failure | Suspension | None = None
         if which == "snapshot":
             outcome = snapshot_from_proto(request.snapshot)
         elif which == "failure":
             outcome = Failure(request.failure.reason, request.failure.message)
+        elif which == "suspension":
+            outcome = Suspension(request.suspension.reason, request.suspension.message)
         result = await apply.apply_outcome(
             self.ctx,
             current_principal(),

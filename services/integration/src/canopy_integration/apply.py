@@ -2,8 +2,10 @@
 
 A complete snapshot is diffed against the stored tree (`tree_diff.plan_snapshot`) and every
 change and its event are written in one transaction; an unchanged snapshot writes nothing; a
-failure changes nothing but the integration's state. Two applies of one integration cannot
-interleave: each names the tree generation it was computed against.
+failure changes nothing but the integration's state (ERROR), nor does a suspension (SUSPENDED:
+discovery stopped syncing, e.g. the plan no longer allows the integration). Two applies of one
+integration cannot interleave: each names the tree generation it was computed against (a
+suspension, computed against no tree, names none).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class ApplyOutcome(enum.Enum):
     UNCHANGED = "UNCHANGED"
     NEEDS_CONFIRMATION = "NEEDS_CONFIRMATION"
     FAILURE_RECORDED = "FAILURE_RECORDED"
+    SUSPENSION_RECORDED = "SUSPENSION_RECORDED"
 
 
 @dataclass(frozen=True)
@@ -65,23 +68,34 @@ class Failure:
     message: str
 
 
+@dataclass(frozen=True)
+class Suspension:
+    """Why discovery stopped syncing the integration for now (it did not crawl)."""
+
+    reason: str
+    message: str
+
+
 async def apply_outcome(
     ctx: Context,
     principal: Principal,
     integration_id: str,
     expected_generation: int,
-    outcome: Snapshot | Failure | None,
+    outcome: Snapshot | Failure | Suspension | None,
     confirm_deletions: bool,
     request: rpc.ApplyDiscoverySnapshotRequest,
 ) -> ApplyResult | rpc.ApplyDiscoverySnapshotResponse:
-    """Apply a snapshot or record a failure (system callers only)."""
+    """Apply a snapshot, or record a failure or a suspension (system callers only)."""
     principal.require_system()
     check_id("integration_id", integration_id, "i")
     if outcome is None:
-        raise InvalidArgument.field("outcome", "send a snapshot or a failure")
+        raise InvalidArgument.field("outcome", "send a snapshot, a failure or a suspension")
     if isinstance(outcome, Failure):
         if not FAILURE_REASON.match(outcome.reason):
             raise InvalidArgument.field("failure.reason", "must be an UPPER_SNAKE code")
+    elif isinstance(outcome, Suspension):
+        if not FAILURE_REASON.match(outcome.reason):
+            raise InvalidArgument.field("suspension.reason", "must be an UPPER_SNAKE code")
     else:
         validate_snapshot(outcome)
     if expected_generation < 0:
@@ -102,13 +116,25 @@ async def apply_outcome(
         integration = await store.get_integration(conn, integration_id, for_update=True)
         if integration is None:
             raise await missing(conn, principal, "integration", integration_id)
-        if expected_generation != integration.tree_generation:
+        if (
+            not isinstance(outcome, Suspension)
+            and expected_generation != integration.tree_generation
+        ):
             raise GenerationMismatch(
                 integration_id, expected_generation, integration.tree_generation
             )
 
         if isinstance(outcome, Failure):
             result = await _record_failure(ctx, conn, integration, outcome)
+        elif isinstance(outcome, Suspension):
+            result = await _record_state(
+                ctx,
+                conn,
+                integration,
+                IntegrationState.SUSPENDED,
+                outcome,
+                ApplyOutcome.SUSPENSION_RECORDED,
+            )
         else:
             result = await _apply_snapshot(ctx, conn, integration, outcome, confirm_deletions)
         if request.request_id:
@@ -126,23 +152,34 @@ async def apply_outcome(
 async def _record_failure(
     ctx: Context, conn: asyncpg.Connection, integration: Integration, failure: Failure
 ) -> ApplyResult:
+    return await _record_state(
+        ctx, conn, integration, IntegrationState.ERROR, failure, ApplyOutcome.FAILURE_RECORDED
+    )
+
+
+async def _record_state(
+    ctx: Context,
+    conn: asyncpg.Connection,
+    integration: Integration,
+    state: IntegrationState,
+    why: Failure | Suspension,
+    outcome: ApplyOutcome,
+) -> ApplyResult:
+    """A new state with its reason, and nothing else: the tree stays as it is."""
     after = replace(
-        integration,
-        state=IntegrationState.ERROR,
-        state_reason=failure.reason,
-        state_message=failure.message[:2000],
+        integration, state=state, state_reason=why.reason, state_message=why.message[:2000]
     )
     if (after.state, after.state_reason, after.state_message) == (
         integration.state,
         integration.state_reason,
         integration.state_message,
     ):
-        return ApplyResult(ApplyOutcome.FAILURE_RECORDED, TreePlan(), 0, 0, integration)
+        return ApplyResult(outcome, TreePlan(), 0, 0, integration)
     saved = await store.save_integration(conn, after)
     events = TreeEvents(saved)
     events.integration_updated(integration, saved, ("state",))
     await ctx.log.append(conn, events.events)
-    return ApplyResult(ApplyOutcome.FAILURE_RECORDED, TreePlan(), 2, 1, saved)
+    return ApplyResult(outcome, TreePlan(), 2, 1, saved)
 
 
 async def _apply_snapshot(

@@ -12,6 +12,8 @@ import secrets
 from dataclasses import dataclass
 
 PARTITIONS: tuple[str, ...] = ("aws", "aws-cn", "aws-us-gov")
+DEFAULT_PARTITION = "aws"
+UNSUPPORTED_PARTITION = "UNSUPPORTED_PARTITION"
 MAX_ROLE_ARN_LENGTH = 2048
 MAX_ROLE_PATH_LENGTH = 512
 
@@ -74,6 +76,22 @@ def role_arn_problem(arn: str) -> str | None:
     if len(match.group(3)) + 1 > MAX_ROLE_PATH_LENGTH:
         return f"must have a role path of at most {MAX_ROLE_PATH_LENGTH} characters"
     return None
+
+
+def partition_problem(arn: str, partition: str) -> str | None:
+    """What is wrong with a well-formed role ARN for a deployment serving `partition`, or None.
+
+    A deployment's platform account lives in one partition and IAM trust never crosses
+    partitions, so a role in another one could never be assumed (and the same account number
+    there belongs to someone else).
+    """
+    match = ROLE_ARN.match(arn)
+    if match is None or match.group(1) == partition:
+        return None
+    return (
+        f"is in partition {match.group(1)!r}; this deployment serves partition {partition!r} "
+        "only (CANOPY_AWS_PARTITION)"
+    )
 
 
 def role_name_problem(name: str) -> str | None:

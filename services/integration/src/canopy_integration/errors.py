@@ -66,3 +66,30 @@ class NotDiscovered(IntegrationError, FailedPrecondition):
     """Discovered items cannot be created, moved or deleted by hand."""
 
     reason = "DISCOVERED_ITEM_IMMUTABLE"
+
+
+class TrustedAccountUnknown(IntegrationError, FailedPrecondition):
+    """No platform account to trust: none configured, and none derivable from discovery."""
+
+    reason = "TRUSTED_ACCOUNT_UNKNOWN"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            "role templates need the platform's AWS account to trust: set "
+            "CANOPY_TRUSTED_ACCOUNT_ID on the integration service, or give the discovery service "
+            f"AWS credentials whose account can be read (STS GetCallerIdentity); {detail}",
+            metadata={"setting": "CANOPY_TRUSTED_ACCOUNT_ID"},
+        )
+
+
+class UnsupportedPartition(IntegrationError, FailedPrecondition):
+    """A stored role ARN is in a partition this deployment does not serve."""
+
+    reason = "UNSUPPORTED_PARTITION"
+
+    def __init__(self, integration_id: str, role_arn: str, partition: str) -> None:
+        super().__init__(
+            f"integration {integration_id!r} has the discovery role {role_arn}, outside the "
+            f"partition {partition!r} this deployment serves; update its discovery_access",
+            metadata={"integration_id": integration_id, "partition": partition},
+        )

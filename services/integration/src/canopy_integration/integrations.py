@@ -14,7 +14,7 @@ from datetime import timedelta
 import asyncpg
 
 from canopy.integration.v1 import integration_service_pb2 as rpc
-from canopy_core import requests
+from canopy_core import plans, requests
 from canopy_core.auth import Principal
 from canopy_core.db import Database
 from canopy_core.directory import Directory, ScopeInfo
@@ -29,7 +29,7 @@ from canopy_core.eventlog import EventLog
 from canopy_core.ids import id_pattern, new_id
 from canopy_core.pagination import PagePosition, PageTokens, page_size
 from canopy_core.validation import HANDLE, HANDLE_RULE, Violations
-from canopy_integration import aws, handles, initial_permissions, store, templates
+from canopy_integration import aws, handles, initial_permissions, store
 from canopy_integration.config import apply_config_mask, effective_config, validate_config
 from canopy_integration.convert import integration_to_proto
 from canopy_integration.errors import ConfirmationMismatch, HandleTaken, PlanNotEligible
@@ -45,6 +45,7 @@ from canopy_integration.model import (
 )
 from canopy_integration.reads import ConnectionReads
 from canopy_integration.tree_paths import folder_paths
+from canopy_integration.trusted_account import TrustedAccount
 
 MIN_SYNC_INTERVAL = timedelta(minutes=1)
 MAX_SYNC_INTERVAL = timedelta(hours=24)
@@ -96,7 +97,8 @@ class Context:
     db: Database
     log: EventLog
     directory: Directory
-    trusted_account_id: str
+    trusted_account: TrustedAccount  # what role templates trust
+    partition: str  # the AWS partition the deployment serves
     page_tokens: PageTokens
     connections: ConnectionReads = field(init=False)  # GetConnection's reads
 
@@ -126,9 +128,10 @@ class NewIntegration:
 
 
 def validate_access(
-    integration: Integration, owner_id: str, path: str, found: list[FieldViolation]
+    integration: Integration, owner_id: str, partition: str, path: str, found: list[FieldViolation]
 ) -> str | None:
-    """Role ARN, role name and external ids; returns a reason code for an owner mismatch.
+    """Role ARN (in the deployment's partition), role name and external ids; returns a reason
+    code for an owner mismatch or another partition.
 
     With no owner (the scope itself is missing) external ids are checked for form only.
     """
@@ -138,6 +141,9 @@ def validate_access(
 
     reason = None
     problem = aws.role_arn_problem(integration.discovery_role_arn)
+    if problem is None:
+        problem = aws.partition_problem(integration.discovery_role_arn, partition)
+        reason = aws.UNSUPPORTED_PARTITION if problem else None
     if problem:
         found.append(FieldViolation(f"{path}.discovery_access.role_arn", problem))
     description, why = aws.external_id_problem(
@@ -309,11 +315,10 @@ async def resolve_scope(
 
 def check_plan(scope: Scope, info: ScopeInfo) -> None:
     """Tenant scope needs ENTERPRISE; org scope TEAM or ENTERPRISE."""
-    if scope.org_id:
-        if info.plan not in ("TEAM", "ENTERPRISE"):
-            raise PlanNotEligible("org", scope.org_id, info.plan, "TEAM or ENTERPRISE")
-    elif info.plan != "ENTERPRISE":
-        raise PlanNotEligible("tenant", scope.tenant_id, info.plan, "ENTERPRISE")
+    org_scoped = bool(scope.org_id)
+    if not plans.plan_allows(info.plan, org_scoped):
+        needs = plans.eligible_plans_text(org_scoped)
+        raise PlanNotEligible("org" if org_scoped else "tenant", scope.owner_id, info.plan, needs)
 
 
 # -- use cases ---------------------------------------------------------------------------------
@@ -340,7 +345,7 @@ async def create_integration(
         )
     if not given.integration.handle:
         found.append(FieldViolation("integration.handle", "is required"))
-    reason = validate_access(given.integration, owner_id, "integration", found)
+    reason = validate_access(given.integration, owner_id, ctx.partition, "integration", found)
     validate_settings(given.integration, "integration", found)
     found.extend(
         initial_permissions.form_problems(given.permissions, org_scoped=bool(given.scope_org_id))
@@ -426,29 +431,31 @@ async def list_integrations(
     requested_size: int,
     page_token: str,
 ) -> IntegrationPage:
-    """A scope's integrations, oldest first, for its members."""
+    """A scope's integrations, oldest first, for its members; with no scope, every scope's
+    (system callers only: discovery reconciles its schedule with them)."""
     found: list[FieldViolation] = []
-    if bool(tenant_id) == bool(org_id):
+    every_scope = principal.system and tenant_id is None and org_id is None
+    if bool(tenant_id) == bool(org_id) and not every_scope:
         found.append(FieldViolation("scope", "name exactly one tenant_id or org_id"))
-    if org_id and include_orgs:
+    if (org_id or every_scope) and include_orgs:
         found.append(FieldViolation("include_org_integrations", "is for tenant scopes only"))
     _raise(found)
     size = page_size(requested_size)
     arguments = {"tenant_id": tenant_id, "org_id": org_id, "include_orgs": include_orgs}
     position = ctx.page_tokens.open(page_token, INTEGRATIONS_PAGE, arguments)
-    scope, _info = await resolve_scope(ctx, principal, tenant_id, org_id)
-    principal.require_member(*scope.chain, resource=f"integrations of {scope.owner_id}")
-    async with ctx.db.connection() as conn:
-        rows = await store.list_integrations(
-            conn,
-            scope.tenant_id,
-            scope.org_id,
-            include_orgs,
-            position[0] if position else "",
-            size + 1,
-        )
-    if include_orgs:
-        rows = [r for r in rows if principal.is_member(*r.scope.chain)]
+    after = position[0] if position else ""
+    if every_scope:
+        async with ctx.db.connection() as conn:
+            rows = await store.list_every_integration(conn, after, size + 1)
+    else:
+        scope, _info = await resolve_scope(ctx, principal, tenant_id, org_id)
+        principal.require_member(*scope.chain, resource=f"integrations of {scope.owner_id}")
+        async with ctx.db.connection() as conn:
+            rows = await store.list_integrations(
+                conn, scope.tenant_id, scope.org_id, include_orgs, after, size + 1
+            )
+        if include_orgs:
+            rows = [r for r in rows if principal.is_member(*r.scope.chain)]
     more = len(rows) > size
     rows = rows[:size]
     next_token = ctx.page_tokens.seal(INTEGRATIONS_PAGE, [rows[-1].id], arguments) if more else ""
@@ -550,7 +557,9 @@ async def update_integration(
         found: list[FieldViolation] = []
         reason = None
         if any(p.split(".")[0] in ("discovery_access", "member_access") for p in paths):
-            reason = validate_access(updated, current.scope.owner_id, "integration", found)
+            reason = validate_access(
+                updated, current.scope.owner_id, ctx.partition, "integration", found
+            )
         validate_settings(updated, "integration", found, only=paths)
         _raise(found, reason)
         changed = changed_fields(current, updated)
@@ -689,75 +698,3 @@ async def delete_integration(
                 request,
                 rpc.DeleteIntegrationResponse(),
             )
-
-
-async def generate_external_id(
-    ctx: Context,
-    principal: Principal,
-    tenant_id: str | None,
-    org_id: str | None,
-    suffix: str | None,
-) -> str:
-    """`<owner id>:<8 characters>` for a scope the caller owns."""
-    found: list[FieldViolation] = []
-    if bool(tenant_id) == bool(org_id):
-        found.append(FieldViolation("scope", "name exactly one tenant_id or org_id"))
-    if suffix is not None and not aws.EXTERNAL_ID_SUFFIX.match(suffix):
-        found.append(FieldViolation("suffix", "must be 8 characters of [a-z0-9]"))
-    _raise(found)
-    scope, _info = await resolve_scope(ctx, principal, tenant_id, org_id)
-    principal.require_owner(*scope.chain, resource=f"integrations of {scope.owner_id}")
-    return aws.new_external_id(scope.owner_id, suffix)
-
-
-async def render_role_template(
-    ctx: Context,
-    principal: Principal,
-    kind: str,
-    role_name: str,
-    external_id: str,
-    integration_id: str,
-) -> str:
-    """CloudFormation for the discovery role or the member-role StackSet."""
-    integration = None
-    if integration_id:
-        check_id("integration_id", integration_id, "i")
-        async with ctx.db.connection() as conn:
-            integration = await readable(conn, principal, integration_id)
-    role_arn: aws.RoleArn | None = None
-    if integration is not None:
-        if kind == "discovery":
-            role_arn = aws.parse_role_arn(integration.discovery_role_arn)
-            role_name = role_name or role_arn.name
-            external_id = external_id or integration.discovery_external_id
-        else:
-            role_name = role_name or integration.member_role_name
-            external_id = (
-                external_id or integration.member_external_id or integration.discovery_external_id
-            )
-    found: list[FieldViolation] = []
-    problem = aws.role_name_problem(role_name) if role_name else "is required"
-    if problem:
-        found.append(FieldViolation("role_name", problem))
-    owner = external_id.partition(":")[0]
-    description, reason = (
-        aws.external_id_problem(external_id, owner)
-        if external_id
-        else (
-            "is required",
-            None,
-        )
-    )
-    if description:
-        found.append(FieldViolation("external_id", description))
-    _raise(found, reason)
-    # The external id must belong to a scope the caller may act for.
-    if integration is None or external_id.partition(":")[0] != integration.scope.owner_id:
-        tenant_id, org_id = (None, owner) if owner.startswith("o_") else (owner, None)
-        scope, _info = await resolve_scope(ctx, principal, tenant_id, org_id, field="external_id")
-        principal.require_member(*scope.chain, resource=f"external ids of {owner}")
-    if kind == "discovery":
-        if role_arn is not None and role_arn.name == role_name:
-            return templates.render_discovery_role(role_arn, external_id, ctx.trusted_account_id)
-        return templates.render_discovery_role(role_name, external_id, ctx.trusted_account_id)
-    return templates.render_member_role(role_name, external_id, ctx.trusted_account_id)

@@ -13,11 +13,12 @@ from typing import NamedTuple
 
 
 class IntegrationState(enum.Enum):
-    """Where an integration stands: created, synced, or failing."""
+    """Where an integration stands: created, synced, failing, or paused by its plan."""
 
     PENDING = "PENDING"
     ENABLED = "ENABLED"
     ERROR = "ERROR"
+    SUSPENDED = "SUSPENDED"
 
 
 class FolderKind(enum.Enum):

@@ -17,8 +17,10 @@ from canopy_core.directory import DirectoryClient
 from canopy_core.server import Runtime, ServiceSpec
 from canopy_integration import store
 from canopy_integration.api import ConnectionTreeApi, IntegrationApi
+from canopy_integration.discovery_client import DiscoveryClient
 from canopy_integration.integrations import Context
 from canopy_integration.settings import IntegrationSettings
+from canopy_integration.trusted_account import TrustedAccount
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +33,27 @@ SERVICE_NAMES = [
 async def setup(runtime: Runtime) -> None:
     """Register the servicers, talking to the directory of the permissions service."""
     settings = runtime.settings
-    if isinstance(settings, IntegrationSettings):
-        trusted, retention = settings.trusted_account_id, settings.tombstone_retention
-    else:
-        defaults = IntegrationSettings.model_fields
-        trusted = defaults["trusted_account_id"].default
-        retention = defaults["tombstone_retention"].default
+    if not isinstance(settings, IntegrationSettings):
+        settings = IntegrationSettings(**settings.model_dump())
     channel = runtime.channel(settings.permissions_address)
     runtime.on_stop.append(channel.close)
+    if settings.trusted_account_id is None:
+        # Only discovery holds the platform's AWS credentials: it says whose they are.
+        discovery_channel = runtime.channel(settings.discovery_address)
+        runtime.on_stop.append(discovery_channel.close)
+        platform: DiscoveryClient | None = DiscoveryClient(discovery_channel)
+        log.info(
+            "CANOPY_TRUSTED_ACCOUNT_ID unset: role templates trust the account of the AWS "
+            "credentials discovery uses"
+        )
+    else:
+        platform = None
     ctx = Context(
         db=runtime.db,
         log=runtime.event_log,
         directory=DirectoryClient(channel),
-        trusted_account_id=trusted,
+        trusted_account=TrustedAccount(settings.trusted_account_id, platform),
+        partition=settings.aws_partition,
         page_tokens=runtime.page_tokens,
     )
     integration_service_pb2_grpc.add_IntegrationServiceServicer_to_server(
@@ -53,7 +63,7 @@ async def setup(runtime: Runtime) -> None:
         ConnectionTreeApi(ctx), runtime.server
     )
     runtime.add_task(
-        purge_tombstones(runtime.db, retention, every=timedelta(hours=1)),
+        purge_tombstones(runtime.db, settings.tombstone_retention, every=timedelta(hours=1)),
         name="tombstone-purge",
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import Field
 
@@ -16,10 +17,17 @@ class IntegrationSettings(ServiceSettings):
     db_schema: str = "integration"
     port: int = 50051
     metrics_port: int | None = 9151
-    trusted_account_id: str = Field(
-        default="123456789012",
+    trusted_account_id: str | None = Field(
+        default=None,
         pattern=r"^\d{12}$",
-        description="The platform's AWS account that role templates trust (moto's by default).",
+        description="The platform's AWS account that role templates trust. Unset: the account "
+        "of the credentials the discovery service uses (STS GetCallerIdentity), asked of it "
+        "when a template is rendered; never a guess.",
+    )
+    aws_partition: Literal["aws", "aws-cn", "aws-us-gov"] = Field(
+        default="aws",
+        description="The AWS partition the deployment serves: role ARNs of another one are "
+        "refused, and templates trust the platform account in this one.",
     )
     tombstone_retention: Duration = Field(
         default=timedelta(days=90),

@@ -190,6 +190,18 @@ async def list_integrations(
     return [_integration(r) for r in rows]
 
 
+async def list_every_integration(
+    conn: asyncpg.Connection, after_id: str, limit: int
+) -> list[Integration]:
+    """Every tenant's and org's integrations by id (oldest first)."""
+    rows = await conn.fetch(
+        f"SELECT {_INTEGRATION} FROM integrations WHERE id > $1 ORDER BY id LIMIT $2",
+        after_id,
+        limit,
+    )
+    return [_integration(r) for r in rows]
+
+
 async def save_integration(conn: asyncpg.Connection, i: Integration) -> Integration:
     """Write every mutable field; a new etag and update time."""
     row = await conn.fetchrow(

@@ -2,7 +2,10 @@
 
 The discovery role goes in the management (or a delegated-administrator) account; the member
 role goes in every member account through a StackSet. Each trusts the platform account with the
-integration's external id and grants `ReadOnlyAccess`. Every value is written as a JSON string,
+integration's external id and grants `ReadOnlyAccess`. The trusted principal names the partition
+the deployment serves: IAM trust never crosses partitions, and the same account number in
+another partition belongs to someone else, so a stack deployed in the wrong partition fails
+instead of trusting a stranger. Every value is written as a JSON string,
 which is also a YAML double-quoted scalar, so no input can change the template's structure; the
 output is the same for the same input.
 """
@@ -15,7 +18,9 @@ import re
 
 from canopy_integration.aws import (
     ACCOUNT_ID,
+    DEFAULT_PARTITION,
     MAX_ROLE_PATH_LENGTH,
+    PARTITIONS,
     RoleArn,
     parse_role_arn,
     role_name_problem,
@@ -50,12 +55,16 @@ def file_name_for(kind: RoleTemplateKind | str) -> str:
 
 
 def render_discovery_role(
-    role_arn_or_name: RoleArn | str, external_id: str, trusted_account_id: str
+    role_arn_or_name: RoleArn | str,
+    external_id: str,
+    trusted_account_id: str,
+    partition: str = DEFAULT_PARTITION,
 ) -> str:
-    """The template of the discovery role, named by its ARN (with its path) or by its name.
+    """The template of the discovery role, named by its ARN (with its path) or by its name,
+    trusting `trusted_account_id` of `partition`.
 
     A string starting `arn:` is parsed as a role ARN. Raises ValueError for a malformed name,
-    ARN, external id or account id.
+    ARN, external id, account id or partition, and for an ARN of another partition.
     """
     if isinstance(role_arn_or_name, RoleArn):
         role = role_arn_or_name
@@ -63,6 +72,8 @@ def render_discovery_role(
         role = parse_role_arn(role_arn_or_name)
     else:
         role = RoleArn(partition="", account_id="", path="/", name=role_arn_or_name)
+    if role.partition and role.partition != partition:
+        raise ValueError(f"role {role.arn} is not in partition {partition!r}")
     where = (
         f"account {role.account_id}, the organization's management account or a "
         "delegated administrator for AWS Organizations"
@@ -82,15 +93,19 @@ def render_discovery_role(
         role_path=role.path,
         external_id=external_id,
         trusted_account_id=trusted_account_id,
+        partition=partition,
         role_description="Lets Canopy discover the accounts and OUs of this AWS Organization.",
         output_description="The ARN of the discovery role, to enter in Canopy.",
     )
 
 
-def render_member_role(role_name: str, external_id: str, trusted_account_id: str) -> str:
-    """The template of the member role, to deploy to every member account with a StackSet.
+def render_member_role(
+    role_name: str, external_id: str, trusted_account_id: str, partition: str = DEFAULT_PARTITION
+) -> str:
+    """The template of the member role, to deploy to every member account with a StackSet,
+    trusting `trusted_account_id` of `partition`.
 
-    Raises ValueError for a malformed role name, external id or account id.
+    Raises ValueError for a malformed role name, external id, account id or partition.
     """
     description = (
         "Canopy member role: deploy this template to every member account of the organization "
@@ -106,6 +121,7 @@ def render_member_role(role_name: str, external_id: str, trusted_account_id: str
         role_path="/",
         external_id=external_id,
         trusted_account_id=trusted_account_id,
+        partition=partition,
         role_description="Lets Canopy read this account's resources (ReadOnlyAccess).",
         output_description="The ARN of the member role in this account.",
     )
@@ -119,6 +135,7 @@ def _render_role(
     role_path: str,
     external_id: str,
     trusted_account_id: str,
+    partition: str,
     role_description: str,
     output_description: str,
 ) -> str:
@@ -130,7 +147,9 @@ def _render_role(
         raise ValueError(f"external id {external_id!r} is not one STS accepts")
     if not ACCOUNT_ID.match(trusted_account_id):
         raise ValueError(f"trusted account id {trusted_account_id!r} is not 12 digits")
-    principal = f"arn:${{AWS::Partition}}:iam::{trusted_account_id}:root"
+    if partition not in PARTITIONS:
+        raise ValueError(f"partition {partition!r} is not one of {', '.join(PARTITIONS)}")
+    principal = f"arn:{partition}:iam::{trusted_account_id}:root"
     path_line = f"      Path: {_q(role_path)}\n" if role_path != "/" else ""
     return (
         f'AWSTemplateFormatVersion: "2010-09-09"\n'
@@ -147,7 +166,7 @@ def _render_role(
         f"        Statement:\n"
         f'          - Effect: "Allow"\n'
         f"            Principal:\n"
-        f"              AWS: !Sub {_q(principal)}\n"
+        f"              AWS: {_q(principal)}\n"
         f'            Action: "sts:AssumeRole"\n'
         f"            Condition:\n"
         f"              StringEquals:\n"

@@ -80,6 +80,11 @@ class _SyncTriggerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SyncTrigg
     """The integration's credentials or connection settings changed."""
     SYNC_TRIGGER_MANUAL: _SyncTrigger.ValueType  # 4
     """A SyncIntegration call."""
+    SYNC_TRIGGER_RECONCILED: _SyncTrigger.ValueType  # 5
+    """Discovery's periodic check against the integration service's list of integrations found an
+    integration it had not scheduled (e.g. created while discovery was away longer than the tree
+    log keeps events), or one whose plan allows syncing again.
+    """
 
 class SyncTrigger(_SyncTrigger, metaclass=_SyncTriggerEnumTypeWrapper):
     """What started a sync run."""
@@ -94,6 +99,11 @@ SYNC_TRIGGER_SETTINGS_CHANGED: SyncTrigger.ValueType  # 3
 """The integration's credentials or connection settings changed."""
 SYNC_TRIGGER_MANUAL: SyncTrigger.ValueType  # 4
 """A SyncIntegration call."""
+SYNC_TRIGGER_RECONCILED: SyncTrigger.ValueType  # 5
+"""Discovery's periodic check against the integration service's list of integrations found an
+integration it had not scheduled (e.g. created while discovery was away longer than the tree
+log keeps events), or one whose plan allows syncing again.
+"""
 Global___SyncTrigger: _TypeAlias = SyncTrigger  # noqa: Y015
 
 class _AccessFailureReason:
@@ -122,6 +132,13 @@ class _AccessFailureReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_A
     """The account is not in the integration's organization, or not ACTIVE."""
     ACCESS_FAILURE_REASON_OTHER: _AccessFailureReason.ValueType  # 8
     """Any other error; `message` has AWS's answer."""
+    ACCESS_FAILURE_REASON_TRUSTED_ACCOUNT_MISMATCH: _AccessFailureReason.ValueType  # 9
+    """The account the role templates trust (`trusted_account_id`) is not the account of the
+    credentials discovery uses (`platform_account_id`): roles made from the templates will not
+    let discovery in.
+    """
+    ACCESS_FAILURE_REASON_UNSUPPORTED_PARTITION: _AccessFailureReason.ValueType  # 10
+    """The role is in a partition the deployment does not serve (`CANOPY_AWS_PARTITION`)."""
 
 class AccessFailureReason(_AccessFailureReason, metaclass=_AccessFailureReasonEnumTypeWrapper):
     """Why access to an AWS account failed."""
@@ -146,6 +163,13 @@ ACCESS_FAILURE_REASON_ACCOUNT_NOT_FOUND: AccessFailureReason.ValueType  # 7
 """The account is not in the integration's organization, or not ACTIVE."""
 ACCESS_FAILURE_REASON_OTHER: AccessFailureReason.ValueType  # 8
 """Any other error; `message` has AWS's answer."""
+ACCESS_FAILURE_REASON_TRUSTED_ACCOUNT_MISMATCH: AccessFailureReason.ValueType  # 9
+"""The account the role templates trust (`trusted_account_id`) is not the account of the
+credentials discovery uses (`platform_account_id`): roles made from the templates will not
+let discovery in.
+"""
+ACCESS_FAILURE_REASON_UNSUPPORTED_PARTITION: AccessFailureReason.ValueType  # 10
+"""The role is in a partition the deployment does not serve (`CANOPY_AWS_PARTITION`)."""
 Global___AccessFailureReason: _TypeAlias = AccessFailureReason  # noqa: Y015
 
 @_typing.final

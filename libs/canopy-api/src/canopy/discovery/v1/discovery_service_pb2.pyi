@@ -28,27 +28,52 @@ class TestDiscoveryAccessRequest(_message.Message):
 
     INTEGRATION_ID_FIELD_NUMBER: _builtins.int
     ACCESS_FIELD_NUMBER: _builtins.int
+    PLATFORM_CREDENTIALS_FIELD_NUMBER: _builtins.int
     integration_id: _builtins.str
     """The discovery access of an existing integration."""
     @_builtins.property
     def access(self) -> _integration_pb2.AwsDiscoveryAccess:
         """Credentials not saved yet; the external id must name a scope the caller owns."""
 
+    @_builtins.property
+    def platform_credentials(self) -> Global___PlatformCredentials:
+        """The platform's own credentials, which discovery assumes roles with: only their identity
+        (STS GetCallerIdentity) is read, into `platform_account_id`.
+        """
+
     def __init__(
         self,
         *,
         integration_id: _builtins.str = ...,
         access: _integration_pb2.AwsDiscoveryAccess | None = ...,
+        platform_credentials: Global___PlatformCredentials | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "integration_id", b"integration_id", "target", b"target"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "integration_id", b"integration_id", "platform_credentials", b"platform_credentials", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "integration_id", b"integration_id", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "integration_id", b"integration_id", "platform_credentials", b"platform_credentials", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["integration_id", "access"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["integration_id", "access", "platform_credentials"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 
 Global___TestDiscoveryAccessRequest: _TypeAlias = TestDiscoveryAccessRequest  # noqa: Y015
+
+@_typing.final
+class PlatformCredentials(_message.Message):
+    """The platform's own AWS credentials, as a TestDiscoveryAccess target."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlatformCredentials: _TypeAlias = PlatformCredentials  # noqa: Y015
 
 @_typing.final
 class TestDiscoveryAccessResponse(_message.Message):
@@ -63,8 +88,13 @@ class TestDiscoveryAccessResponse(_message.Message):
     ROOT_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    PLATFORM_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TRUSTED_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
-    """True if the role was assumed and the organization and its root were read."""
+    """True if the role was assumed, the organization and its root were read, and the templates
+    trust the account discovery's credentials belong to (for `platform_credentials`: if their
+    identity was read).
+    """
     account_id: _builtins.str
     """The account the role lives in, 12 digits; empty if the role could not be assumed."""
     organization_id: _builtins.str
@@ -77,6 +107,15 @@ class TestDiscoveryAccessResponse(_message.Message):
     """When not ok, what is wrong."""
     message: _builtins.str
     """When not ok, a human-readable explanation with AWS's error."""
+    platform_account_id: _builtins.str
+    """The AWS account of the credentials discovery calls STS with (GetCallerIdentity); empty if
+    they could not be read.
+    """
+    trusted_account_id: _builtins.str
+    """The AWS account the role templates trust (RenderRoleTemplate's `trusted_account_id`), when
+    the integration service could say; if it differs from `platform_account_id` the test is not
+    ok, with reason TRUSTED_ACCOUNT_MISMATCH.
+    """
     def __init__(
         self,
         *,
@@ -87,10 +126,12 @@ class TestDiscoveryAccessResponse(_message.Message):
         root_id: _builtins.str = ...,
         reason: _discovery_pb2.AccessFailureReason.ValueType = ...,
         message: _builtins.str = ...,
+        platform_account_id: _builtins.str = ...,
+        trusted_account_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "management_account_id", b"management_account_id", "message", b"message", "ok", b"ok", "organization_id", b"organization_id", "reason", b"reason", "root_id", b"root_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "management_account_id", b"management_account_id", "message", b"message", "ok", b"ok", "organization_id", b"organization_id", "platform_account_id", b"platform_account_id", "reason", b"reason", "root_id", b"root_id", "trusted_account_id", b"trusted_account_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -75,8 +75,8 @@ class DiscoveryServiceServicer:
 
     def TestDiscoveryAccess(self, request, context):
         """Assumes a discovery role and reads the organization: for an existing integration, or for
-        credentials before one is created. Access problems are answered in the response, not as
-        errors.
+        credentials before one is created; or reads the identity of the platform's own credentials.
+        Access problems are answered in the response, not as errors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,6 +91,7 @@ class DiscoveryServiceServicer:
 
     def SyncIntegration(self, request, context):
         """Starts a sync of an integration now, or releases a run waiting for confirmation.
+        FAILED_PRECONDITION `PLAN_NOT_ELIGIBLE` while the scope's plan does not allow the integration.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,13 +37,15 @@ class DiscoveryServiceStub:
     def __new__(cls, channel: _aio.Channel) -> DiscoveryServiceAsyncStub: ...
     TestDiscoveryAccess: _grpc.UnaryUnaryMultiCallable[_discovery_service_pb2.TestDiscoveryAccessRequest, _discovery_service_pb2.TestDiscoveryAccessResponse]
     """Assumes a discovery role and reads the organization: for an existing integration, or for
-    credentials before one is created. Access problems are answered in the response, not as
-    errors.
+    credentials before one is created; or reads the identity of the platform's own credentials.
+    Access problems are answered in the response, not as errors.
     """
     TestMemberAccess: _grpc.UnaryUnaryMultiCallable[_discovery_service_pb2.TestMemberAccessRequest, _discovery_service_pb2.TestMemberAccessResponse]
     """Assumes an integration's member role in the given accounts, or in a sample of its accounts."""
     SyncIntegration: _grpc.UnaryUnaryMultiCallable[_discovery_service_pb2.SyncIntegrationRequest, _discovery_service_pb2.SyncIntegrationResponse]
-    """Starts a sync of an integration now, or releases a run waiting for confirmation."""
+    """Starts a sync of an integration now, or releases a run waiting for confirmation.
+    FAILED_PRECONDITION `PLAN_NOT_ELIGIBLE` while the scope's plan does not allow the integration.
+    """
     GetSyncRun: _grpc.UnaryUnaryMultiCallable[_discovery_service_pb2.GetSyncRunRequest, _discovery_service_pb2.GetSyncRunResponse]
     """Returns one sync run."""
     ListSyncRuns: _grpc.UnaryUnaryMultiCallable[_discovery_service_pb2.ListSyncRunsRequest, _discovery_service_pb2.ListSyncRunsResponse]
@@ -62,13 +64,15 @@ class DiscoveryServiceAsyncStub(DiscoveryServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     TestDiscoveryAccess: _aio.UnaryUnaryMultiCallable[_discovery_service_pb2.TestDiscoveryAccessRequest, _discovery_service_pb2.TestDiscoveryAccessResponse]  # type: ignore[assignment]
     """Assumes a discovery role and reads the organization: for an existing integration, or for
-    credentials before one is created. Access problems are answered in the response, not as
-    errors.
+    credentials before one is created; or reads the identity of the platform's own credentials.
+    Access problems are answered in the response, not as errors.
     """
     TestMemberAccess: _aio.UnaryUnaryMultiCallable[_discovery_service_pb2.TestMemberAccessRequest, _discovery_service_pb2.TestMemberAccessResponse]  # type: ignore[assignment]
     """Assumes an integration's member role in the given accounts, or in a sample of its accounts."""
     SyncIntegration: _aio.UnaryUnaryMultiCallable[_discovery_service_pb2.SyncIntegrationRequest, _discovery_service_pb2.SyncIntegrationResponse]  # type: ignore[assignment]
-    """Starts a sync of an integration now, or releases a run waiting for confirmation."""
+    """Starts a sync of an integration now, or releases a run waiting for confirmation.
+    FAILED_PRECONDITION `PLAN_NOT_ELIGIBLE` while the scope's plan does not allow the integration.
+    """
     GetSyncRun: _aio.UnaryUnaryMultiCallable[_discovery_service_pb2.GetSyncRunRequest, _discovery_service_pb2.GetSyncRunResponse]  # type: ignore[assignment]
     """Returns one sync run."""
     ListSyncRuns: _aio.UnaryUnaryMultiCallable[_discovery_service_pb2.ListSyncRunsRequest, _discovery_service_pb2.ListSyncRunsResponse]  # type: ignore[assignment]
@@ -90,8 +94,8 @@ class DiscoveryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_discovery_service_pb2.TestDiscoveryAccessResponse, _abc.Awaitable[_discovery_service_pb2.TestDiscoveryAccessResponse]]:
         """Assumes a discovery role and reads the organization: for an existing integration, or for
-        credentials before one is created. Access problems are answered in the response, not as
-        errors.
+        credentials before one is created; or reads the identity of the platform's own credentials.
+        Access problems are answered in the response, not as errors.
         """
 
     @_abc_1.abstractmethod
@@ -108,7 +112,9 @@ class DiscoveryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _discovery_service_pb2.SyncIntegrationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_discovery_service_pb2.SyncIntegrationResponse, _abc.Awaitable[_discovery_service_pb2.SyncIntegrationResponse]]:
-        """Starts a sync of an integration now, or releases a run waiting for confirmation."""
+        """Starts a sync of an integration now, or releases a run waiting for confirmation.
+        FAILED_PRECONDITION `PLAN_NOT_ELIGIBLE` while the scope's plan does not allow the integration.
+        """
 
     @_abc_1.abstractmethod
     def GetSyncRun(

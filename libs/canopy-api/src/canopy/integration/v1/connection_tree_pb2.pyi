@@ -124,6 +124,8 @@ class _ApplyOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApplyOut
     """
     APPLY_OUTCOME_FAILURE_RECORDED: _ApplyOutcome.ValueType  # 4
     """A discovery failure was recorded: the integration is ERROR, the tree unchanged."""
+    APPLY_OUTCOME_SUSPENSION_RECORDED: _ApplyOutcome.ValueType  # 5
+    """A suspension was recorded: the integration is SUSPENDED, the tree unchanged."""
 
 class ApplyOutcome(_ApplyOutcome, metaclass=_ApplyOutcomeEnumTypeWrapper):
     """The outcome of ApplyDiscoverySnapshot."""
@@ -140,6 +142,8 @@ applied; resend it with `confirm_deletions`.
 """
 APPLY_OUTCOME_FAILURE_RECORDED: ApplyOutcome.ValueType  # 4
 """A discovery failure was recorded: the integration is ERROR, the tree unchanged."""
+APPLY_OUTCOME_SUSPENSION_RECORDED: ApplyOutcome.ValueType  # 5
+"""A suspension was recorded: the integration is SUSPENDED, the tree unchanged."""
 Global___ApplyOutcome: _TypeAlias = ApplyOutcome  # noqa: Y015
 
 @_typing.final
@@ -542,6 +546,32 @@ class DiscoveryFailure(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DiscoveryFailure: _TypeAlias = DiscoveryFailure  # noqa: Y015
+
+@_typing.final
+class DiscoverySuspension(_message.Message):
+    """Why discovery does not sync an integration for now (it did not crawl)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """An UPPER_SNAKE code, e.g. `PLAN_NOT_ELIGIBLE`; becomes the integration's `state_reason`."""
+    message: _builtins.str
+    """A human-readable explanation; becomes the integration's `state_message`."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscoverySuspension: _TypeAlias = DiscoverySuspension  # noqa: Y015
 
 @_typing.final
 class ApplySummary(_message.Message):

@@ -424,13 +424,14 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
     SYNC_RUN_ID_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
+    SUSPENSION_FIELD_NUMBER: _builtins.int
     CONFIRM_DELETIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     integration_id: _builtins.str
     """Required. The integration id (`i_…`)."""
     expected_generation: _builtins.int
     """Required. The integration's `tree_generation` when the crawl began; if the tree has moved
-    on since, the call fails ABORTED and nothing is applied.
+    on since, the call fails ABORTED and nothing is applied. Ignored with a `suspension`.
     """
     sync_run_id: _builtins.str
     """The sync run that produced the outcome (`r_…`), for logs and error details."""
@@ -446,6 +447,12 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
     def failure(self) -> _connection_tree_pb2.DiscoveryFailure:
         """The reason the crawl did not complete."""
 
+    @_builtins.property
+    def suspension(self) -> _connection_tree_pb2.DiscoverySuspension:
+        """Discovery stopped syncing the integration (no crawl): it becomes SUSPENDED, the tree is
+        kept. The next applied snapshot makes it ENABLED again.
+        """
+
     def __init__(
         self,
         *,
@@ -454,14 +461,15 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
         sync_run_id: _builtins.str = ...,
         snapshot: _connection_tree_pb2.OrganizationSnapshot | None = ...,
         failure: _connection_tree_pb2.DiscoveryFailure | None = ...,
+        suspension: _connection_tree_pb2.DiscoverySuspension | None = ...,
         confirm_deletions: _builtins.bool = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "outcome", b"outcome", "snapshot", b"snapshot"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "outcome", b"outcome", "snapshot", b"snapshot", "suspension", b"suspension"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_deletions", b"confirm_deletions", "expected_generation", b"expected_generation", "failure", b"failure", "integration_id", b"integration_id", "outcome", b"outcome", "request_id", b"request_id", "snapshot", b"snapshot", "sync_run_id", b"sync_run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_deletions", b"confirm_deletions", "expected_generation", b"expected_generation", "failure", b"failure", "integration_id", b"integration_id", "outcome", b"outcome", "request_id", b"request_id", "snapshot", b"snapshot", "suspension", b"suspension", "sync_run_id", b"sync_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["snapshot", "failure"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["snapshot", "failure", "suspension"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 

@@ -60,6 +60,12 @@ class _IntegrationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inte
     """The last discovery outcome was a failure; `state_reason` says why. The tree is as the last
     applied snapshot left it.
     """
+    INTEGRATION_STATE_SUSPENDED: _IntegrationState.ValueType  # 4
+    """Syncing is paused because the scope's plan no longer allows the integration (`state_reason`
+    `PLAN_NOT_ELIGIBLE`; the tenant needs ENTERPRISE, the org TEAM or ENTERPRISE). The tree, its
+    grants and the workspaces' schemas are kept as they were; when the plan allows it again,
+    discovery syncs it and it returns to ENABLED.
+    """
 
 class IntegrationState(_IntegrationState, metaclass=_IntegrationStateEnumTypeWrapper):
     """The lifecycle state of an integration, set by the outcome of discovery."""
@@ -73,6 +79,12 @@ INTEGRATION_STATE_ENABLED: IntegrationState.ValueType  # 2
 INTEGRATION_STATE_ERROR: IntegrationState.ValueType  # 3
 """The last discovery outcome was a failure; `state_reason` says why. The tree is as the last
 applied snapshot left it.
+"""
+INTEGRATION_STATE_SUSPENDED: IntegrationState.ValueType  # 4
+"""Syncing is paused because the scope's plan no longer allows the integration (`state_reason`
+`PLAN_NOT_ELIGIBLE`; the tenant needs ENTERPRISE, the org TEAM or ENTERPRISE). The tree, its
+grants and the workspaces' schemas are kept as they were; when the plan allows it again,
+discovery syncs it and it returns to ENABLED.
 """
 Global___IntegrationState: _TypeAlias = IntegrationState  # noqa: Y015
 
@@ -163,11 +175,17 @@ class Integration(_message.Message):
     kind: Global___IntegrationKind.ValueType
     """Immutable. What is mirrored; unspecified on create means INTEGRATION_KIND_AWS_ORGANIZATION."""
     state: Global___IntegrationState.ValueType
-    """Output only. PENDING until discovery reports, then ENABLED or ERROR."""
+    """Output only. PENDING until discovery reports, then ENABLED or ERROR; SUSPENDED while the
+    scope's plan does not allow it.
+    """
     state_reason: _builtins.str
-    """Output only. With state ERROR, an UPPER_SNAKE code such as `ASSUME_ROLE_DENIED`; else empty."""
+    """Output only. With state ERROR or SUSPENDED, an UPPER_SNAKE code such as
+    `ASSUME_ROLE_DENIED` or `PLAN_NOT_ELIGIBLE`; else empty.
+    """
     state_message: _builtins.str
-    """Output only. With state ERROR, a human-readable explanation of `state_reason`; else empty."""
+    """Output only. With state ERROR or SUSPENDED, a human-readable explanation of `state_reason`;
+    else empty.
+    """
     handle_prefix: _builtins.str
     """Prepended as is to every dynamic connection handle (`aws_` + `prod` → `aws_prod`). Empty, or
     up to 20 characters matching `^[a-z][a-z0-9_]*$` without `__`; not `pg_…` or `steampipe_…`.
@@ -270,8 +288,9 @@ class AwsDiscoveryAccess(_message.Message):
     ROLE_ARN_FIELD_NUMBER: _builtins.int
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
     role_arn: _builtins.str
-    """Required. `arn:<aws|aws-cn|aws-us-gov>:iam::<12 digits>:role/<optional path/><name>`; its
-    partition is also used for the member roles.
+    """Required. `arn:<aws|aws-cn|aws-us-gov>:iam::<12 digits>:role/<optional path/><name>`, in
+    the partition the deployment serves (`CANOPY_AWS_PARTITION`, default `aws`; another one is
+    INVALID_ARGUMENT `UNSUPPORTED_PARTITION`); the member roles are in the same partition.
     """
     external_id: _builtins.str
     """Required. `<owner id>:<8 characters [a-z0-9]>`, where the owner id is the integration

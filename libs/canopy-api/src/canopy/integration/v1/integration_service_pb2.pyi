@@ -179,7 +179,9 @@ class ListIntegrationsRequest(_message.Message):
     """
     @_builtins.property
     def scope(self) -> _types_pb2.Scope:
-        """Required. The tenant or org whose integrations to list."""
+        """Required. The tenant or org whose integrations to list. System callers may leave it unset to
+        list the integrations of every tenant and org (discovery reconciles its schedule this way).
+        """
 
     def __init__(
         self,
@@ -438,13 +440,16 @@ class RenderRoleTemplateResponse(_message.Message):
     FILE_NAME_FIELD_NUMBER: _builtins.int
     TRUSTED_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     template_yaml: _builtins.str
-    """The CloudFormation template, YAML: an IAM role trusting `trusted_account_id` with the
-    condition `sts:ExternalId`, and the managed policy `arn:aws:iam::aws:policy/ReadOnlyAccess`.
+    """The CloudFormation template, YAML: an IAM role trusting `trusted_account_id` (in the
+    deployment's partition) with the condition `sts:ExternalId`, and the managed policy
+    `arn:<partition>:iam::aws:policy/ReadOnlyAccess`.
     """
     file_name: _builtins.str
     """A suggested file name, e.g. `canopy-discovery-role.yaml`."""
     trusted_account_id: _builtins.str
-    """The AWS account id the role trusts (the platform's, from `CANOPY_TRUSTED_ACCOUNT_ID`)."""
+    """The AWS account id the role trusts: the platform's, from `CANOPY_TRUSTED_ACCOUNT_ID`, or,
+    when that is unset, the account of the credentials discovery uses.
+    """
     def __init__(
         self,
         *,

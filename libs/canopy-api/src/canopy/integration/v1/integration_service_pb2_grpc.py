@@ -95,7 +95,7 @@ class IntegrationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListIntegrations(self, request, context):
-        """Lists the integrations of a scope, oldest first.
+        """Lists the integrations of a scope, oldest first (system callers: of every scope).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +125,8 @@ class IntegrationServiceServicer:
 
     def RenderRoleTemplate(self, request, context):
         """Renders the CloudFormation template of the discovery role or of the member-role StackSet.
+        FAILED_PRECONDITION `TRUSTED_ACCOUNT_UNKNOWN` when the platform account to trust is neither
+        configured nor derivable from discovery's credentials.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

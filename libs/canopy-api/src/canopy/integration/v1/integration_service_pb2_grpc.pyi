@@ -43,7 +43,7 @@ class IntegrationServiceStub:
     GetIntegration: _grpc.UnaryUnaryMultiCallable[_integration_service_pb2.GetIntegrationRequest, _integration_service_pb2.GetIntegrationResponse]
     """Returns one integration."""
     ListIntegrations: _grpc.UnaryUnaryMultiCallable[_integration_service_pb2.ListIntegrationsRequest, _integration_service_pb2.ListIntegrationsResponse]
-    """Lists the integrations of a scope, oldest first."""
+    """Lists the integrations of a scope, oldest first (system callers: of every scope)."""
     UpdateIntegration: _grpc.UnaryUnaryMultiCallable[_integration_service_pb2.UpdateIntegrationRequest, _integration_service_pb2.UpdateIntegrationResponse]
     """Changes an integration's handle, prefix, credentials, connection settings or sync settings."""
     DeleteIntegration: _grpc.UnaryUnaryMultiCallable[_integration_service_pb2.DeleteIntegrationRequest, _integration_service_pb2.DeleteIntegrationResponse]
@@ -53,7 +53,10 @@ class IntegrationServiceStub:
     GenerateExternalId: _grpc.UnaryUnaryMultiCallable[_integration_service_pb2.GenerateExternalIdRequest, _integration_service_pb2.GenerateExternalIdResponse]
     """Generates an external id for a scope: `<owner id>:<8 random characters [a-z0-9]>`."""
     RenderRoleTemplate: _grpc.UnaryUnaryMultiCallable[_integration_service_pb2.RenderRoleTemplateRequest, _integration_service_pb2.RenderRoleTemplateResponse]
-    """Renders the CloudFormation template of the discovery role or of the member-role StackSet."""
+    """Renders the CloudFormation template of the discovery role or of the member-role StackSet.
+    FAILED_PRECONDITION `TRUSTED_ACCOUNT_UNKNOWN` when the platform account to trust is neither
+    configured nor derivable from discovery's credentials.
+    """
 
 @_typing.type_check_only
 class IntegrationServiceAsyncStub(IntegrationServiceStub):
@@ -70,7 +73,7 @@ class IntegrationServiceAsyncStub(IntegrationServiceStub):
     GetIntegration: _aio.UnaryUnaryMultiCallable[_integration_service_pb2.GetIntegrationRequest, _integration_service_pb2.GetIntegrationResponse]  # type: ignore[assignment]
     """Returns one integration."""
     ListIntegrations: _aio.UnaryUnaryMultiCallable[_integration_service_pb2.ListIntegrationsRequest, _integration_service_pb2.ListIntegrationsResponse]  # type: ignore[assignment]
-    """Lists the integrations of a scope, oldest first."""
+    """Lists the integrations of a scope, oldest first (system callers: of every scope)."""
     UpdateIntegration: _aio.UnaryUnaryMultiCallable[_integration_service_pb2.UpdateIntegrationRequest, _integration_service_pb2.UpdateIntegrationResponse]  # type: ignore[assignment]
     """Changes an integration's handle, prefix, credentials, connection settings or sync settings."""
     DeleteIntegration: _aio.UnaryUnaryMultiCallable[_integration_service_pb2.DeleteIntegrationRequest, _integration_service_pb2.DeleteIntegrationResponse]  # type: ignore[assignment]
@@ -80,7 +83,10 @@ class IntegrationServiceAsyncStub(IntegrationServiceStub):
     GenerateExternalId: _aio.UnaryUnaryMultiCallable[_integration_service_pb2.GenerateExternalIdRequest, _integration_service_pb2.GenerateExternalIdResponse]  # type: ignore[assignment]
     """Generates an external id for a scope: `<owner id>:<8 random characters [a-z0-9]>`."""
     RenderRoleTemplate: _aio.UnaryUnaryMultiCallable[_integration_service_pb2.RenderRoleTemplateRequest, _integration_service_pb2.RenderRoleTemplateResponse]  # type: ignore[assignment]
-    """Renders the CloudFormation template of the discovery role or of the member-role StackSet."""
+    """Renders the CloudFormation template of the discovery role or of the member-role StackSet.
+    FAILED_PRECONDITION `TRUSTED_ACCOUNT_UNKNOWN` when the platform account to trust is neither
+    configured nor derivable from discovery's credentials.
+    """
 
 class IntegrationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Creates and manages AWS Organization integrations at tenant or org scope. Owners of the scope
@@ -112,7 +118,7 @@ class IntegrationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _integration_service_pb2.ListIntegrationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_integration_service_pb2.ListIntegrationsResponse, _abc.Awaitable[_integration_service_pb2.ListIntegrationsResponse]]:
-        """Lists the integrations of a scope, oldest first."""
+        """Lists the integrations of a scope, oldest first (system callers: of every scope)."""
 
     @_abc_1.abstractmethod
     def UpdateIntegration(
@@ -146,6 +152,9 @@ class IntegrationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _integration_service_pb2.RenderRoleTemplateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_integration_service_pb2.RenderRoleTemplateResponse, _abc.Awaitable[_integration_service_pb2.RenderRoleTemplateResponse]]:
-        """Renders the CloudFormation template of the discovery role or of the member-role StackSet."""
+        """Renders the CloudFormation template of the discovery role or of the member-role StackSet.
+        FAILED_PRECONDITION `TRUSTED_ACCOUNT_UNKNOWN` when the platform account to trust is neither
+        configured nor derivable from discovery's credentials.
+        """
 
 def add_IntegrationServiceServicer_to_server(servicer: IntegrationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

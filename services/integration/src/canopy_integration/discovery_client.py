@@ -1,0 +1,44 @@
+"""What the integration service asks of the discovery service, with its system token: the
+account of the platform's AWS credentials, which only discovery holds."""
+
+from __future__ import annotations
+
+import grpc
+
+from canopy.discovery.v1 import discovery_service_pb2 as rpc
+from canopy.discovery.v1 import discovery_service_pb2_grpc as rpc_grpc
+from canopy_core.errors import Unavailable
+from canopy_integration.errors import TrustedAccountUnknown
+
+_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class DiscoveryClient:
+    """`PlatformIdentity` over gRPC: TestDiscoveryAccess of the platform credentials."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout: float = 20.0) -> None:
+        self._stub = rpc_grpc.DiscoveryServiceStub(channel)
+        self._timeout = timeout
+
+    async def platform_account_id(self) -> str:
+        """The account of discovery's AWS credentials (STS GetCallerIdentity)."""
+        try:
+            reply = await self._stub.TestDiscoveryAccess(
+                rpc.TestDiscoveryAccessRequest(platform_credentials=rpc.PlatformCredentials()),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() in _UNREACHABLE:
+                raise Unavailable(
+                    "the discovery service, which reads the account of the platform's AWS "
+                    f"credentials, cannot be reached: {error.code().name}",
+                    reason="DISCOVERY_UNAVAILABLE",
+                ) from None
+            raise TrustedAccountUnknown(
+                f"the discovery service answered {error.code().name}: {error.details()}"
+            ) from None
+        if not reply.ok or not reply.platform_account_id:
+            raise TrustedAccountUnknown(
+                f"discovery could not read its credentials' account: {reply.message}"
+            )
+        return reply.platform_account_id
