@@ -199,6 +199,7 @@ async def test_a_workspace_cannot_move_to_another_org(directory: DirectoryServic
         (pb.Tenant(id="t_a", handle="ac--me", plan=TEAM), ["tenant.handle"]),
         (pb.Tenant(id="t_a", handle="acme-", plan=TEAM), ["tenant.handle"]),
         (pb.Tenant(id="t_a", handle="a" * 40, plan=TEAM), ["tenant.handle"]),
+        (pb.Tenant(id="t_a\n", handle="acme\n", plan=TEAM), ["tenant.id", "tenant.handle"]),
         (
             pb.Tenant(id="t_a", handle="acme", plan=TEAM, display_name="x" * 101),
             ["tenant.display_name"],

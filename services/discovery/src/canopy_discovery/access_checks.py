@@ -16,9 +16,11 @@ from canopy_discovery.aws import UNSUPPORTED_PARTITION, AwsSettings, DiscoveryFa
 from canopy_discovery.integration_client import IntegrationClient
 from canopy_discovery.runs import scope_of
 
-ROLE_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-EXTERNAL_ID = re.compile(r"^([to]_[a-z0-9]{1,60}):[a-z0-9]{8}$")
-ACCOUNT_ID = re.compile(r"^\d{12}$")
+ROLE_ARN = re.compile(
+    r"^arn:(aws|aws-cn|aws-us-gov):iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z", re.ASCII
+)
+EXTERNAL_ID = re.compile(r"^([to]_[a-z0-9]{1,60}):[a-z0-9]{8}\Z", re.ASCII)
+ACCOUNT_ID = re.compile(r"^\d{12}\Z", re.ASCII)
 MAX_SAMPLE = 50
 DEFAULT_SAMPLE = 5
 
