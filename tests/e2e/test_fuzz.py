@@ -17,7 +17,7 @@ mutation that is a valid request may succeed: it is counted, the seed's `restore
 background work (projection, discovery runs) is waited for, and the new state is the baseline.
 At the end every service still answers Health SERVING.
 
-Seeded and bounded: `CANOPY_FUZZ_CASES` (default 2500) inputs in all, spread over the seeds
+Seeded and bounded: `CANOPY_FUZZ_CASES` (default 2000) inputs in all, spread over the seeds
 in proportion to their fields; `CANOPY_FUZZ_SEED` (default 0) picks them; past the
 deterministic mutations a long run adds random ones. `CANOPY_FUZZ_ONLY=ListFolders,GetFolder`
 fuzzes only those RPCs. The counts per RPC are printed to the terminal.
@@ -31,9 +31,10 @@ import json
 import os
 import random
 import re
+import subprocess
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -42,8 +43,6 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -56,18 +55,17 @@ from canopy.integration.v1 import connection_tree_service_pb2_grpc as tgrpc
 from canopy.integration.v1 import integration_pb2 as ipb
 from canopy.integration.v1 import integration_service_pb2 as irpc
 from canopy.integration.v1 import integration_service_pb2_grpc as igrpc
-from canopy.permissions.v1 import directory_pb2 as dirpb
 from canopy.permissions.v1 import directory_service_pb2 as dirrpc
 from canopy.permissions.v1 import directory_service_pb2_grpc as dirgrpc
 from canopy.permissions.v1 import permission_service_pb2 as prpc
 from canopy.permissions.v1 import permission_service_pb2_grpc as pgrpc
 from canopy.permissions.v1 import workspace_schema_service_pb2 as wrpc
 from canopy.permissions.v1 import workspace_schema_service_pb2_grpc as wgrpc
-from canopy.type.v1 import types_pb2
-from tests.discovery.conftest import DISCOVERY_ROLE, Org
+from tests.discovery.conftest import Org
+from tests.e2e import json_inputs as jin
 from tests.e2e import mutations as mut
-from tests.e2e.processes import SERVICES, ServiceProcess
-from tests.helpers import bearer, token
+from tests.e2e.fuzz_world import SEEDS, Seed, Stubs, World, build_world, digest, settle
+from tests.e2e.processes import BUF, SERVICES, ServiceProcess
 
 SERVICE_MODULES: Sequence[ModuleType] = (irpc, trpc, drpc, dirrpc, prpc, wrpc)
 PROCESS_OF = {
@@ -78,7 +76,6 @@ PROCESS_OF = {
     "canopy.permissions.v1.PermissionService": "permissions",
     "canopy.permissions.v1.WorkspaceSchemaService": "permissions",
 }
-SCHEMAS = ("integration", "discovery", "permissions")
 C = grpc.StatusCode
 # What the contract lets a call answer when every dependency is up and the token is allowed.
 ALLOWED = {
@@ -94,12 +91,7 @@ ALLOWED = {
 CALL_TIMEOUT = 30.0
 STREAM_FIRST_MESSAGE = 5.0  # the services send a progress message every second when idle
 HEALTH_EVERY = 250
-
-OWNER = bearer(token("fuzzer", ttl=86_400, t_acme="owner", t_scratch="owner"))
-SYSTEM = bearer(token("platform", system=True, ttl=86_400))
-STALE_ETAG = 'W/"stale"'
-EXTERNAL_ID = "o_ops:abcd1234"
-DAY = Duration(seconds=86_400)
+JSON_TIMEOUT = 4.0  # buf curl on a watch: the stream is open, and kept open
 
 
 # -- the RPCs, from the descriptors --------------------------------------------------------------
@@ -143,754 +135,6 @@ def every_rpc() -> list[Rpc]:
                     )
                 )
     return found
-
-
-# -- the seeded state -----------------------------------------------------------------------------
-
-
-@dataclass
-class Stubs:
-    """Typed stubs over the services' channels, for seeding and restoring."""
-
-    integrations: Any
-    tree: Any
-    discovery: Any
-    directory: Any
-    permissions: Any
-    schemas: Any
-
-
-@dataclass
-class World:
-    """The ids and values the seeds are written against; refreshed after a change."""
-
-    stubs: Stubs
-    org: Org
-    main: ipb.Integration = field(default_factory=ipb.Integration)
-    scratch: ipb.Integration = field(default_factory=ipb.Integration)
-    folders: dict[str, str] = field(default_factory=dict)  # title → id, in main
-    connections: dict[str, tree_pb.Connection] = field(default_factory=dict)  # account name →
-    runs: list[str] = field(default_factory=list)
-    scratch_snapshot: tree_pb.OrganizationSnapshot = field(
-        default_factory=tree_pb.OrganizationSnapshot
-    )
-    page_tokens: dict[str, str] = field(default_factory=dict)  # RPC label → a real next token
-
-    def connection(self, name: str) -> str:
-        return self.connections[name].id
-
-    async def refresh(self) -> None:
-        """Re-read what later seeds depend on (the scratch integration's generation)."""
-        got = await self.stubs.integrations.GetIntegration(
-            irpc.GetIntegrationRequest(id=self.scratch.id), metadata=OWNER
-        )
-        self.scratch = got.integration
-
-
-def connection_config() -> ipb.ConnectionConfig:
-    """Every configuration field set, valid."""
-    return ipb.ConnectionConfig(
-        regions=types_pb2.StringList(values=["us-east-1", "eu-west-1"]),
-        default_region="us-east-1",
-        max_error_retry_attempts=5,
-        min_error_retry_delay_ms=50,
-        ignore_error_codes=types_pb2.StringList(values=["AccessDenied"]),
-        ignore_error_messages=types_pb2.StringList(values=["^timeout.*$"]),
-        endpoint_url="https://example.com",
-        s3_force_path_style=True,
-    )
-
-
-def new_integration(handle: str, *, org_id: str = "", tenant_id: str = "") -> ipb.Integration:
-    """An integration message with every writable field set, valid."""
-    owner = org_id or tenant_id
-    return ipb.Integration(
-        handle=handle,
-        scope=types_pb2.Scope(org_id=org_id) if org_id else types_pb2.Scope(tenant_id=tenant_id),
-        discovery_access=ipb.AwsDiscoveryAccess(
-            role_arn=DISCOVERY_ROLE, external_id=f"{owner}:abcd1234"
-        ),
-        member_access=ipb.AwsMemberAccess(role_name="canopy-member"),
-        handle_prefix="",
-        connection_config=connection_config(),
-        sync_interval=DAY,  # no scheduled sync during the run
-        max_delete_fraction=0.5,
-        crawl_limits=ipb.CrawlLimits(
-            max_concurrency=4, max_requests_per_second=50, crawl_timeout=Duration(seconds=60)
-        ),
-    )
-
-
-WRITABLE_TOP = [
-    "handle",
-    "handle_prefix",
-    "discovery_access",
-    "member_access",
-    "connection_config",
-    "sync_interval",
-    "max_delete_fraction",
-    "crawl_limits",
-]
-
-
-async def build_world(stubs: Stubs, org: Org, db: asyncpg.Connection) -> World:
-    """The state the seeds need, made through the RPCs as the platform and an owner would."""
-    world = World(stubs, org)
-    production = org.ou("Production")
-    org.ou("Europe", production)
-    staging = org.ou("Staging")
-    for name, parent in (("Web Prod", production), ("Data Prod", production)):
-        org.account(name, parent)
-    org.account("Web Staging", staging)
-    org.account("Sandbox")
-
-    for tenant_id, handle in (("t_acme", "acme"), ("t_scratch", "scratch")):
-        await stubs.directory.UpsertTenant(
-            dirrpc.UpsertTenantRequest(
-                tenant=dirpb.Tenant(id=tenant_id, handle=handle, plan=types_pb2.PLAN_ENTERPRISE)
-            ),
-            metadata=SYSTEM,
-        )
-    for org_id, tenant_id, handle in (("o_ops", "t_acme", "ops"), ("o_scratch", "t_scratch", "so")):
-        await stubs.directory.UpsertOrg(
-            dirrpc.UpsertOrgRequest(
-                org=dirpb.Org(
-                    id=org_id, tenant_id=tenant_id, handle=handle, plan=types_pb2.PLAN_TEAM
-                )
-            ),
-            metadata=SYSTEM,
-        )
-    for workspace_id, org_id in WORKSPACES:
-        await upsert_workspace(stubs, workspace_id, org_id)
-
-    main = new_integration("fuzz-main", org_id="o_ops")
-    world.main = (
-        await stubs.integrations.CreateIntegration(
-            irpc.CreateIntegrationRequest(
-                integration=main,
-                initial_permissions=ipb.RootFolderPermissions(
-                    mode=ipb.ROOT_FOLDER_PERMISSIONS_MODE_ALL_WORKSPACES
-                ),
-            ),
-            metadata=OWNER,
-        )
-    ).integration
-    scratch = new_integration("fuzz-scratch", tenant_id="t_acme")
-    scratch.handle_prefix = "s_"
-    world.scratch = (
-        await stubs.integrations.CreateIntegration(
-            irpc.CreateIntegrationRequest(
-                integration=scratch,
-                initial_permissions=ipb.RootFolderPermissions(
-                    mode=ipb.ROOT_FOLDER_PERMISSIONS_MODE_NONE
-                ),
-            ),
-            metadata=OWNER,
-        )
-    ).integration
-    await settle(db)  # both first syncs have run
-    for integration in (world.main, world.scratch):
-        tree = await stubs.tree.GetConnectionTree(
-            trpc.GetConnectionTreeRequest(integration_id=integration.id), metadata=OWNER
-        )
-        state = tree.tree.integration_state
-        assert state == ipb.INTEGRATION_STATE_ENABLED, f"{integration.handle}: first sync {state}"
-    tree = (
-        await stubs.tree.GetConnectionTree(
-            trpc.GetConnectionTreeRequest(integration_id=world.main.id), metadata=OWNER
-        )
-    ).tree
-
-    def walk(node: tree_pb.FolderNode) -> None:
-        world.folders[node.folder.title] = node.folder.id
-        for connection in node.connections:
-            world.connections[connection.account_name] = connection
-        for child in node.folders:
-            walk(child)
-
-    walk(tree.root)
-    assert {"Production", "Europe", "Staging"} <= set(world.folders), world.folders
-    world.scratch_snapshot = org.expected()
-
-    # Sharing: a grant on a folder and a connection, a folder and a connection attached.
-    await stubs.permissions.SetPermissions(
-        prpc.SetPermissionsRequest(
-            folder_id=world.folders["Staging"],
-            grantees=[types_pb2.Grantee(workspace_id="w_ops2")],
-        ),
-        metadata=OWNER,
-    )
-    await set_base_grants(world)
-    await restore_connection(world, b"")
-    await stubs.schemas.AttachSchema(
-        wrpc.AttachSchemaRequest(workspace_id="w_ops1", folder_id=world.main.root_folder_id),
-        metadata=OWNER,
-    )
-    await attach_base(world)
-    # A second run, so that runs have pages.
-    await stubs.discovery.SyncIntegration(
-        drpc.SyncIntegrationRequest(integration_id=world.main.id), metadata=OWNER
-    )
-    await settle(db)
-    runs = await stubs.discovery.ListSyncRuns(
-        drpc.ListSyncRunsRequest(integration_id=world.main.id), metadata=OWNER
-    )
-    world.runs = [r.id for r in runs.runs]
-    assert len(world.runs) >= 2, runs
-    await world.refresh()
-    return world
-
-
-WORKSPACES = (
-    ("w_ops1", "o_ops"),
-    ("w_ops2", "o_ops"),
-    ("w_doomed", "o_ops"),
-    ("w_scratch", "o_scratch"),
-)
-
-
-async def upsert_workspace(stubs: Stubs, workspace_id: str, org_id: str) -> None:
-    await stubs.directory.UpsertWorkspace(
-        dirrpc.UpsertWorkspaceRequest(
-            workspace=dirpb.Workspace(id=workspace_id, org_id=org_id, handle=workspace_id[2:])
-        ),
-        metadata=SYSTEM,
-    )
-
-
-async def set_base_grants(world: World) -> None:
-    """The grant that the SetPermissions seed rewrites."""
-    await world.stubs.permissions.SetPermissions(
-        prpc.SetPermissionsRequest(
-            connection_id=world.connection("Sandbox"),
-            grantees=[types_pb2.Grantee(workspace_id="w_ops2")],
-        ),
-        metadata=OWNER,
-    )
-
-
-async def attach_base(world: World) -> None:
-    """The attachment that the AttachSchema seed repeats (and DeleteWorkspace would end)."""
-    for workspace_id in ("w_ops2", "w_doomed"):
-        with contextlib.suppress(grpc.aio.AioRpcError):  # already attached
-            await world.stubs.schemas.AttachSchema(
-                wrpc.AttachSchemaRequest(
-                    workspace_id=workspace_id, connection_id=world.connection("Web Prod")
-                ),
-                metadata=OWNER,
-            )
-
-
-# -- the seeds: one or more valid requests per RPC -------------------------------------------------
-
-
-Restore = Callable[[World, bytes], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Seed:
-    """A request to start from; `expect` is its own answer (a refused seed keeps its mutations
-    from changing anything once they pass validation); `restore` undoes a mutation that
-    succeeded and changed the stored data."""
-
-    name: str
-    build: Callable[[World], Message]
-    metadata: tuple[tuple[str, str], ...] = OWNER
-    expect: grpc.StatusCode = C.OK
-    restore: Restore | None = None
-    list_page_size: bool = False  # a list call with page_size 1: its next token seeds forgeries
-
-
-async def restore_scratch(world: World, _reply: bytes) -> None:
-    """The scratch integration's settings and tree back to the base."""
-    base = new_integration("fuzz-scratch", tenant_id="t_acme")
-    base.handle_prefix = "s_"
-    base.id = world.scratch.id
-    await world.stubs.integrations.UpdateIntegration(
-        irpc.UpdateIntegrationRequest(integration=base, update_mask=FieldMask(paths=WRITABLE_TOP)),
-        metadata=OWNER,
-    )
-    await world.refresh()
-    await world.stubs.tree.ApplyDiscoverySnapshot(
-        trpc.ApplyDiscoverySnapshotRequest(
-            integration_id=world.scratch.id,
-            expected_generation=world.scratch.tree_generation,
-            snapshot=world.scratch_snapshot,
-            confirm_deletions=True,
-        ),
-        metadata=SYSTEM,
-    )
-
-
-async def delete_created(world: World, reply: bytes) -> None:
-    created = irpc.CreateIntegrationResponse.FromString(reply).integration
-    await world.stubs.integrations.DeleteIntegration(
-        irpc.DeleteIntegrationRequest(id=created.id, confirm_handle=created.handle),
-        metadata=OWNER,
-    )
-
-
-async def restore_directory(world: World, _reply: bytes) -> None:
-    for tenant_id, handle in (("t_acme", "acme"), ("t_scratch", "scratch")):
-        await world.stubs.directory.UpsertTenant(
-            dirrpc.UpsertTenantRequest(
-                tenant=dirpb.Tenant(id=tenant_id, handle=handle, plan=types_pb2.PLAN_ENTERPRISE)
-            ),
-            metadata=SYSTEM,
-        )
-    for org_id, tenant_id, handle in (("o_ops", "t_acme", "ops"), ("o_scratch", "t_scratch", "so")):
-        await world.stubs.directory.UpsertOrg(
-            dirrpc.UpsertOrgRequest(
-                org=dirpb.Org(
-                    id=org_id, tenant_id=tenant_id, handle=handle, plan=types_pb2.PLAN_TEAM
-                )
-            ),
-            metadata=SYSTEM,
-        )
-    for workspace_id, org_id in WORKSPACES:
-        await upsert_workspace(world.stubs, workspace_id, org_id)
-    await attach_base(world)
-
-
-async def restore_folder(world: World, _reply: bytes) -> None:
-    await world.stubs.tree.UpdateFolder(
-        trpc.UpdateFolderRequest(
-            folder=tree_pb.Folder(id=world.folders["Staging"], handle=""),
-            update_mask=FieldMask(paths=["handle"]),
-        ),
-        metadata=OWNER,
-    )
-
-
-async def restore_connection(world: World, _reply: bytes) -> None:
-    """Data Prod: a dynamic handle, and every setting overridden."""
-    await world.stubs.tree.UpdateConnection(
-        trpc.UpdateConnectionRequest(
-            connection=tree_pb.Connection(
-                id=world.connection("Data Prod"), config_overrides=connection_config()
-            ),
-            update_mask=FieldMask(paths=["handle", "config_overrides"]),
-        ),
-        metadata=OWNER,
-    )
-
-
-async def restore_grants(world: World, _reply: bytes) -> None:
-    await set_base_grants(world)
-
-
-async def restore_attachments(world: World, _reply: bytes) -> None:
-    await attach_base(world)
-
-
-async def nothing_to_restore(_world: World, _reply: bytes) -> None:
-    """Reads, runs and scratch entities: the new state is as good a baseline as the old."""
-
-
-def _update_scratch(w: World) -> Message:
-    base = new_integration("fuzz-scratch", tenant_id="t_acme")
-    base.handle_prefix = "s_"
-    base.id = w.scratch.id
-    return irpc.UpdateIntegrationRequest(
-        integration=base, update_mask=FieldMask(paths=WRITABLE_TOP)
-    )
-
-
-def _create_taken(w: World) -> Message:
-    return irpc.CreateIntegrationRequest(
-        integration=new_integration("fuzz-main", org_id="o_ops"),
-        initial_permissions=ipb.RootFolderPermissions(
-            mode=ipb.ROOT_FOLDER_PERMISSIONS_MODE_SPECIFIC,
-            grantees=[types_pb2.Grantee(workspace_id="w_ops1")],
-        ),
-    )
-
-
-def _create_new(w: World) -> Message:
-    return irpc.CreateIntegrationRequest(
-        integration=new_integration("fuzz-new", tenant_id="t_acme"),
-        initial_permissions=ipb.RootFolderPermissions(
-            mode=ipb.ROOT_FOLDER_PERMISSIONS_MODE_SPECIFIC,
-            grantees=[
-                types_pb2.Grantee(org_id="o_ops"),
-                types_pb2.Grantee(workspace_id="w_ops1"),
-            ],
-        ),
-    )
-
-
-def _apply(w: World) -> Message:
-    return trpc.ApplyDiscoverySnapshotRequest(
-        integration_id=w.scratch.id,
-        expected_generation=w.scratch.tree_generation,
-        snapshot=w.scratch_snapshot,
-    )
-
-
-def _apply_failure(w: World) -> Message:
-    return trpc.ApplyDiscoverySnapshotRequest(
-        integration_id=w.scratch.id,
-        expected_generation=w.scratch.tree_generation,
-        failure=tree_pb.DiscoveryFailure(reason="ACCESS_DENIED", message="denied by a test"),
-    )
-
-
-SEEDS: dict[str, list[Seed]] = {
-    # IntegrationService
-    "IntegrationService/CreateIntegration": [
-        Seed("handle_taken", _create_taken, expect=C.ALREADY_EXISTS, restore=delete_created),
-        Seed("new", _create_new, restore=delete_created),
-    ],
-    "IntegrationService/GetIntegration": [
-        Seed("main", lambda w: irpc.GetIntegrationRequest(id=w.main.id)),
-    ],
-    "IntegrationService/ListIntegrations": [
-        Seed(
-            "tenant_with_orgs",
-            lambda w: irpc.ListIntegrationsRequest(
-                scope=types_pb2.Scope(tenant_id="t_acme"),
-                include_org_integrations=True,
-                page_size=1,
-            ),
-            list_page_size=True,
-        ),
-    ],
-    "IntegrationService/UpdateIntegration": [
-        Seed("scratch_unchanged", _update_scratch, restore=restore_scratch),
-    ],
-    "IntegrationService/DeleteIntegration": [
-        Seed(
-            "wrong_confirmation",
-            lambda w: irpc.DeleteIntegrationRequest(
-                id=w.scratch.id, confirm_handle="not-the-handle", etag=STALE_ETAG
-            ),
-            expect=C.FAILED_PRECONDITION,
-            restore=nothing_to_restore,
-        ),
-    ],
-    "IntegrationService/GenerateExternalId": [
-        Seed(
-            "org",
-            lambda w: irpc.GenerateExternalIdRequest(
-                scope=types_pb2.Scope(org_id="o_ops"), suffix="abcd1234"
-            ),
-        ),
-    ],
-    "IntegrationService/RenderRoleTemplate": [
-        Seed(
-            "discovery_role",
-            lambda w: irpc.RenderRoleTemplateRequest(
-                kind=irpc.ROLE_TEMPLATE_KIND_DISCOVERY_ROLE,
-                role_name="canopy-discovery",
-                external_id=EXTERNAL_ID,
-            ),
-        ),
-        Seed(
-            "member_role_of_integration",
-            lambda w: irpc.RenderRoleTemplateRequest(
-                kind=irpc.ROLE_TEMPLATE_KIND_MEMBER_ROLE_STACK_SET, integration_id=w.main.id
-            ),
-        ),
-    ],
-    # ConnectionTreeService
-    "ConnectionTreeService/GetFolder": [
-        Seed("ou", lambda w: trpc.GetFolderRequest(id=w.folders["Production"])),
-    ],
-    "ConnectionTreeService/ListFolders": [
-        Seed(
-            "integration",
-            lambda w: trpc.ListFoldersRequest(integration_id=w.main.id, page_size=1),
-            list_page_size=True,
-        ),
-        Seed(
-            "parent",
-            lambda w: trpc.ListFoldersRequest(parent_folder_id=w.main.root_folder_id, page_size=1),
-        ),
-    ],
-    "ConnectionTreeService/UpdateFolder": [
-        Seed(
-            "back_to_dynamic",
-            lambda w: trpc.UpdateFolderRequest(
-                folder=tree_pb.Folder(id=w.folders["Staging"], handle=""),
-                update_mask=FieldMask(paths=["handle"]),
-            ),
-            restore=restore_folder,
-        ),
-    ],
-    "ConnectionTreeService/GetConnection": [
-        Seed("account", lambda w: trpc.GetConnectionRequest(id=w.connection("Web Prod"))),
-    ],
-    "ConnectionTreeService/ListConnections": [
-        Seed(
-            "integration",
-            lambda w: trpc.ListConnectionsRequest(integration_id=w.main.id, page_size=1),
-            list_page_size=True,
-        ),
-        Seed(
-            "folder",
-            lambda w: trpc.ListConnectionsRequest(folder_id=w.folders["Production"], page_size=1),
-        ),
-    ],
-    "ConnectionTreeService/UpdateConnection": [
-        Seed(
-            "overrides",
-            lambda w: trpc.UpdateConnectionRequest(
-                connection=tree_pb.Connection(
-                    id=w.connection("Data Prod"), config_overrides=connection_config()
-                ),
-                update_mask=FieldMask(paths=["config_overrides"]),
-            ),
-            restore=restore_connection,
-        ),
-        Seed(
-            "stale_with_handle",
-            lambda w: trpc.UpdateConnectionRequest(
-                connection=tree_pb.Connection(
-                    id=w.connection("Data Prod"), handle="data_x", etag=STALE_ETAG
-                ),
-                update_mask=FieldMask(paths=["handle", "config_overrides.regions"]),
-            ),
-            expect=C.ABORTED,
-            restore=restore_connection,
-        ),
-    ],
-    "ConnectionTreeService/GetConnectionTree": [
-        Seed("main", lambda w: trpc.GetConnectionTreeRequest(integration_id=w.main.id)),
-    ],
-    "ConnectionTreeService/ApplyDiscoverySnapshot": [
-        Seed("same_snapshot", _apply, metadata=SYSTEM, restore=restore_scratch),
-        Seed("failure", _apply_failure, metadata=SYSTEM, restore=restore_scratch),
-    ],
-    "ConnectionTreeService/WatchTreeEvents": [
-        Seed(
-            "integration",
-            lambda w: trpc.WatchTreeEventsRequest(after_revision=0, integration_id=w.main.id),
-        ),
-        Seed(
-            "scope",
-            lambda w: trpc.WatchTreeEventsRequest(
-                after_revision=1, scope=types_pb2.Scope(org_id="o_ops")
-            ),
-        ),
-    ],
-    # DiscoveryService
-    "DiscoveryService/TestDiscoveryAccess": [
-        Seed("integration", lambda w: drpc.TestDiscoveryAccessRequest(integration_id=w.main.id)),
-        Seed(
-            "access",
-            lambda w: drpc.TestDiscoveryAccessRequest(
-                access=ipb.AwsDiscoveryAccess(role_arn=DISCOVERY_ROLE, external_id=EXTERNAL_ID)
-            ),
-        ),
-    ],
-    "DiscoveryService/TestMemberAccess": [
-        Seed(
-            "accounts",
-            lambda w: drpc.TestMemberAccessRequest(
-                integration_id=w.main.id,
-                account_ids=[w.connections["Web Prod"].account_id],
-                sample_size=1,
-            ),
-        ),
-    ],
-    "DiscoveryService/SyncIntegration": [
-        Seed(
-            "main",
-            lambda w: drpc.SyncIntegrationRequest(integration_id=w.main.id),
-            restore=nothing_to_restore,
-        ),
-    ],
-    "DiscoveryService/GetSyncRun": [
-        Seed("first", lambda w: drpc.GetSyncRunRequest(id=w.runs[-1])),
-    ],
-    "DiscoveryService/ListSyncRuns": [
-        Seed(
-            "main",
-            lambda w: drpc.ListSyncRunsRequest(integration_id=w.main.id, page_size=1),
-            list_page_size=True,
-        ),
-    ],
-    "DiscoveryService/WatchSyncRun": [
-        Seed("finished", lambda w: drpc.WatchSyncRunRequest(id=w.runs[-1])),
-    ],
-    # DirectoryService
-    "DirectoryService/UpsertTenant": [
-        Seed(
-            "scratch_unchanged",
-            lambda w: dirrpc.UpsertTenantRequest(
-                tenant=dirpb.Tenant(
-                    id="t_scratch", handle="scratch", plan=types_pb2.PLAN_ENTERPRISE
-                )
-            ),
-            metadata=SYSTEM,
-            restore=restore_directory,
-        ),
-    ],
-    "DirectoryService/GetTenant": [
-        Seed("acme", lambda w: dirrpc.GetTenantRequest(id="t_acme")),
-    ],
-    "DirectoryService/UpsertOrg": [
-        Seed(
-            "scratch_unchanged",
-            lambda w: dirrpc.UpsertOrgRequest(
-                org=dirpb.Org(
-                    id="o_scratch", tenant_id="t_scratch", handle="so", plan=types_pb2.PLAN_TEAM
-                )
-            ),
-            metadata=SYSTEM,
-            restore=restore_directory,
-        ),
-    ],
-    "DirectoryService/GetOrg": [
-        Seed("ops", lambda w: dirrpc.GetOrgRequest(id="o_ops")),
-    ],
-    "DirectoryService/UpsertWorkspace": [
-        Seed(
-            "scratch_unchanged",
-            lambda w: dirrpc.UpsertWorkspaceRequest(
-                workspace=dirpb.Workspace(id="w_scratch", org_id="o_scratch", handle="scratch")
-            ),
-            metadata=SYSTEM,
-            restore=restore_directory,
-        ),
-    ],
-    "DirectoryService/GetWorkspace": [
-        Seed("ops1", lambda w: dirrpc.GetWorkspaceRequest(id="w_ops1")),
-    ],
-    "DirectoryService/ListWorkspaces": [
-        Seed(
-            "ops",
-            lambda w: dirrpc.ListWorkspacesRequest(org_id="o_ops", page_size=1),
-            list_page_size=True,
-        ),
-    ],
-    "DirectoryService/DeleteWorkspace": [
-        Seed(
-            "stale",
-            lambda w: dirrpc.DeleteWorkspaceRequest(id="w_doomed", etag=STALE_ETAG),
-            metadata=SYSTEM,
-            expect=C.ABORTED,
-            restore=restore_directory,
-        ),
-    ],
-    # PermissionService
-    "PermissionService/GetPermissions": [
-        Seed("folder", lambda w: prpc.GetPermissionsRequest(folder_id=w.folders["Staging"])),
-    ],
-    "PermissionService/SetPermissions": [
-        Seed(
-            "same_grants",
-            lambda w: prpc.SetPermissionsRequest(
-                connection_id=w.connection("Sandbox"),
-                grantees=[
-                    types_pb2.Grantee(workspace_id="w_ops2"),
-                    types_pb2.Grantee(org_id="o_ops"),
-                ],
-            ),
-            restore=restore_grants,
-        ),
-    ],
-    "PermissionService/ListAvailableConnections": [
-        Seed(
-            "ops1",
-            lambda w: prpc.ListAvailableConnectionsRequest(workspace_id="w_ops1", page_size=1),
-            list_page_size=True,
-        ),
-    ],
-    # WorkspaceSchemaService
-    "WorkspaceSchemaService/AttachSchema": [
-        Seed(
-            "already_attached",
-            lambda w: wrpc.AttachSchemaRequest(
-                workspace_id="w_ops2", connection_id=w.connection("Web Prod")
-            ),
-            expect=C.ALREADY_EXISTS,
-            restore=restore_attachments,
-        ),
-    ],
-    "WorkspaceSchemaService/DetachSchema": [
-        Seed(
-            "not_attached",
-            lambda w: wrpc.DetachSchemaRequest(
-                workspace_id="w_ops2", connection_id=w.connection("Data Prod")
-            ),
-            expect=C.NOT_FOUND,
-            restore=restore_attachments,
-        ),
-    ],
-    "WorkspaceSchemaService/ListWorkspaceSchemas": [
-        Seed(
-            "ops1",
-            lambda w: wrpc.ListWorkspaceSchemasRequest(workspace_id="w_ops1", page_size=1),
-            list_page_size=True,
-        ),
-    ],
-    "WorkspaceSchemaService/WatchWorkspaceSchemas": [
-        Seed(
-            "ops1",
-            lambda w: wrpc.WatchWorkspaceSchemasRequest(workspace_id="w_ops1", after_revision=0),
-        ),
-    ],
-}
-
-
-# -- stored data and background work ----------------------------------------------------------------
-
-
-async def digest(db: asyncpg.Connection) -> dict[str, str]:
-    """A digest of every table of every service's schema, by table."""
-    tables = await db.fetch(
-        "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE table_schema = ANY($1::text[]) AND table_type = 'BASE TABLE' "
-        "ORDER BY 1, 2",
-        list(SCHEMAS),
-    )
-    parts = [
-        f"SELECT '{t['table_schema']}.{t['table_name']}' AS name, "
-        f"md5(coalesce(string_agg(md5(x::text), '' ORDER BY md5(x::text)), '')) AS digest "
-        f'FROM "{t["table_schema"]}"."{t["table_name"]}" x'
-        for t in tables
-    ]
-    rows = await db.fetch(" UNION ALL ".join(parts))
-    return {r["name"]: r["digest"] for r in rows}
-
-
-async def quiet(db: asyncpg.Connection) -> bool:
-    """No sync queued, running or leased, and the projection has read the whole tree log."""
-    row = await db.fetchrow(
-        "SELECT (SELECT count(*) FROM discovery.sync_runs WHERE state IN ('QUEUED', 'RUNNING'))"
-        " AS active,"
-        " (SELECT count(*) FROM discovery.schedules WHERE lease_owner IS NOT NULL) AS leased,"
-        " (SELECT revision FROM integration.event_log_head) AS head,"
-        " (SELECT coalesce(max(revision), 0) FROM permissions.consumer_cursors) AS projected,"
-        " (SELECT coalesce(max(revision), 0) FROM discovery.consumer_cursors) AS triggered"
-    )
-    assert row is not None
-    return bool(
-        row["active"] == 0
-        and row["leased"] == 0
-        and row["projected"] >= row["head"]
-        and row["triggered"] >= row["head"]
-    )
-
-
-async def settle(db: asyncpg.Connection, timeout: float = 90) -> dict[str, str]:
-    """Wait until background work is done and the stored data stays the same; its digest."""
-    deadline = time.monotonic() + timeout
-    last: dict[str, str] | None = None
-    steady = 0
-    while True:
-        now = await digest(db)
-        if await quiet(db) and now == last:
-            steady += 1
-            if steady >= 2:
-                return now
-        else:
-            steady = 0
-        last = now
-        if time.monotonic() > deadline:
-            raise TimeoutError("background work did not settle")
-        await asyncio.sleep(0.1)
 
 
 # -- calling and judging ------------------------------------------------------------------------------
@@ -1001,11 +245,13 @@ def _normalised(text: str) -> str:
 
 
 class Logs:
-    """New lines of each service's log since the last look: the errors among them."""
+    """New lines of each service's log since the last look: the errors among them, and the
+    request ids of the calls they record."""
 
     def __init__(self, services: dict[str, ServiceProcess]) -> None:
         self.services = services
         self.offsets = {name: s.log.stat().st_size for name, s in services.items()}
+        self.request_ids: set[str] = set()
 
     def errors(self) -> list[str]:
         found = []
@@ -1019,6 +265,9 @@ class Logs:
                 problem = _problem(raw)
                 if problem:
                     found.append(f"{name}: {problem}")
+                seen = re.search(r'"request_id": "([^"]+)"', raw)
+                if seen:
+                    self.request_ids.add(seen.group(1))
         return found
 
 
@@ -1141,6 +390,106 @@ class Caller:
         return Outcome(C.OK, "", (), bytes(first), time.perf_counter() - started)
 
 
+# -- JSON type errors, through buf curl ----------------------------------------------------------
+
+
+@dataclass
+class JsonTally:
+    """What happened to the JSON inputs."""
+
+    sent: int = 0
+    refused_locally: int = 0
+    reached: Counter[str] = field(default_factory=Counter)  # status of those that reached
+    reached_inputs: list[str] = field(default_factory=list)
+    client_errors: Counter[str] = field(default_factory=Counter)  # buf's words, normalised
+
+
+def buf_curl_call(
+    address: str, rpc: Rpc, body: str, headers: Sequence[str]
+) -> tuple[int | None, str]:
+    """`buf curl` with a JSON body: its exit status (None: still streaming) and stderr."""
+    command = [str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge"]
+    for header in headers:
+        command += ["-H", header]
+    command += ["-d", body, f"http://{address}{rpc.method}"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=JSON_TIMEOUT)
+    except subprocess.TimeoutExpired as expired:
+        stderr = expired.stderr
+        return None, stderr.decode() if isinstance(stderr, bytes) else stderr or ""
+    return done.returncode, done.stderr
+
+
+def buf_status(returncode: int | None, stderr: str) -> tuple[grpc.StatusCode, str]:
+    """The status buf curl reports (OK for an open stream)."""
+    if returncode in (0, None):
+        return C.OK, ""
+    with contextlib.suppress(ValueError, KeyError):
+        answer = json.loads(stderr)
+        if isinstance(answer, dict) and "code" in answer:
+            code = grpc.StatusCode[str(answer["code"]).upper()]
+            return code, str(answer.get("message", ""))
+    return C.UNKNOWN, stderr.strip()
+
+
+async def fuzz_json(
+    services: dict[str, ServiceProcess],
+    rpcs: Sequence[Rpc],
+    world: World,
+    logs: Logs,
+    db: asyncpg.Connection,
+    rng: random.Random,
+    everything: bool,
+) -> tuple[JsonTally, list[Finding]]:
+    """Wrong JSON types through buf curl: every one when `everything`, else one of each kind of
+    field and wrong value, on a random RPC. Those that reach a service are judged."""
+    candidates: list[tuple[Rpc, Seed, jin.JsonInput]] = []
+    for rpc in rpcs:
+        seed = SEEDS[rpc.label][0]
+        candidates += [(rpc, seed, i) for i in jin.json_inputs(seed.build(world))]
+    if not everything:
+        by_kind: dict[tuple[str, str], list[tuple[Rpc, Seed, jin.JsonInput]]] = defaultdict(list)
+        for candidate in candidates:
+            by_kind[(candidate[2].kind, candidate[2].value)].append(candidate)
+        candidates = [rng.choice(found) for _, found in sorted(by_kind.items())]
+    tally, findings = JsonTally(), []
+    baseline = await digest(db)
+    for number, (rpc, seed, given) in enumerate(candidates, 1):
+        request_id = f"json-{number}"
+        headers = [f"{k}: {v}" for k, v in seed.metadata] + [f"x-request-id: {request_id}"]
+        service = services[PROCESS_OF[rpc.service]]
+        returncode, stderr = await asyncio.to_thread(
+            buf_curl_call, service.address, rpc, given.body, headers
+        )
+        tally.sent += 1
+        errors = logs.errors()
+        if request_id not in logs.request_ids:
+            tally.refused_locally += 1
+            tally.client_errors[_normalised(stderr.strip().splitlines()[0] if stderr else "")] += 1
+            continue
+        code, message = buf_status(returncode, stderr)
+        tally.reached[code.name] += 1
+        tally.reached_inputs.append(f"{rpc.label} {given.path}={given.value} → {code.name}")
+        mutation = mut.Mutation(
+            given.path, f"json_{given.kind}_{given.value}", given.body, mut._const(b"")
+        )
+        case = Case(number, rpc, seed.name, mutation, given.body.encode())
+        outcome = Outcome(code, message, (), b"", 0.0, note="(through buf curl)")
+        problems = [p for p in judge(case, outcome) if p.rule == "status"]
+        problems += [Problem("log", line) for line in errors]
+        after = await digest(db)
+        if after != baseline:
+            if code != C.OK:
+                problems.append(Problem("data_changed", "after a JSON input"))
+            elif seed.restore is not None:
+                await seed.restore(world, b"")
+            baseline = await settle(db)
+            await world.refresh()
+        if problems:
+            findings.append(Finding(case, outcome, problems))
+    return tally, findings
+
+
 # -- the run ----------------------------------------------------------------------------------------
 
 
@@ -1154,10 +503,14 @@ class Tally:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
-def budgets(plan: dict[str, list[mut.Mutation]], total: int) -> dict[str, int]:
-    """Cases per seed: in proportion to its deterministic mutations, at least 20 each."""
-    size = sum(len(v) for v in plan.values()) or 1
-    return {key: max(20, round(total * len(found) / size)) for key, found in plan.items()}
+def budgets(
+    plan: dict[str, list[mut.Mutation]], weights: dict[str, float], total: int
+) -> dict[str, int]:
+    """Cases per seed: in proportion to its deterministic mutations and weight, at least 20."""
+    size = sum(len(v) * weights[k] for k, v in plan.items()) or 1
+    return {
+        key: max(20, round(total * len(found) * weights[key] / size)) for key, found in plan.items()
+    }
 
 
 async def health(services: dict[str, ServiceProcess]) -> list[str]:
@@ -1180,13 +533,21 @@ async def health(services: dict[str, ServiceProcess]) -> list[str]:
     return problems
 
 
-def report(tally: Tally, findings: list[Finding], seconds: float, seed: int) -> str:
+def report(
+    tally: Tally, json_tally: JsonTally, findings: list[Finding], seconds: float, seed: int
+) -> str:
     """Counts per RPC, then the findings grouped by cause, one reproducible example each."""
     lines = [
         f"fuzz: {sum(tally.tried.values())} inputs over {len(tally.tried)} RPCs in {seconds:.1f} s "
         f"(CANOPY_FUZZ_SEED={seed}); {sum(tally.changed.values())} were valid requests that "
         f"changed data (undone); {len(findings)} broke a rule",
+        f"  JSON with a wrong type through buf curl: {json_tally.sent} sent, "
+        f"{json_tally.refused_locally} refused by buf before sending "
+        f"({'; '.join(f'{k} x{n}' for k, n in json_tally.client_errors.most_common(6))}), "
+        f"{sum(json_tally.reached.values())} reached a service "
+        f"({', '.join(f'{k} {n}' for k, n in json_tally.reached.most_common())})",
     ]
+    lines += [f"    reached: {r}" for r in json_tally.reached_inputs]
     for label in sorted(tally.tried):
         codes = ", ".join(f"{c} {n}" for c, n in tally.codes[label].most_common())
         lines.append(
@@ -1267,7 +628,7 @@ async def test_bad_input_to_every_rpc_gets_a_clean_refusal_and_changes_nothing(
     capsys: pytest.CaptureFixture[str],
     record_property: Callable[[str, object], None],
 ) -> None:
-    total = int(os.environ.get("CANOPY_FUZZ_CASES", "2500"))
+    total = int(os.environ.get("CANOPY_FUZZ_CASES", "2000"))
     rng_seed = int(os.environ.get("CANOPY_FUZZ_SEED", "0"))
     only = {n for n in os.environ.get("CANOPY_FUZZ_ONLY", "").split(",") if n}
     started = time.monotonic()
@@ -1306,10 +667,22 @@ async def test_bad_input_to_every_rpc_gets_a_clean_refusal_and_changes_nothing(
                     f"seed {rpc.label}/{seed.name} answered {outcome.code.name} "
                     f"{outcome.details}, not {seed.expect.name}: the seed table is stale"
                 )
+                if outcome.code == C.OK and seed.restore is not None:
+                    await seed.restore(world, outcome.reply)
                 if seed.list_page_size:
                     token_value = rpc.response.FromString(outcome.reply).next_page_token  # type: ignore[attr-defined]
                     assert token_value, f"{rpc.label}/{seed.name}: one page only; seed more"
                     world.page_tokens[rpc.label] = token_value
+        await settle(db)
+        json_tally, findings = await fuzz_json(
+            services,
+            rpcs,
+            world,
+            logs,
+            db,
+            random.Random(rng_seed),
+            everything=os.environ.get("CANOPY_FUZZ_JSON") == "all",
+        )
         baseline = await settle(db)
 
         plan: dict[str, list[mut.Mutation]] = {}
@@ -1323,9 +696,9 @@ async def test_bad_input_to_every_rpc_gets_a_clean_refusal_and_changes_nothing(
                 plan[key] = mut.mutations(seed.build(world), context)
                 seeds[key] = (rpc, seed)
         tally = Tally()
-        findings: list[Finding] = []
         number = 0
-        for key, quota in budgets(plan, total).items():
+        weights = {key: seed.weight for key, (_rpc, seed) in seeds.items()}
+        for key, quota in budgets(plan, weights, total).items():
             rpc, seed = seeds[key]
             rng = random.Random(f"{rng_seed}/{key}")
             chosen = mut.select(plan[key], quota, rng, max_expensive=max(2, quota // 40))
@@ -1361,7 +734,7 @@ async def test_bad_input_to_every_rpc_gets_a_clean_refusal_and_changes_nothing(
                     down = await health(services)
                     assert not down, f"after {case.describe()}: {down}"
         down = await health(services)
-        text = report(tally, findings, time.monotonic() - started, rng_seed)
+        text = report(tally, json_tally, findings, time.monotonic() - started, rng_seed)
         record_property("fuzz_inputs", sum(tally.tried.values()))
         with capsys.disabled():
             print("\n" + text)
