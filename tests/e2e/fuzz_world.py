@@ -306,7 +306,7 @@ class Seed:
     expect: grpc.StatusCode = C.OK
     restore: Restore | None = None
     list_page_size: bool = False  # a list call with page_size 1: its next token seeds forgeries
-    weight: float = 1.0  # share of the cases; below 1 where most mutations succeed and cost
+    weight: float = 1.0  # share of the cases: below 1 where successes cost, above for lists
 
 
 async def restore_scratch(world: World, _reply: bytes) -> None:
@@ -484,6 +484,7 @@ SEEDS: dict[str, list[Seed]] = {
                 page_size=1,
             ),
             list_page_size=True,
+            weight=3.0,
         ),
     ],
     "IntegrationService/UpdateIntegration": [
@@ -532,6 +533,7 @@ SEEDS: dict[str, list[Seed]] = {
             "integration",
             lambda w: trpc.ListFoldersRequest(integration_id=w.main.id, page_size=1),
             list_page_size=True,
+            weight=3.0,
         ),
         Seed(
             "parent",
@@ -556,6 +558,7 @@ SEEDS: dict[str, list[Seed]] = {
             "integration",
             lambda w: trpc.ListConnectionsRequest(integration_id=w.main.id, page_size=1),
             list_page_size=True,
+            weight=3.0,
         ),
         Seed(
             "folder",
@@ -639,6 +642,7 @@ SEEDS: dict[str, list[Seed]] = {
             "main",
             lambda w: drpc.ListSyncRunsRequest(integration_id=w.main.id, page_size=1),
             list_page_size=True,
+            weight=3.0,
         ),
     ],
     "DiscoveryService/WatchSyncRun": [
@@ -693,6 +697,7 @@ SEEDS: dict[str, list[Seed]] = {
             "ops",
             lambda w: dirrpc.ListWorkspacesRequest(org_id="o_ops", page_size=1),
             list_page_size=True,
+            weight=3.0,
         ),
     ],
     "DirectoryService/DeleteWorkspace": [
@@ -726,6 +731,7 @@ SEEDS: dict[str, list[Seed]] = {
             "ops1",
             lambda w: prpc.ListAvailableConnectionsRequest(workspace_id="w_ops1", page_size=1),
             list_page_size=True,
+            weight=3.0,
         ),
     ],
     # WorkspaceSchemaService
@@ -754,6 +760,7 @@ SEEDS: dict[str, list[Seed]] = {
             "ops1",
             lambda w: wrpc.ListWorkspaceSchemasRequest(workspace_id="w_ops1", page_size=1),
             list_page_size=True,
+            weight=3.0,
         ),
     ],
     "WorkspaceSchemaService/WatchWorkspaceSchemas": [

@@ -97,6 +97,7 @@ _STRUCTURAL = (
     "cut_key",
     "trailing_zero",
 )
+PAGE_TOKEN_SHARE = 4  # a page token gets this many mutations for every one of another field
 # Id prefixes Canopy uses; an id of one type where another is expected.
 _ID_PREFIXES = ("t", "o", "w", "i", "f", "c", "r", "a")
 
@@ -794,15 +795,17 @@ def select(
     chosen: list[Mutation] = []
     expensive = 0
     while len(chosen) < budget and any(groups.values()):
-        for group in groups.values():
-            while group:
-                mutation = group.pop()
-                if mutation.expensive:
-                    if expensive >= max_expensive:
-                        continue
-                    expensive += 1
-                chosen.append(mutation)
-                break
-            if len(chosen) >= budget:
-                break
+        for path, group in groups.items():
+            # Forged page tokens come in many shapes, each a different way to crash a list.
+            for _ in range(PAGE_TOKEN_SHARE if path.endswith("page_token") else 1):
+                while group:
+                    mutation = group.pop()
+                    if mutation.expensive:
+                        if expensive >= max_expensive:
+                            continue
+                        expensive += 1
+                    chosen.append(mutation)
+                    break
+                if len(chosen) >= budget:
+                    return chosen
     return chosen

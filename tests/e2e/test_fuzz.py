@@ -17,7 +17,7 @@ mutation that is a valid request may succeed: it is counted, the seed's `restore
 background work (projection, discovery runs) is waited for, and the new state is the baseline.
 At the end every service still answers Health SERVING.
 
-Seeded and bounded: `CANOPY_FUZZ_CASES` (default 2000) inputs in all, spread over the seeds
+Seeded and bounded: `CANOPY_FUZZ_CASES` (default 2500) inputs in all, spread over the seeds
 in proportion to their fields; `CANOPY_FUZZ_SEED` (default 0) picks them; past the
 deterministic mutations a long run adds random ones. `CANOPY_FUZZ_ONLY=ListFolders,GetFolder`
 fuzzes only those RPCs. The counts per RPC are printed to the terminal.
@@ -628,7 +628,7 @@ async def test_bad_input_to_every_rpc_gets_a_clean_refusal_and_changes_nothing(
     capsys: pytest.CaptureFixture[str],
     record_property: Callable[[str, object], None],
 ) -> None:
-    total = int(os.environ.get("CANOPY_FUZZ_CASES", "2000"))
+    total = int(os.environ.get("CANOPY_FUZZ_CASES", "2500"))
     rng_seed = int(os.environ.get("CANOPY_FUZZ_SEED", "0"))
     only = {n for n in os.environ.get("CANOPY_FUZZ_ONLY", "").split(",") if n}
     started = time.monotonic()
