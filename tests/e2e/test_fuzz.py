@@ -1,26 +1,31 @@
 """A fuzz test over every RPC of the suite, against the three services running as processes.
 
 The RPCs come from the service descriptors of the generated API (`every_rpc`); each has one or
-more valid seed requests (`SEEDS`, written by hand against a seeded state: tenant, orgs,
-workspaces, an org-scoped integration synced from a moto organization, a tenant-scoped scratch
-integration, a folder grant, attachments, sync runs). `tests.e2e.mutations` turns each seed into
-bad inputs, one field at a time, and each is sent as raw bytes with a token allowed to make the
-seed call, so what is exercised is input validation, not authentication.
+more valid seed requests (`tests.e2e.fuzz_world.SEEDS`, written by hand against a seeded state).
+`tests.e2e.mutations` turns each seed into bad inputs, one field at a time, sent as raw bytes
+with a token allowed to make the seed call, so that what is exercised is input validation, not
+authentication. Wrong JSON types (`tests.e2e.json_inputs`) go through `buf curl`, as an
+operator would send them; the JSON mapping refuses nearly all of them before anything is sent,
+and those that reach a service are judged like the rest.
 
-Every call must answer: a status other than INTERNAL, UNKNOWN, UNAVAILABLE (every dependency is
-up: UNAVAILABLE is an input error reported as an outage, or a dropped connection),
-UNAUTHENTICATED, DEADLINE_EXCEEDED (a hang) and the other codes outside the contract; a
-`google.rpc.Status` with an `ErrorInfo` on every error; a `BadRequest` naming a field of the
-request on every INVALID_ARGUMENT; no error, traceback or "unexpected error" line in any
-service's log; and no change to any table of any service's schema after a refused call. A
-mutation that is a valid request may succeed: it is counted, the seed's `restore` undoes it,
-background work (projection, discovery runs) is waited for, and the new state is the baseline.
-At the end every service still answers Health SERVING.
+Every call must answer with a status the contract allows when every dependency is up and the
+token is allowed: never INTERNAL, UNKNOWN, UNAVAILABLE (an input error reported as an outage,
+or a dropped connection), UNAUTHENTICATED, DEADLINE_EXCEEDED (a hang; a stream must send its
+first message or end within 5 s) or RESOURCE_EXHAUSTED (an error too large for a client to
+read); every error carries a `google.rpc.Status` with an `ErrorInfo` of canopy.dev; every
+INVALID_ARGUMENT a `BadRequest` naming a field of the request; no service logs an error, a
+traceback or "unexpected error"; and after a refused call no table of any service's schema has
+changed (nothing is left out of the digest: the test waits for background work — projection,
+triggers, sync runs — to finish before it takes one). A mutation that is a valid request may
+succeed: it is counted, the seed's `restore` undoes it, and the state after it is the new
+baseline. Every 250 inputs and at the end, every service must answer Health SERVING.
 
-Seeded and bounded: `CANOPY_FUZZ_CASES` (default 2500) inputs in all, spread over the seeds
-in proportion to their fields; `CANOPY_FUZZ_SEED` (default 0) picks them; past the
-deterministic mutations a long run adds random ones. `CANOPY_FUZZ_ONLY=ListFolders,GetFolder`
-fuzzes only those RPCs. The counts per RPC are printed to the terminal.
+Seeded and bounded: `CANOPY_FUZZ_CASES` (default 2500) wire inputs in all, spread over the
+seeds in proportion to their mutations and weight; `CANOPY_FUZZ_SEED` (default 0) picks them;
+past the deterministic mutations a long run adds random ones (e.g. `CANOPY_FUZZ_CASES=20000`).
+`CANOPY_FUZZ_JSON=all` sends every JSON input instead of one of each kind;
+`CANOPY_FUZZ_ONLY=ListFolders,GetFolder` fuzzes only those RPCs. The counts per RPC, and every
+cause of failure with one reproducible input, are printed to the terminal.
 """
 
 from __future__ import annotations
@@ -91,6 +96,9 @@ ALLOWED = {
 CALL_TIMEOUT = 30.0
 STREAM_FIRST_MESSAGE = 5.0  # the services send a progress message every second when idle
 HEALTH_EVERY = 250
+CASES = int(os.environ.get("CANOPY_FUZZ_CASES", "2500"))  # wire inputs in all
+SEED = int(os.environ.get("CANOPY_FUZZ_SEED", "0"))
+EVERY_JSON = os.environ.get("CANOPY_FUZZ_JSON") == "all"  # else one of each kind
 JSON_TIMEOUT = 4.0  # buf curl on a watch: the stream is open, and kept open
 
 
@@ -621,6 +629,7 @@ def test_every_mutation_of_every_seed_builds_its_bytes() -> None:
                     assert isinstance(mutation.payload(message), bytes)
 
 
+@pytest.mark.timeout(120 + CASES // 10 + (1800 if EVERY_JSON else 0))
 async def test_bad_input_to_every_rpc_gets_a_clean_refusal_and_changes_nothing(
     services: dict[str, ServiceProcess],
     org: Org,
@@ -628,8 +637,7 @@ async def test_bad_input_to_every_rpc_gets_a_clean_refusal_and_changes_nothing(
     capsys: pytest.CaptureFixture[str],
     record_property: Callable[[str, object], None],
 ) -> None:
-    total = int(os.environ.get("CANOPY_FUZZ_CASES", "2500"))
-    rng_seed = int(os.environ.get("CANOPY_FUZZ_SEED", "0"))
+    total, rng_seed, every_json = CASES, SEED, EVERY_JSON
     only = {n for n in os.environ.get("CANOPY_FUZZ_ONLY", "").split(",") if n}
     started = time.monotonic()
     channels = {
@@ -681,7 +689,7 @@ async def test_bad_input_to_every_rpc_gets_a_clean_refusal_and_changes_nothing(
             logs,
             db,
             random.Random(rng_seed),
-            everything=os.environ.get("CANOPY_FUZZ_JSON") == "all",
+            everything=every_json,
         )
         baseline = await settle(db)
 
