@@ -275,7 +275,7 @@ def _set_empty_message(container: Path, field: Field) -> Build:
     return build
 
 
-def _const(raw: bytes) -> Callable[[Message], bytes]:
+def constant(raw: bytes) -> Callable[[Message], bytes]:
     """Bytes to append whatever the (sub)message is."""
     return lambda _sub: raw
 
@@ -531,7 +531,7 @@ def _leaf_mutations(
                 build = _replace_element_raw(container, field, index, value)
             elif isinstance(value, bytes):
                 raw = length_delimited(field.number, value)  # appended: the last value wins
-                build = _raw_field(container, _const(raw))
+                build = _raw_field(container, constant(raw))
             else:
                 build = _set_value(container, field, index, value)
             yield Mutation(where, kind, detail, build, expensive)
@@ -571,7 +571,7 @@ def _field_mutations(
     where = path_text(container, field.name)
     repeated = field.is_repeated
     for kind, detail, raw in _wire_values(field):
-        yield Mutation(where, kind, detail, _raw_field(container, _const(raw)))
+        yield Mutation(where, kind, detail, _raw_field(container, constant(raw)))
     if (
         field.type == FieldDescriptor.TYPE_MESSAGE
         and field.message_type.full_name == "google.protobuf.FieldMask"
@@ -683,7 +683,7 @@ def _whole_mutations(seed: Message) -> Iterator[Mutation]:
     ]
     for kind, detail, raw in extras:
         if raw is None:
-            yield Mutation(WHOLE, kind, detail, _const(b""))
+            yield Mutation(WHOLE, kind, detail, constant(b""))
         else:
             yield Mutation(
                 WHOLE,
@@ -727,7 +727,7 @@ def random_mutation(seed: Message, rng: random.Random) -> Mutation:
             where,
             "random_string_bytes",
             f"{length} random bytes {raw[:16]!r}…",
-            _raw_field(container, _const(length_delimited(number, raw))),
+            _raw_field(container, constant(length_delimited(number, raw))),
         )
     if (
         field.type in _INT_RANGES
@@ -741,7 +741,7 @@ def random_mutation(seed: Message, rng: random.Random) -> Mutation:
             where,
             "random_varint",
             str(value),
-            _raw_field(container, _const(tag(number, VARINT) + varint(value))),
+            _raw_field(container, constant(tag(number, VARINT) + varint(value))),
         )
     if field.type in (
         FieldDescriptor.TYPE_DOUBLE,
@@ -753,14 +753,14 @@ def random_mutation(seed: Message, rng: random.Random) -> Mutation:
             where,
             "random_fixed64",
             raw.hex(),
-            _raw_field(container, _const(tag(number, FIXED64) + raw)),
+            _raw_field(container, constant(tag(number, FIXED64) + raw)),
         )
     raw = rng.randbytes(rng.choice([1, 4, 16, 64]))
     return Mutation(
         where,
         "random_bytes",
         raw.hex(),
-        _raw_field(container, _const(length_delimited(number, raw))),
+        _raw_field(container, constant(length_delimited(number, raw))),
     )
 
 

@@ -48,6 +48,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -414,8 +415,8 @@ class JsonTally:
 
 def buf_curl_call(
     address: str, rpc: Rpc, body: str, headers: Sequence[str]
-) -> tuple[int | None, str]:
-    """`buf curl` with a JSON body: its exit status (None: still streaming) and stderr."""
+) -> tuple[int | None, str, str]:
+    """`buf curl` with a JSON body: its exit status (None: still streaming), stdout, stderr."""
     command = [str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge"]
     for header in headers:
         command += ["-H", header]
@@ -423,9 +424,13 @@ def buf_curl_call(
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=JSON_TIMEOUT)
     except subprocess.TimeoutExpired as expired:
-        stderr = expired.stderr
-        return None, stderr.decode() if isinstance(stderr, bytes) else stderr or ""
-    return done.returncode, done.stderr
+        out, err = expired.stdout, expired.stderr
+        return (
+            None,
+            out.decode() if isinstance(out, bytes) else out or "",
+            err.decode() if isinstance(err, bytes) else err or "",
+        )
+    return done.returncode, done.stdout, done.stderr
 
 
 def buf_status(returncode: int | None, stderr: str) -> tuple[grpc.StatusCode, str]:
@@ -440,62 +445,13 @@ def buf_status(returncode: int | None, stderr: str) -> tuple[grpc.StatusCode, st
     return C.UNKNOWN, stderr.strip()
 
 
-async def fuzz_json(
-    services: dict[str, ServiceProcess],
-    rpcs: Sequence[Rpc],
-    world: World,
-    logs: Logs,
-    db: asyncpg.Connection,
-    rng: random.Random,
-    everything: bool,
-) -> tuple[JsonTally, list[Finding]]:
-    """Wrong JSON types through buf curl: every one when `everything`, else one of each kind of
-    field and wrong value, on a random RPC. Those that reach a service are judged."""
-    candidates: list[tuple[Rpc, Seed, jin.JsonInput]] = []
-    for rpc in rpcs:
-        seed = SEEDS[rpc.label][0]
-        candidates += [(rpc, seed, i) for i in jin.json_inputs(seed.build(world))]
-    if not everything:
-        by_kind: dict[tuple[str, str], list[tuple[Rpc, Seed, jin.JsonInput]]] = defaultdict(list)
-        for candidate in candidates:
-            by_kind[(candidate[2].kind, candidate[2].value)].append(candidate)
-        candidates = [rng.choice(found) for _, found in sorted(by_kind.items())]
-    tally, findings = JsonTally(), []
-    baseline = await digest(db)
-    for number, (rpc, seed, given) in enumerate(candidates, 1):
-        request_id = f"json-{number}"
-        headers = [f"{k}: {v}" for k, v in seed.metadata] + [f"x-request-id: {request_id}"]
-        service = services[PROCESS_OF[rpc.service]]
-        returncode, stderr = await asyncio.to_thread(
-            buf_curl_call, service.address, rpc, given.body, headers
-        )
-        tally.sent += 1
-        errors = logs.errors()
-        if request_id not in logs.request_ids:
-            tally.refused_locally += 1
-            tally.client_errors[_normalised(stderr.strip().splitlines()[0] if stderr else "")] += 1
-            continue
-        code, message = buf_status(returncode, stderr)
-        tally.reached[code.name] += 1
-        tally.reached_inputs.append(f"{rpc.label} {given.path}={given.value} → {code.name}")
-        mutation = mut.Mutation(
-            given.path, f"json_{given.kind}_{given.value}", given.body, mut._const(b"")
-        )
-        case = Case(number, rpc, seed.name, mutation, given.body.encode())
-        outcome = Outcome(code, message, (), b"", 0.0, note="(through buf curl)")
-        problems = [p for p in judge(case, outcome) if p.rule == "status"]
-        problems += [Problem("log", line) for line in errors]
-        after = await digest(db)
-        if after != baseline:
-            if code != C.OK:
-                problems.append(Problem("data_changed", "after a JSON input"))
-            elif seed.restore is not None:
-                await seed.restore(world, b"")
-            baseline = await settle(db)
-            await world.refresh()
-        if problems:
-            findings.append(Finding(case, outcome, problems))
-    return tally, findings
+def json_reply(rpc: Rpc, stdout: str) -> bytes:
+    """The (first) reply buf curl printed, encoded again."""
+    with contextlib.suppress(json_format.ParseError, ValueError):
+        first = json.loads(stdout) if stdout.strip() else {}
+        encoded: bytes = json_format.ParseDict(first, rpc.response()).SerializeToString()
+        return encoded
+    return b""
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -519,6 +475,146 @@ def budgets(
     return {
         key: max(20, round(total * len(found) * weights[key] / size)) for key, found in plan.items()
     }
+
+
+class Fuzz:
+    """One run: the calls, what is judged after each, and the tallies."""
+
+    def __init__(
+        self,
+        services: dict[str, ServiceProcess],
+        channels: dict[str, grpc.aio.Channel],
+        db: asyncpg.Connection,
+        world: World,
+    ) -> None:
+        self.services = services
+        self.caller = Caller(channels)
+        self.db = db
+        self.world = world
+        self.logs = Logs(services)
+        self.tally = Tally()
+        self.json = JsonTally()
+        self.findings: list[Finding] = []
+        self.baseline: dict[str, str] = {}
+        self.number = 0
+
+    async def check_seeds(self, rpcs: Sequence[Rpc]) -> None:
+        """Each seed answers as its table says; list seeds hand out a real next-page token."""
+        problems = self.logs.errors()
+        assert not problems, "errors in the logs while seeding:\n" + "\n".join(problems)
+        for rpc in rpcs:
+            for seed in SEEDS[rpc.label]:
+                request = mut.encode(seed.build(self.world))
+                outcome = await self.caller.call(rpc, request, seed.metadata)
+                assert outcome.code == seed.expect, (
+                    f"seed {rpc.label}/{seed.name} answered {outcome.code.name} "
+                    f"{outcome.details}, not {seed.expect.name}: the seed table is stale"
+                )
+                if outcome.code == C.OK and seed.restore is not None:
+                    await seed.restore(self.world, outcome.reply)
+                if seed.list_page_size:
+                    reply: Any = rpc.response.FromString(outcome.reply)
+                    assert reply.next_page_token, f"{rpc.label}/{seed.name}: one page; seed more"
+                    self.world.page_tokens[rpc.label] = reply.next_page_token
+        self.baseline = await settle(self.db)
+
+    async def after(
+        self, case: Case, outcome: Outcome, seed: Seed, problems: list[Problem]
+    ) -> None:
+        """The logs and the stored data after a call; a success that changed data is undone."""
+        problems += [Problem("log", line) for line in self.logs.errors()]
+        now = await digest(self.db)
+        if now != self.baseline:
+            if outcome.code != C.OK:
+                changed = sorted(t for t in now if now[t] != self.baseline.get(t))
+                problems.append(Problem("data_changed", f"tables {changed}"))
+            else:
+                self.tally.changed[case.rpc.label] += 1
+                if seed.restore is not None:
+                    await seed.restore(self.world, outcome.reply)
+            self.baseline = await settle(self.db)
+            await self.world.refresh()
+            problems += [Problem("log", f"(after) {line}") for line in self.logs.errors()]
+        if problems:
+            self.findings.append(Finding(case, outcome, problems))
+
+    async def json_inputs(self, rpcs: Sequence[Rpc], rng: random.Random, everything: bool) -> None:
+        """Wrong JSON types through buf curl: every one when `everything`, else one of each kind
+        of field and wrong value, on a random RPC. Those that reach a service are judged by
+        their status (buf curl shows the status, not its details)."""
+        candidates: list[tuple[Rpc, Seed, jin.JsonInput]] = []
+        for rpc in rpcs:
+            seed = SEEDS[rpc.label][0]
+            candidates += [(rpc, seed, i) for i in jin.json_inputs(seed.build(self.world))]
+        if not everything:
+            by_kind: dict[tuple[str, str], list[tuple[Rpc, Seed, jin.JsonInput]]]
+            by_kind = defaultdict(list)
+            for candidate in candidates:
+                by_kind[(candidate[2].kind, candidate[2].value)].append(candidate)
+            candidates = [rng.choice(found) for _, found in sorted(by_kind.items())]
+        for number, (rpc, seed, given) in enumerate(candidates, 1):
+            request_id = f"json-{number}"
+            headers = [f"{k}: {v}" for k, v in seed.metadata] + [f"x-request-id: {request_id}"]
+            service = self.services[PROCESS_OF[rpc.service]]
+            returncode, stdout, stderr = await asyncio.to_thread(
+                buf_curl_call, service.address, rpc, given.body, headers
+            )
+            self.json.sent += 1
+            kind = f"json_{given.kind}_{given.value}"
+            mutation = mut.Mutation(given.path, kind, given.body, mut.constant(b""))
+            case = Case(number, rpc, seed.name, mutation, given.body.encode())
+            code, message = buf_status(returncode, stderr)
+            outcome = Outcome(code, message, (), json_reply(rpc, stdout), 0.0, "(buf curl)")
+            problems = [Problem("log", line) for line in self.logs.errors()]
+            if request_id in self.logs.request_ids:
+                self.json.reached[code.name] += 1
+                self.json.reached_inputs.append(
+                    f"{rpc.label} {given.path}={given.value} → {code.name}"
+                )
+                problems += [p for p in judge(case, outcome) if p.rule == "status"]
+            else:
+                self.json.refused_locally += 1
+                first_line = stderr.strip().splitlines()[0] if stderr.strip() else ""
+                self.json.client_errors[_normalised(first_line)] += 1
+            await self.after(case, outcome, seed, problems)
+
+    async def wire_inputs(self, rpcs: Sequence[Rpc], total: int, rng_seed: int) -> None:
+        """The mutations of every seed, as raw bytes, spread by `budgets`."""
+        plan: dict[str, list[mut.Mutation]] = {}
+        seeds: dict[str, tuple[Rpc, Seed]] = {}
+        tokens = self.world.page_tokens
+        for rpc in rpcs:
+            for seed in SEEDS[rpc.label]:
+                key = f"{rpc.label}/{seed.name}"
+                foreign = tuple(v for k, v in sorted(tokens.items()) if k != rpc.label)
+                context = mut.Context(tokens.get(rpc.label), foreign[:2], rng_seed)
+                plan[key] = mut.mutations(seed.build(self.world), context)
+                seeds[key] = (rpc, seed)
+        weights = {key: seed.weight for key, (_rpc, seed) in seeds.items()}
+        for key, quota in budgets(plan, weights, total).items():
+            rpc, seed = seeds[key]
+            rng = random.Random(f"{rng_seed}/{key}")
+            chosen = mut.select(plan[key], quota, rng, max_expensive=max(2, quota // 40))
+            while len(chosen) < quota:  # long runs: random mutations past the deterministic ones
+                chosen.append(mut.random_mutation(seed.build(self.world), rng))
+            for mutation in chosen:
+                await self.wire_input(rpc, seed, mutation)
+
+    async def wire_input(self, rpc: Rpc, seed: Seed, mutation: mut.Mutation) -> None:
+        """One mutation sent, and judged."""
+        began = time.perf_counter()
+        self.number += 1
+        payload = mutation.payload(seed.build(self.world))
+        case = Case(self.number, rpc, seed.name, mutation, payload)
+        metadata = (*seed.metadata, ("x-request-id", f"fuzz-{self.number}"))
+        outcome = await self.caller.call(rpc, payload, metadata)
+        self.tally.tried[rpc.label] += 1
+        self.tally.codes[rpc.label][outcome.code.name] += 1
+        await self.after(case, outcome, seed, judge(case, outcome))
+        self.tally.seconds[rpc.label] += time.perf_counter() - began
+        if self.number % HEALTH_EVERY == 0:
+            down = await health(self.services)
+            assert not down, f"after {case.describe()}: {down}"
 
 
 async def health(services: dict[str, ServiceProcess]) -> list[str]:
@@ -588,11 +684,11 @@ def report(
 
 
 def _tail(evidence: str, lines: int = 6) -> str:
-    """The first line of a log entry and the last lines of its traceback."""
-    rows = evidence.splitlines()
-    if len(rows) <= lines + 1:
-        return evidence[:1500]
-    return "\n      ".join([rows[0][:300], "...", *(r[:300] for r in rows[-lines:])])
+    """The first line of a log entry and the last lines of its traceback, indented."""
+    rows = evidence[:20_000].splitlines()
+    if len(rows) > lines + 1:
+        rows = [rows[0], "...", *rows[-lines:]]
+    return "\n      ".join(row[:300] for row in rows)
 
 
 def test_every_rpc_of_the_suite_has_a_seed() -> None:
@@ -637,19 +733,14 @@ async def test_bad_input_to_every_rpc_gets_a_clean_refusal_and_changes_nothing(
     capsys: pytest.CaptureFixture[str],
     record_property: Callable[[str, object], None],
 ) -> None:
-    total, rng_seed, every_json = CASES, SEED, EVERY_JSON
     only = {n for n in os.environ.get("CANOPY_FUZZ_ONLY", "").split(",") if n}
+    rpcs = [r for r in every_rpc() if not only or r.name in only]
     started = time.monotonic()
-    channels = {
-        name: grpc.aio.insecure_channel(
-            service.address,
-            options=[
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ],
-        )
-        for name, service in services.items()
-    }
+    size = [
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ]
+    channels = {n: grpc.aio.insecure_channel(s.address, options=size) for n, s in services.items()}
     db = await asyncpg.connect(database_url)
     try:
         stubs = Stubs(
@@ -660,94 +751,17 @@ async def test_bad_input_to_every_rpc_gets_a_clean_refusal_and_changes_nothing(
             permissions=pgrpc.PermissionServiceStub(channels["permissions"]),
             schemas=wgrpc.WorkspaceSchemaServiceStub(channels["permissions"]),
         )
-        world = await build_world(stubs, org, db)
-        caller = Caller(channels)
-        logs = Logs(services)
-        setup_errors = logs.errors()
-        assert not setup_errors, "errors in the logs while seeding:\n" + "\n".join(setup_errors)
-        rpcs = [r for r in every_rpc() if not only or r.name in only]
-
-        # Each seed's own answer, and the real next-page tokens to forge from.
-        for rpc in rpcs:
-            for seed in SEEDS[rpc.label]:
-                outcome = await caller.call(rpc, mut.encode(seed.build(world)), seed.metadata)
-                assert outcome.code == seed.expect, (
-                    f"seed {rpc.label}/{seed.name} answered {outcome.code.name} "
-                    f"{outcome.details}, not {seed.expect.name}: the seed table is stale"
-                )
-                if outcome.code == C.OK and seed.restore is not None:
-                    await seed.restore(world, outcome.reply)
-                if seed.list_page_size:
-                    token_value = rpc.response.FromString(outcome.reply).next_page_token  # type: ignore[attr-defined]
-                    assert token_value, f"{rpc.label}/{seed.name}: one page only; seed more"
-                    world.page_tokens[rpc.label] = token_value
-        await settle(db)
-        json_tally, findings = await fuzz_json(
-            services,
-            rpcs,
-            world,
-            logs,
-            db,
-            random.Random(rng_seed),
-            everything=every_json,
-        )
-        baseline = await settle(db)
-
-        plan: dict[str, list[mut.Mutation]] = {}
-        seeds: dict[str, tuple[Rpc, Seed]] = {}
-        for rpc in rpcs:
-            for seed in SEEDS[rpc.label]:
-                key = f"{rpc.label}/{seed.name}"
-                own = world.page_tokens.get(rpc.label)
-                foreign = tuple(v for k, v in sorted(world.page_tokens.items()) if k != rpc.label)
-                context = mut.Context(own, foreign[:2], rng_seed)
-                plan[key] = mut.mutations(seed.build(world), context)
-                seeds[key] = (rpc, seed)
-        tally = Tally()
-        number = 0
-        weights = {key: seed.weight for key, (_rpc, seed) in seeds.items()}
-        for key, quota in budgets(plan, weights, total).items():
-            rpc, seed = seeds[key]
-            rng = random.Random(f"{rng_seed}/{key}")
-            chosen = mut.select(plan[key], quota, rng, max_expensive=max(2, quota // 40))
-            while len(chosen) < quota:  # long runs: random mutations past the deterministic ones
-                chosen.append(mut.random_mutation(seed.build(world), rng))
-            for mutation in chosen:
-                began = time.perf_counter()
-                number += 1
-                payload = mutation.payload(seed.build(world))
-                case = Case(number, rpc, seed.name, mutation, payload)
-                metadata = (*seed.metadata, ("x-request-id", f"fuzz-{number}"))
-                outcome = await caller.call(rpc, payload, metadata)
-                tally.tried[rpc.label] += 1
-                tally.codes[rpc.label][outcome.code.name] += 1
-                problems = judge(case, outcome)
-                problems += [Problem("log", line) for line in logs.errors()]
-                after = await digest(db)
-                if after != baseline:
-                    if outcome.code != C.OK:
-                        changed = sorted(t for t in after if after[t] != baseline.get(t))
-                        problems.append(Problem("data_changed", f"tables {changed}"))
-                    else:
-                        tally.changed[rpc.label] += 1
-                        if seed.restore is not None:
-                            await seed.restore(world, outcome.reply)
-                    baseline = await settle(db)
-                    await world.refresh()
-                    problems += [Problem("log", f"(after) {line}") for line in logs.errors()]
-                if problems:
-                    findings.append(Finding(case, outcome, problems))
-                tally.seconds[rpc.label] += time.perf_counter() - began
-                if number % HEALTH_EVERY == 0:
-                    down = await health(services)
-                    assert not down, f"after {case.describe()}: {down}"
+        fuzz = Fuzz(services, channels, db, await build_world(stubs, org, db))
+        await fuzz.check_seeds(rpcs)
+        await fuzz.json_inputs(rpcs, random.Random(SEED), everything=EVERY_JSON)
+        await fuzz.wire_inputs(rpcs, CASES, SEED)
         down = await health(services)
-        text = report(tally, json_tally, findings, time.monotonic() - started, rng_seed)
-        record_property("fuzz_inputs", sum(tally.tried.values()))
+        text = report(fuzz.tally, fuzz.json, fuzz.findings, time.monotonic() - started, SEED)
+        record_property("fuzz_inputs", sum(fuzz.tally.tried.values()) + fuzz.json.sent)
         with capsys.disabled():
             print("\n" + text)
         assert not down, f"services no longer serving: {down}"
-        assert not findings, text
+        assert not fuzz.findings, text
     finally:
         await db.close()
         for channel in channels.values():
