@@ -31,6 +31,7 @@ cause of failure with one reproducible input, are printed to the terminal.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -49,7 +50,8 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf import json_format
-from google.protobuf.message import Message
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -723,6 +725,63 @@ def test_every_mutation_of_every_seed_builds_its_bytes() -> None:
             for mutation in found:
                 if not mutation.expensive:
                     assert isinstance(mutation.payload(message), bytes)
+
+
+def test_select_tries_every_field_before_any_field_twice() -> None:
+    seed = irpc.UpdateIntegrationRequest(
+        integration=ipb.Integration(id="i_a", handle_prefix="p_"),
+        update_mask=FieldMask(paths=["handle_prefix"]),
+    )
+    found = mut.mutations(seed)
+    paths = {m.path for m in found}
+    chosen = mut.select(found, len(paths), random.Random(1), max_expensive=len(found))
+    assert {m.path for m in chosen} == paths
+    with_values = {m.path for m in found if not m.structural}
+    assert not any(m.structural for m in chosen if m.path in with_values)  # values first
+    everything = mut.select(found, len(found), random.Random(1), max_expensive=1)
+    assert sum(m.expensive for m in everything) == 1
+
+
+def test_invalid_utf8_and_nul_land_in_the_field_they_name() -> None:
+    seed = trpc.ApplyDiscoverySnapshotRequest(
+        integration_id="i_a",
+        snapshot=tree_pb.OrganizationSnapshot(
+            accounts=[tree_pb.Account(id="1", name="a"), tree_pb.Account(id="2", name="b")]
+        ),
+    )
+    found = {(m.path, m.kind): m for m in mut.mutations(seed)}
+    nul = trpc.ApplyDiscoverySnapshotRequest.FromString(
+        found[("snapshot.accounts[1].name", "nul")].payload(seed)
+    )
+    assert [a.name for a in nul.snapshot.accounts] == ["a", "\x00b"]
+    with pytest.raises(DecodeError, match="UTF-8"):
+        trpc.ApplyDiscoverySnapshotRequest.FromString(
+            found[("snapshot.accounts[1].name", "invalid_utf8")].payload(seed)
+        )
+
+
+def test_forged_page_tokens_put_every_bad_shape_in_every_slot_of_a_real_token() -> None:
+    real = "eyJhIjogImNfMSIsICJmIjogImFiYyJ9"  # {"a": "c_1", "f": "abc"}, as tokens are today
+    forged = dict(mut.forged_page_tokens(real, ["other"], random.Random(0)))
+    assert json.loads(base64.urlsafe_b64decode(forged["token_a_nul_string"] + "==")) == {
+        "a": "c_a\x00b",
+        "f": "abc",
+    }
+    for shape in mut.TOKEN_SHAPES:
+        assert f"token_a_{shape}" in forged
+        assert f"token_f_{shape}" in forged
+        assert f"token_bare_{shape}" in forged
+    assert forged["token_real"] == real
+    assert forged["token_foreign_0"] == "other"
+
+
+def test_an_invalid_argument_without_a_field_and_an_internal_error_break_rules() -> None:
+    rpc = next(r for r in every_rpc() if r.name == "GetFolder")
+    case = Case(1, rpc, "s", mut.Mutation("id", "k", "d", mut.constant(b"")), b"")
+    bare = Outcome(C.INVALID_ARGUMENT, "bad", (), b"", 0.0)
+    assert [p.rule for p in judge(case, bare)] == ["error_details"]
+    internal = Outcome(C.INTERNAL, "boom", (), b"", 0.0)
+    assert [p.rule for p in judge(case, internal)] == ["status"]
 
 
 @pytest.mark.timeout(120 + CASES // 10 + (1800 if EVERY_JSON else 0))
