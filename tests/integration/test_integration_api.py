@@ -1015,6 +1015,8 @@ BAD_INPUTS = [
     BadInput("handle-leading-digit", f"{IN}handle", setting("handle", "1aws")),
     BadInput("handle-double-dash", f"{IN}handle", setting("handle", "a--b")),
     BadInput("handle-trailing-dash", f"{IN}handle", setting("handle", "aws-")),
+    BadInput("handle-trailing-newline", f"{IN}handle", setting("handle", "aws\n")),
+    BadInput("prefix-trailing-newline", f"{IN}handle_prefix", setting("handle_prefix", "aws_\n")),
     BadInput("scope-none", f"{IN}scope", clearing("scope")),
     BadInput(
         "role-arn-empty", f"{IN}discovery_access.role_arn", setting("discovery_access.role_arn", "")

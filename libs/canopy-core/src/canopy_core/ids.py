@@ -31,4 +31,4 @@ def new_etag() -> str:
 
 def id_pattern(prefix: str) -> re.Pattern[str]:
     """The shape of ids with this prefix, whether generated here or given by the platform."""
-    return re.compile(rf"^{prefix}_[a-z0-9]{{1,60}}$")
+    return re.compile(rf"^{prefix}_[a-z0-9]{{1,60}}\Z")

@@ -9,7 +9,7 @@ from canopy_core.errors import FieldViolation, InvalidArgument
 from canopy_core.ids import id_pattern
 
 # Tenant, org, workspace and integration handles.
-HANDLE = re.compile(r"^[a-z](?:[a-z0-9]|[-_](?=[a-z0-9])){0,38}$")
+HANDLE = re.compile(r"^[a-z](?:[a-z0-9]|[-_](?=[a-z0-9])){0,38}\Z")
 HANDLE_RULE = (
     "must be 1-39 characters: a lower-case letter, then letters, digits, and single '-' or '_' "
     "between them"

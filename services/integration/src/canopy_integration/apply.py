@@ -34,7 +34,7 @@ from canopy_integration.tree_diff import (
 )
 from canopy_integration.tree_paths import folder_paths
 
-FAILURE_REASON = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+FAILURE_REASON = re.compile(r"^[A-Z][A-Z0-9_]{0,63}\Z")
 
 
 class ApplyOutcome(enum.Enum):

@@ -18,8 +18,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import NamedTuple
 
-CONNECTION_HANDLE = re.compile(r"^[a-z](?:[a-z0-9]|_(?=[a-z0-9])){0,38}$")
-FOLDER_HANDLE = re.compile(r"^[a-z](?:[a-z0-9]|[-_](?=[a-z0-9])){0,38}$")
+CONNECTION_HANDLE = re.compile(r"^[a-z](?:[a-z0-9]|_(?=[a-z0-9])){0,38}\Z")
+FOLDER_HANDLE = re.compile(r"^[a-z](?:[a-z0-9]|[-_](?=[a-z0-9])){0,38}\Z")
 MAX_HANDLE = 39
 MAX_PREFIX = 20
 
@@ -34,7 +34,7 @@ FOLDER_HANDLE_RULE = (
     "between them"
 )
 
-_PREFIX = re.compile(r"^[a-z][a-z0-9_]*$")
+_PREFIX = re.compile(r"^[a-z][a-z0-9_]*\Z")
 _NOT_SLUG = re.compile(r"[^a-zA-Z0-9]+")
 _NOT_ALNUM = re.compile(r"[^a-zA-Z0-9]")
 _COUNTER = re.compile(r"_([1-9][0-9]*)$")
