@@ -250,9 +250,12 @@ def _traceback_key(evidence: str) -> str:
 
 def _normalised(text: str) -> str:
     """A message with its values left out, so that one cause with many inputs is one group."""
+    text = re.sub(r"(.)\1{15,}", "…", text)  # a huge echoed value, perhaps clipped unquoted
     text = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "…", text)
     text = re.sub(r"\b[a-z]_[0-9a-z]{6,}\b|\d+", "#", text)
-    return text[:160]
+    # Up to the first value: what follows it may be clipped away in one message, not another.
+    head = text.split("'")[0].split("…")[0][:160].rstrip()
+    return f"{head} …" if head != text else head
 
 
 class Logs:
