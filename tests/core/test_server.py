@@ -33,6 +33,10 @@ async def fail(request: bytes, context: Any) -> bytes:
         )
     if request == b"missing":
         raise NotFound("tenant", "t_nope")
+    if request == b"echoed":  # bad input echoed back at the size it came
+        raise NotFound("tenant", "t_" + "a" * 100_000)
+    if request == b"everywhere":
+        raise InvalidArgument([FieldViolation(f"regions[{i}]", "x" * 100_000) for i in range(1000)])
     if request == b"database":
         raise ConnectionRefusedError("connect call failed")
     raise RuntimeError("secret internal detail")
@@ -148,6 +152,26 @@ async def test_a_domain_error_keeps_its_reason_and_metadata(channel: grpc.aio.Ch
     assert details.reason == "TENANT_NOT_FOUND"
     assert details.metadata["id"] == "t_nope"
     assert details.metadata["request_id"] == "req-42"
+
+
+async def test_an_error_echoing_huge_input_still_reaches_a_client_with_default_limits(
+    channel: grpc.aio.Channel,
+) -> None:
+    # Trailers past a client's metadata limit (16 KB by default) used to reach it as
+    # RESOURCE_EXHAUSTED "Stream removed", the error itself lost.
+    echoed = error_details(
+        await expect_error(call(channel, "Fail")(b"echoed", metadata=bearer(token())))
+    )
+    assert echoed.code == grpc.StatusCode.NOT_FOUND
+    assert echoed.reason == "TENANT_NOT_FOUND"
+    assert len(echoed.message) <= 512
+    assert echoed.metadata["id"].startswith("t_aaa")
+    everywhere = error_details(
+        await expect_error(call(channel, "Fail")(b"everywhere", metadata=bearer(token())))
+    )
+    assert everywhere.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert everywhere.fields == [f"regions[{i}]" for i in range(8)]
+    assert everywhere.message.startswith("1000 bad fields, the first 8 named: regions[0]: xxx")
 
 
 async def test_an_unexpected_exception_is_internal_without_its_details(

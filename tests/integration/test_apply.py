@@ -399,6 +399,19 @@ async def test_only_system_callers_apply_snapshots(suite: Suite) -> None:
         ),
         (lambda s: setattr(s.accounts[0], "state", ""), "snapshot.accounts[0].state"),
         (lambda s: s.accounts.append(s.accounts[0]), "snapshot.accounts[5].id"),
+        # Join times past protobuf's Timestamp range (were INTERNAL, and UNAVAILABLE).
+        (
+            lambda s: setattr(s.accounts[1].joined_time, "seconds", 2**63 - 1),
+            "snapshot.accounts[1].joined_time",
+        ),
+        (
+            lambda s: setattr(s.accounts[0].joined_time, "seconds", -(2**63)),
+            "snapshot.accounts[0].joined_time",
+        ),
+        (
+            lambda s: setattr(s.accounts[0].joined_time, "nanos", -1),
+            "snapshot.accounts[0].joined_time",
+        ),
     ],
 )
 async def test_a_malformed_snapshot_is_invalid_and_names_the_field(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -269,6 +269,16 @@ def test_invalid_prefixes_name_their_problem(prefix: str, problem: str) -> None:
     found = prefix_problem(prefix)
     assert found is not None
     assert problem in found
+
+
+@pytest.mark.parametrize(
+    "check", [connection_handle_problem, folder_handle_problem, prefix_problem]
+)
+def test_a_trailing_newline_is_a_problem_not_the_end_of_the_name(
+    check: Callable[[str], str | None],
+) -> None:
+    # `$` matches before a final newline: a prefix "s_\n" passed, then crashed the renames.
+    assert check("sales\n") is not None
 
 
 # -- the dynamic connection handle --------------------------------------------------------------

@@ -1106,6 +1106,25 @@ async def test_update_refuses_a_bad_value_naming_the_field(suite: Suite) -> None
     assert await get(suite, created.id) == created
 
 
+async def test_update_refuses_a_duration_past_protobufs_range_only_where_the_mask_names_it(
+    suite: Suite,
+) -> None:
+    created = await create(suite, new_integration("aws"))
+    endless = pb.Integration(
+        id=created.id,
+        sync_interval=Duration(seconds=2**63 - 1),
+        crawl_limits=pb.CrawlLimits(max_concurrency=3, crawl_timeout=Duration(seconds=-(2**63))),
+    )
+    refused = await fails(update(suite, endless, "sync_interval"))
+    assert (refused.code, refused.fields) == (INVALID, ["integration.sync_interval"])
+    refused = await fails(update(suite, endless, "crawl_limits"))
+    assert (refused.code, refused.fields) == (INVALID, ["integration.crawl_limits.crawl_timeout"])
+    # Left out of the mask, the same values are not read.
+    updated = await update(suite, endless, "crawl_limits.max_concurrency")
+    assert updated.crawl_limits.max_concurrency == 3
+    assert updated.sync_interval == created.sync_interval
+
+
 # -- delete ------------------------------------------------------------------------------------
 
 
@@ -1267,6 +1286,8 @@ BAD_INPUTS = [
     BadInput("handle-leading-digit", f"{IN}handle", setting("handle", "1aws")),
     BadInput("handle-double-dash", f"{IN}handle", setting("handle", "a--b")),
     BadInput("handle-trailing-dash", f"{IN}handle", setting("handle", "aws-")),
+    BadInput("handle-trailing-newline", f"{IN}handle", setting("handle", "aws\n")),
+    BadInput("prefix-trailing-newline", f"{IN}handle_prefix", setting("handle_prefix", "aws_\n")),
     BadInput("scope-none", f"{IN}scope", clearing("scope")),
     BadInput(
         "role-arn-empty", f"{IN}discovery_access.role_arn", setting("discovery_access.role_arn", "")
@@ -1387,6 +1408,17 @@ BAD_INPUTS = [
         "sync-interval-25h",
         f"{IN}sync_interval",
         setting("sync_interval", Duration(seconds=25 * 3600)),
+    ),
+    # Past protobuf's Duration range, where converting it overflowed (was INTERNAL).
+    BadInput(
+        "sync-interval-int64-max",
+        f"{IN}sync_interval",
+        setting("sync_interval", Duration(seconds=2**63 - 1)),
+    ),
+    BadInput(
+        "crawl-timeout-int64-min",
+        f"{IN}crawl_limits.crawl_timeout",
+        setting("crawl_limits.crawl_timeout", Duration(seconds=-(2**63))),
     ),
     BadInput(
         "max-delete-fraction-1.5", f"{IN}max_delete_fraction", setting("max_delete_fraction", 1.5)

@@ -27,6 +27,12 @@ from canopy_core.request_checks import RefusedRequest, checked_deserializer
 log = logging.getLogger("canopy.rpc")
 
 REQUEST_ID_HEADER = "x-request-id"
+# Bounds on what an error answer carries (characters; violations).
+MAX_MESSAGE_TEXT = 512
+MAX_FIELD_TEXT = 100
+MAX_DESCRIPTION_TEXT = 200
+MAX_METADATA_TEXT = 128
+MAX_VIOLATIONS = 8
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
@@ -66,24 +72,33 @@ def status_for(
     if request_id:
         metadata.setdefault("request_id", request_id)
     grpc_code = getattr(grpc.StatusCode, code.value)
+    # The status travels in trailers, which clients refuse past 8-16 KB (RESOURCE_EXHAUSTED,
+    # and the error is lost): bad input can be echoed at any size, so every part is clipped.
+    metadata = {
+        _clip(k, MAX_METADATA_TEXT): _clip(v, MAX_METADATA_TEXT) for k, v in metadata.items()
+    }
+    shown = [
+        error_details_pb2.BadRequest.FieldViolation(
+            field=_clip(v.field, MAX_FIELD_TEXT),
+            description=_clip(v.description, MAX_DESCRIPTION_TEXT),
+        )
+        for v in violations[:MAX_VIOLATIONS]
+    ]
+    if len(violations) > MAX_VIOLATIONS:
+        message = f"{len(violations)} bad fields, the first {MAX_VIOLATIONS} named: {message}"
     details = [
         _pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata))
     ]
-    if violations:
-        details.append(
-            _pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
-                        )
-                        for v in violations
-                    ]
-                )
-            )
-        )
-    status = status_pb2.Status(code=grpc_code.value[0], message=message, details=details)
+    if shown:
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=shown)))
+    status = status_pb2.Status(
+        code=grpc_code.value[0], message=_clip(message, MAX_MESSAGE_TEXT), details=details
+    )
     return grpc_code, status
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 RpcContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
 
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
@@ -13,6 +13,7 @@ from canopy.integration.v1 import integration_service_pb2 as rpc
 from canopy.integration.v1 import integration_service_pb2_grpc as rpc_grpc
 from canopy_core.cache import LruCache
 from canopy_core.context import current_principal
+from canopy_core.convert import to_timedelta
 from canopy_core.errors import InvalidArgument
 from canopy_core.interceptor import RpcContext
 from canopy_core.masks import check_mask
@@ -34,8 +35,22 @@ from canopy_integration.tree_paths import folder_paths
 from canopy_integration.watch import watch_tree_events
 
 
-def integration_from_proto(message: pb.Integration) -> Integration:
-    """The writable fields of an integration message; unset optional ones take defaults."""
+def integration_from_proto(
+    message: pb.Integration, paths: Collection[str] | None = None
+) -> Integration:
+    """The writable fields of an integration message; unset optional ones take defaults. With
+    an update's mask `paths`, durations the mask leaves out are not read (nor checked)."""
+
+    def covered(name: str) -> bool:
+        return paths is None or any(
+            p == name or p.startswith(f"{name}.") or name.startswith(f"{p}.") for p in paths
+        )
+
+    limits = message.crawl_limits
+    if limits.HasField("crawl_timeout") and not covered("crawl_limits.crawl_timeout"):
+        limits = pb.CrawlLimits()
+        limits.CopyFrom(message.crawl_limits)
+        limits.ClearField("crawl_timeout")
     return Integration(
         id=message.id,
         scope=Scope(tenant_id=""),
@@ -47,14 +62,14 @@ def integration_from_proto(message: pb.Integration) -> Integration:
         handle_prefix=message.handle_prefix,
         connection_config=config_from_proto(message.connection_config),
         sync_interval=(
-            message.sync_interval.ToTimedelta()
-            if message.HasField("sync_interval")
+            to_timedelta(message.sync_interval, "integration.sync_interval")
+            if message.HasField("sync_interval") and covered("sync_interval")
             else timedelta(minutes=15)
         ),
         max_delete_fraction=(
             message.max_delete_fraction if message.HasField("max_delete_fraction") else 0.5
         ),
-        crawl_limits=limits_from_proto(message.crawl_limits),
+        crawl_limits=limits_from_proto(limits, "integration.crawl_limits"),
         etag=message.etag,
     )
 
@@ -130,7 +145,7 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
             self.ctx,
             current_principal(),
             request.integration.id,
-            integration_from_proto(request.integration),
+            integration_from_proto(request.integration, paths),
             paths,
             request.integration.etag,
         )

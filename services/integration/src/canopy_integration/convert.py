@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
 
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.type.v1 import types_pb2
-from canopy_core.convert import timestamp
+from canopy_core.convert import timestamp, to_datetime, to_timedelta
 from canopy_integration.config import effective_config
 from canopy_integration.model import (
     Account,
@@ -181,15 +181,17 @@ def effective_to_proto(config: EffectiveConfig) -> pb.EffectiveConnectionConfig:
     )
 
 
-def limits_from_proto(message: pb.CrawlLimits) -> CrawlLimits:
-    """Crawl limits with presence."""
+def limits_from_proto(message: pb.CrawlLimits, path: str = "crawl_limits") -> CrawlLimits:
+    """Crawl limits with presence; errors name fields under `path`."""
     return CrawlLimits(
         max_concurrency=message.max_concurrency if message.HasField("max_concurrency") else None,
         max_requests_per_second=(
             message.max_requests_per_second if message.HasField("max_requests_per_second") else None
         ),
         crawl_timeout=(
-            message.crawl_timeout.ToTimedelta() if message.HasField("crawl_timeout") else None
+            to_timedelta(message.crawl_timeout, f"{path}.crawl_timeout")
+            if message.HasField("crawl_timeout")
+            else None
         ),
     )
 
@@ -327,15 +329,14 @@ def folder_kind(name: str) -> FolderKind:
 # -- snapshots ------------------------------------------------------------------------------
 
 
-def _joined(account: tree_pb.Account) -> datetime | None:
+def _joined(account: tree_pb.Account, index: int) -> datetime | None:
     if not account.HasField("joined_time"):
         return None
-    stamp = account.joined_time
-    return datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1e9, UTC)
+    return to_datetime(account.joined_time, f"snapshot.accounts[{index}].joined_time")
 
 
 def snapshot_from_proto(message: tree_pb.OrganizationSnapshot) -> Snapshot:
-    """A snapshot, flat as sent."""
+    """A snapshot, flat as sent; a join time out of protobuf's range is INVALID_ARGUMENT."""
     return Snapshot(
         organization_id=message.organization_id,
         management_account_id=message.management_account_id,
@@ -344,7 +345,7 @@ def snapshot_from_proto(message: tree_pb.OrganizationSnapshot) -> Snapshot:
             OrganizationalUnit(u.id, u.parent_id, u.name) for u in message.organizational_units
         ),
         accounts=tuple(
-            Account(a.id, a.name, a.email, a.parent_id, a.state, _joined(a))
-            for a in message.accounts
+            Account(a.id, a.name, a.email, a.parent_id, a.state, _joined(a, i))
+            for i, a in enumerate(message.accounts)
         ),
     )
