@@ -112,6 +112,9 @@ async def cancel_active_runs(
     conn: asyncpg.Connection, log: EventLog, integration_id: str, reason: str, message: str
 ) -> None:
     """Cancel the integration's queued or running run, saying why."""
+    # The schedule row first, as a claiming worker locks it before the run: the other order
+    # deadlocks with a claim of the same integration.
+    await store.get_schedule(conn, integration_id, for_update=True)
     for run in await store.active_runs(conn, integration_id):
         cancelled = replace(
             run,

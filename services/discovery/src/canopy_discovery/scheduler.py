@@ -406,6 +406,8 @@ class Scheduler:
             )
         interval = int(integration.sync_interval.ToTimedelta().total_seconds()) or 900
         async with self.db.transaction() as conn:
+            # Schedule row, then run: the order every transaction takes them in.
+            await store.get_schedule(conn, integration.id, for_update=True)
             latest = await store.get_run(conn, run.id, for_update=True)
             if latest is None or latest.state is not RunState.RUNNING:
                 return
