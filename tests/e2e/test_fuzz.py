@@ -69,6 +69,7 @@ from canopy.permissions.v1 import permission_service_pb2 as prpc
 from canopy.permissions.v1 import permission_service_pb2_grpc as pgrpc
 from canopy.permissions.v1 import workspace_schema_service_pb2 as wrpc
 from canopy.permissions.v1 import workspace_schema_service_pb2_grpc as wgrpc
+from canopy_core.request_checks import WHOLE_REQUEST
 from tests.discovery.conftest import Org
 from tests.e2e import json_inputs as jin
 from tests.e2e import mutations as mut
@@ -320,6 +321,10 @@ def judge(case: Case, outcome: Outcome) -> list[Problem]:
         problems.append(Problem("error_details", f"no ErrorInfo of canopy.dev: {outcome.details}"))
     if outcome.code == C.INVALID_ARGUMENT:
         known = request_fields(case.rpc)
+        if case.mutation.path == mut.WHOLE and outcome.reason == "canopy.dev/MALFORMED_REQUEST":
+            # Bytes that belong to no field (a tag numbered 0, an unknown field cut short) can
+            # only be blamed on the request as a whole, which the edge names `request`.
+            known = known | {WHOLE_REQUEST}
         named = [f for f in outcome.fields if re.split(r"[.\[]", f, maxsplit=1)[0] in known]
         if not named:
             problems.append(
