@@ -425,6 +425,7 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
     SUSPENSION_FIELD_NUMBER: _builtins.int
+    EVENT_QUEUE_STATUS_FIELD_NUMBER: _builtins.int
     CONFIRM_DELETIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     integration_id: _builtins.str
@@ -453,6 +454,13 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
         kept. The next applied snapshot makes it ENABLED again.
         """
 
+    @_builtins.property
+    def event_queue_status(self) -> _integration_pb2.EventQueueStatus:
+        """Discovery's view of the integration's event queue changed: stored as the integration's
+        `event_queue_status` (an IntegrationUpdated event when it differs). The tree is not
+        touched and `expected_generation` is ignored.
+        """
+
     def __init__(
         self,
         *,
@@ -462,14 +470,15 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
         snapshot: _connection_tree_pb2.OrganizationSnapshot | None = ...,
         failure: _connection_tree_pb2.DiscoveryFailure | None = ...,
         suspension: _connection_tree_pb2.DiscoverySuspension | None = ...,
+        event_queue_status: _integration_pb2.EventQueueStatus | None = ...,
         confirm_deletions: _builtins.bool = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "outcome", b"outcome", "snapshot", b"snapshot", "suspension", b"suspension"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_queue_status", b"event_queue_status", "failure", b"failure", "outcome", b"outcome", "snapshot", b"snapshot", "suspension", b"suspension"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_deletions", b"confirm_deletions", "expected_generation", b"expected_generation", "failure", b"failure", "integration_id", b"integration_id", "outcome", b"outcome", "request_id", b"request_id", "snapshot", b"snapshot", "suspension", b"suspension", "sync_run_id", b"sync_run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_deletions", b"confirm_deletions", "event_queue_status", b"event_queue_status", "expected_generation", b"expected_generation", "failure", b"failure", "integration_id", b"integration_id", "outcome", b"outcome", "request_id", b"request_id", "snapshot", b"snapshot", "suspension", b"suspension", "sync_run_id", b"sync_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["snapshot", "failure", "suspension"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["snapshot", "failure", "suspension", "event_queue_status"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 

@@ -88,6 +88,46 @@ discovery syncs it and it returns to ENABLED.
 """
 Global___IntegrationState: _TypeAlias = IntegrationState  # noqa: Y015
 
+class _EventQueueState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EventQueueStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventQueueState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EVENT_QUEUE_STATE_UNSPECIFIED: _EventQueueState.ValueType  # 0
+    """Not set; never returned."""
+    EVENT_QUEUE_STATE_NOT_CONFIGURED: _EventQueueState.ValueType  # 1
+    """The integration has no `discovery_access.event_queue`: the tree follows the organization on
+    the schedule only.
+    """
+    EVENT_QUEUE_STATE_PENDING: _EventQueueState.ValueType  # 2
+    """A queue is configured; discovery has not read it yet."""
+    EVENT_QUEUE_STATE_FOLLOWING: _EventQueueState.ValueType  # 3
+    """Discovery reads the queue and refreshes what its events name."""
+    EVENT_QUEUE_STATE_FAILING: _EventQueueState.ValueType  # 4
+    """Discovery cannot read the queue (`reason` says why: `EVENT_QUEUE_NOT_FOUND`,
+    `EVENT_QUEUE_ACCESS_DENIED`, …). Scheduled full crawls go on.
+    """
+
+class EventQueueState(_EventQueueState, metaclass=_EventQueueStateEnumTypeWrapper):
+    """Whether discovery follows an integration's event queue (live updates from the organization)."""
+
+EVENT_QUEUE_STATE_UNSPECIFIED: EventQueueState.ValueType  # 0
+"""Not set; never returned."""
+EVENT_QUEUE_STATE_NOT_CONFIGURED: EventQueueState.ValueType  # 1
+"""The integration has no `discovery_access.event_queue`: the tree follows the organization on
+the schedule only.
+"""
+EVENT_QUEUE_STATE_PENDING: EventQueueState.ValueType  # 2
+"""A queue is configured; discovery has not read it yet."""
+EVENT_QUEUE_STATE_FOLLOWING: EventQueueState.ValueType  # 3
+"""Discovery reads the queue and refreshes what its events name."""
+EVENT_QUEUE_STATE_FAILING: EventQueueState.ValueType  # 4
+"""Discovery cannot read the queue (`reason` says why: `EVENT_QUEUE_NOT_FOUND`,
+`EVENT_QUEUE_ACCESS_DENIED`, …). Scheduled full crawls go on.
+"""
+Global___EventQueueState: _TypeAlias = EventQueueState  # noqa: Y015
+
 class _RootFolderPermissionsMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -135,6 +175,42 @@ ROOT_FOLDER_PERMISSIONS_MODE_SPECIFIC: RootFolderPermissionsMode.ValueType  # 4
 Global___RootFolderPermissionsMode: _TypeAlias = RootFolderPermissionsMode  # noqa: Y015
 
 @_typing.final
+class EventQueueStatus(_message.Message):
+    """What discovery last saw of an integration's event queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    state: Global___EventQueueState.ValueType
+    """Whether the queue is followed."""
+    reason: _builtins.str
+    """With FAILING, an UPPER_SNAKE code naming the problem; else empty."""
+    message: _builtins.str
+    """With FAILING, a human-readable explanation of `reason`; else empty."""
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When discovery reported this state (unset for NOT_CONFIGURED and PENDING)."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___EventQueueState.ValueType = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventQueueStatus: _TypeAlias = EventQueueStatus  # noqa: Y015
+
+@_typing.final
 class Integration(_message.Message):
     """An AWS Organization linked to a tenant or an org. Its discovery keeps a tree of folders (one
     per OU) and connections (one per ACTIVE member account) in sync with the organization.
@@ -164,6 +240,7 @@ class Integration(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    EVENT_QUEUE_STATUS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Unique id, `i_` followed by a time-sortable suffix."""
     handle: _builtins.str
@@ -243,6 +320,10 @@ class Integration(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the integration itself last changed (not its folders or connections)."""
 
+    @_builtins.property
+    def event_queue_status(self) -> Global___EventQueueStatus:
+        """Output only. Whether discovery follows `discovery_access.event_queue`."""
+
     def __init__(
         self,
         *,
@@ -268,10 +349,11 @@ class Integration(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        event_queue_status: Global___EventQueueStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_delete_fraction", b"_max_delete_fraction", "connection_config", b"connection_config", "crawl_limits", b"crawl_limits", "create_time", b"create_time", "discovery_access", b"discovery_access", "max_delete_fraction", b"max_delete_fraction", "member_access", b"member_access", "scope", b"scope", "sync_interval", b"sync_interval", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_delete_fraction", b"_max_delete_fraction", "connection_config", b"connection_config", "crawl_limits", b"crawl_limits", "create_time", b"create_time", "discovery_access", b"discovery_access", "event_queue_status", b"event_queue_status", "max_delete_fraction", b"max_delete_fraction", "member_access", b"member_access", "scope", b"scope", "sync_interval", b"sync_interval", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_delete_fraction", b"_max_delete_fraction", "connection_config", b"connection_config", "crawl_limits", b"crawl_limits", "create_time", b"create_time", "discovery_access", b"discovery_access", "etag", b"etag", "handle", b"handle", "handle_prefix", b"handle_prefix", "id", b"id", "kind", b"kind", "management_account_id", b"management_account_id", "max_delete_fraction", b"max_delete_fraction", "member_access", b"member_access", "organization_id", b"organization_id", "root_folder_id", b"root_folder_id", "scope", b"scope", "state", b"state", "state_message", b"state_message", "state_reason", b"state_reason", "sync_interval", b"sync_interval", "tenant_id", b"tenant_id", "tree_generation", b"tree_generation", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_delete_fraction", b"_max_delete_fraction", "connection_config", b"connection_config", "crawl_limits", b"crawl_limits", "create_time", b"create_time", "discovery_access", b"discovery_access", "etag", b"etag", "event_queue_status", b"event_queue_status", "handle", b"handle", "handle_prefix", b"handle_prefix", "id", b"id", "kind", b"kind", "management_account_id", b"management_account_id", "max_delete_fraction", b"max_delete_fraction", "member_access", b"member_access", "organization_id", b"organization_id", "root_folder_id", b"root_folder_id", "scope", b"scope", "state", b"state", "state_message", b"state_message", "state_reason", b"state_reason", "sync_interval", b"sync_interval", "tenant_id", b"tenant_id", "tree_generation", b"tree_generation", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_delete_fraction: _TypeAlias = _typing.Literal["max_delete_fraction"]  # noqa: Y015
     _WhichOneofArgType__max_delete_fraction: _TypeAlias = _typing.Literal["_max_delete_fraction", b"_max_delete_fraction"]  # noqa: Y015
@@ -287,6 +369,7 @@ class AwsDiscoveryAccess(_message.Message):
 
     ROLE_ARN_FIELD_NUMBER: _builtins.int
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    EVENT_QUEUE_FIELD_NUMBER: _builtins.int
     role_arn: _builtins.str
     """Required. `arn:<aws|aws-cn|aws-us-gov>:iam::<12 digits>:role/<optional path/><name>`, in
     the partition the deployment serves (`CANOPY_AWS_PARTITION`, default `aws`; another one is
@@ -296,15 +379,24 @@ class AwsDiscoveryAccess(_message.Message):
     """Required. `<owner id>:<8 characters [a-z0-9]>`, where the owner id is the integration
     scope's tenant or org id; one naming another owner is refused (see GenerateExternalId).
     """
+    event_queue: _builtins.str
+    """Optional. The SQS queue that receives the organization's change events from an EventBridge
+    rule in us-east-1 of the role's account (RenderRoleTemplate's `event_queue` option creates
+    both), as its URL (`https://sqs.us-east-1.amazonaws.com/<account>/<name>`) or ARN
+    (`arn:<partition>:sqs:us-east-1:<account>:<name>`). Discovery reads it with this role and
+    refreshes what each event names. Empty: the tree follows the organization on the schedule
+    only.
+    """
     def __init__(
         self,
         *,
         role_arn: _builtins.str = ...,
         external_id: _builtins.str = ...,
+        event_queue: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_id", b"external_id", "role_arn", b"role_arn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_queue", b"event_queue", "external_id", b"external_id", "role_arn", b"role_arn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
