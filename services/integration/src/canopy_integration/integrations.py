@@ -28,7 +28,7 @@ from canopy_core.eventlog import EventLog
 from canopy_core.ids import id_pattern, new_id
 from canopy_core.pagination import PagePosition, PageTokens, page_size
 from canopy_core.validation import Violations
-from canopy_integration import handles, initial_permissions, store
+from canopy_integration import event_queue, handles, initial_permissions, store
 from canopy_integration.config import apply_config_mask, effective_config
 from canopy_integration.convert import integration_to_proto
 from canopy_integration.errors import ConfirmationMismatch, HandleTaken, PlanNotEligible
@@ -54,6 +54,7 @@ WRITABLE_PATHS = frozenset(
         "discovery_access",
         "discovery_access.role_arn",
         "discovery_access.external_id",
+        "discovery_access.event_queue",
         "member_access",
         "member_access.role_name",
         "member_access.external_id",
@@ -83,6 +84,7 @@ OUTPUT_ONLY_PATHS = frozenset(
         "create_time",
         "update_time",
         "etag",
+        "event_queue_status",
     }
 )
 
@@ -253,6 +255,7 @@ async def create_integration(
     )
     _raise(found, reason)
     assert given.permissions is not None
+    new = event_queue.normalized(None, given.integration, ctx.partition)
 
     scope, info = await resolve_scope(
         ctx, principal, given.scope_tenant_id, given.scope_org_id, at="integration.scope"
@@ -292,7 +295,7 @@ async def create_integration(
         )
         created = await store.insert_integration(
             conn,
-            replace(given.integration, id=integration_id, scope=scope, root_folder_id=root.id),
+            replace(new, id=integration_id, scope=scope, root_folder_id=root.id),
         )
         await store.insert_folders(conn, [root])
         stored_root = await store.get_folder(conn, root.id)
@@ -384,6 +387,8 @@ def merge_update(current: Integration, given: Integration, paths: Sequence[str])
                 updated = replace(updated, discovery_role_arn=given.discovery_role_arn)
             if sub in ("", "external_id"):
                 updated = replace(updated, discovery_external_id=given.discovery_external_id)
+            if sub in ("", "event_queue"):
+                updated = replace(updated, event_queue=given.event_queue)
         elif top == "member_access":
             if sub in ("", "role_name"):
                 updated = replace(updated, member_role_name=given.member_role_name)
@@ -415,16 +420,21 @@ _COMPARED = (
     "handle_prefix",
     "discovery_role_arn",
     "discovery_external_id",
+    "event_queue",
     "member_role_name",
     "member_external_id",
     "connection_config",
     "sync_interval",
+    "effective_sync_interval",
     "max_delete_fraction",
     "crawl_limits",
+    "event_queue_status",
 )
 _FIELD_NAMES = {
     "discovery_role_arn": "discovery_access",
     "discovery_external_id": "discovery_access",
+    "event_queue": "discovery_access.event_queue",  # not the role: no resync
+    "effective_sync_interval": "sync_interval",
     "member_role_name": "member_access",
     "member_external_id": "member_access",
 }
@@ -463,6 +473,7 @@ async def update_integration(
             )
         validate_settings(updated, "integration", found, only=paths)
         _raise(found, reason)
+        updated = event_queue.normalized(current, updated, ctx.partition)
         changed = changed_fields(current, updated)
         if not changed:
             return current

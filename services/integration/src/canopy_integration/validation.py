@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from canopy_core.errors import FieldViolation
 from canopy_core.validation import HANDLE, HANDLE_RULE, Violations
-from canopy_integration import aws, handles
+from canopy_integration import aws, event_queue, handles
 from canopy_integration.config import validate_config
 from canopy_integration.model import Integration
 
@@ -23,8 +23,8 @@ MAX_SYNC_INTERVAL = timedelta(hours=24)
 def validate_access(
     integration: Integration, owner_id: str, partition: str, path: str, found: list[FieldViolation]
 ) -> str | None:
-    """Role ARN (in the deployment's partition), role name and external ids; returns a reason
-    code for an owner mismatch or another partition.
+    """Role ARN (in the deployment's partition), role name, external ids and event queue;
+    returns a reason code for an owner mismatch, another partition or another account.
 
     With no owner (the scope itself is missing) external ids are checked for form only.
     """
@@ -55,7 +55,8 @@ def validate_access(
         if description:
             found.append(FieldViolation(f"{path}.member_access.external_id", description))
             reason = why if why == "EXTERNAL_ID_OWNER_MISMATCH" else reason
-    return reason
+    queue_reason = event_queue.validate(integration, partition, path, found)
+    return reason or queue_reason
 
 
 def validate_settings(
@@ -78,8 +79,11 @@ def validate_settings(
             integration.connection_config, f"{path}.connection_config", collected, overrides=False
         )
         found.extend(collected.found)
-    if checking("sync_interval") and not (
-        MIN_SYNC_INTERVAL <= integration.sync_interval <= MAX_SYNC_INTERVAL
+    interval = integration.sync_interval  # None: the default
+    if (
+        checking("sync_interval")
+        and interval is not None
+        and not (MIN_SYNC_INTERVAL <= interval <= MAX_SYNC_INTERVAL)
     ):
         found.append(
             FieldViolation(f"{path}.sync_interval", "must be between 1 minute and 24 hours")
