@@ -8,8 +8,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import cfnlint.api  # type: ignore[import-untyped]  # cfn-lint ships no type information
 import grpc
 import pytest
+import yaml
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
@@ -19,8 +21,17 @@ from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
 from canopy_core.event_queues import event_queue_problem, parse_event_queue
 from tests.helpers import ErrorDetails, error_details
-from tests.integration.conftest import MEMBER, OWNER, SYSTEM, Suite, create, new_integration
+from tests.integration.conftest import (
+    MEMBER,
+    OWNER,
+    SYSTEM,
+    TRUSTED_ACCOUNT_ID,
+    Suite,
+    create,
+    new_integration,
+)
 from tests.integration.test_apply import BASE, apply, connections, events_after, head
+from tests.integration.test_templates import CloudFormationLoader
 
 ACCOUNT = "111111111111"  # the discovery role's, in new_integration
 QUEUE_URL = f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/canopy-org-events"
@@ -385,3 +396,76 @@ async def test_a_malformed_report_is_invalid_naming_the_field_and_changes_nothin
     refused = await fails(report(suite, created.id, state, reason, message))
     assert (refused.code, refused.fields) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
     assert await get(suite, created.id) == created
+
+
+# -- the template that creates the rule and queue ---------------------------------------------
+
+
+async def render(suite: Suite, **kw: Any) -> rpc.RenderRoleTemplateResponse:
+    reply: rpc.RenderRoleTemplateResponse = await suite.integrations.RenderRoleTemplate(
+        rpc.RenderRoleTemplateRequest(**kw), metadata=OWNER
+    )
+    return reply
+
+
+def resource_types(template: str) -> list[str]:
+    parsed = yaml.load(template, Loader=CloudFormationLoader)
+    return sorted(r["Type"] for r in parsed["Resources"].values())
+
+
+async def test_the_discovery_template_with_event_queue_adds_the_rule_and_queues_and_lints_clean(
+    suite: Suite,
+) -> None:
+    created = await create(suite)
+    plain = await render(
+        suite, kind=rpc.ROLE_TEMPLATE_KIND_DISCOVERY_ROLE, integration_id=created.id
+    )
+    queued = await render(
+        suite,
+        kind=rpc.ROLE_TEMPLATE_KIND_DISCOVERY_ROLE,
+        integration_id=created.id,
+        event_queue=True,
+    )
+    assert resource_types(plain.template_yaml) == ["AWS::IAM::Role"]
+    assert resource_types(queued.template_yaml) == [
+        "AWS::Events::Rule",
+        "AWS::IAM::Role",
+        "AWS::SQS::Queue",
+        "AWS::SQS::Queue",
+        "AWS::SQS::QueuePolicy",
+    ]
+    assert "discovery_access.event_queue" in queued.template_yaml
+    assert [str(m) for m in cfnlint.api.lint(queued.template_yaml, regions=["us-east-1"])] == []
+
+
+async def test_the_event_queue_option_is_for_the_discovery_role_only(suite: Suite) -> None:
+    refused = await fails(
+        render(
+            suite,
+            kind=rpc.ROLE_TEMPLATE_KIND_MEMBER_ROLE_STACK_SET,
+            role_name="canopy-member",
+            external_id="t_acme:abcd1234",
+            event_queue=True,
+        )
+    )
+    assert (refused.code, refused.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["event_queue"])
+    assert "DISCOVERY_ROLE" in refused.message
+
+
+@pytest.mark.parametrize(
+    "integration_settings",
+    [{"trusted_account_id": TRUSTED_ACCOUNT_ID, "aws_partition": "aws-cn"}],
+)
+async def test_the_event_queue_option_is_refused_where_canopy_cannot_follow_events(
+    suite: Suite,
+) -> None:
+    refused = await fails(
+        render(
+            suite,
+            kind=rpc.ROLE_TEMPLATE_KIND_DISCOVERY_ROLE,
+            role_name="canopy-discovery",
+            external_id="t_acme:abcd1234",
+            event_queue=True,
+        )
+    )
+    assert (refused.fields, refused.reason) == (["event_queue"], "UNSUPPORTED_PARTITION")

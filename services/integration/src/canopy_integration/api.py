@@ -204,6 +204,7 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
             request.role_name,
             request.external_id,
             request.integration_id,
+            request.event_queue,
         )
         return rpc.RenderRoleTemplateResponse(
             template_yaml=rendered,
