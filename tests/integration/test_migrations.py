@@ -29,10 +29,10 @@ async def test_an_interval_stored_as_the_old_default_becomes_unset_and_others_st
             "SELECT id, sync_interval_seconds, event_queue, event_queue_state "
             "FROM integration.integrations ORDER BY id"
         )
-        # Unset: 15 minutes without a queue, as before; a queue added later lengthens it.
+        # Unset (0): 15 minutes without a queue, as before; a queue added later lengthens it.
         assert [tuple(r) for r in rows] == [
             ("i_hourly", 3600, "", "NOT_CONFIGURED"),
-            ("i_old", None, "", "NOT_CONFIGURED"),
+            ("i_old", 0, "", "NOT_CONFIGURED"),
         ]
     finally:
         await conn.close()

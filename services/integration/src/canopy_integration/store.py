@@ -57,7 +57,7 @@ def _integration(row: Mapping[str, Any]) -> Integration:
         connection_config=config_from_dict(row["connection_config"]),
         sync_interval=(
             timedelta(seconds=row["sync_interval_seconds"])
-            if row["sync_interval_seconds"] is not None
+            if row["sync_interval_seconds"]
             else None
         ),
         max_delete_fraction=row["max_delete_fraction"],
@@ -79,8 +79,9 @@ def _integration(row: Mapping[str, Any]) -> Integration:
     )
 
 
-def _seconds(interval: timedelta | None) -> int | None:
-    return int(interval.total_seconds()) if interval is not None else None
+def _seconds(interval: timedelta | None) -> int:
+    """A sync interval as stored: 0 for unset (the default applies; never a valid interval)."""
+    return int(interval.total_seconds()) if interval is not None else 0
 
 
 def _folder(row: asyncpg.Record) -> Folder:
