@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import boto3  # type: ignore[import-untyped]
@@ -51,9 +52,8 @@ def make_queue(url: str, name: str = "canopy-org-events", *, dead_letter: bool =
 async def check(
     aws: AwsSettings, queue_url: str, role: str = DISCOVERY_ROLE
 ) -> access.AccessResult:
-    queue = parse_event_queue(queue_url, "aws")
     return access.with_queue_check(
-        await access.test_discovery_access(aws, role, EXTERNAL_ID, queue)
+        await access.test_discovery_access(aws, role, EXTERNAL_ID, queue_url)
     )
 
 
@@ -152,6 +152,19 @@ async def test_with_a_role_that_cannot_be_assumed_the_queue_is_not_checked(
     assert result.event_queue is not None
     assert result.event_queue.reason == "EVENT_QUEUE_NOT_CHECKED"
     assert proxy.counts["GetQueueAttributes"] == 0
+
+
+async def test_a_queue_stored_before_the_deployment_changed_partition_is_named_not_followed(
+    aws: AwsSettings, org: Org
+) -> None:
+    china = replace(aws, partition="aws-cn")
+    role = "arn:aws-cn:iam::123456789012:role/canopy-discovery"
+    result = await access.test_discovery_access(
+        china, role, EXTERNAL_ID, f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/events"
+    )
+    assert result.event_queue is not None
+    assert (result.event_queue.ok, result.event_queue.reason) == (False, "EVENT_QUEUE_ERROR")
+    assert "partition 'aws'" in result.event_queue.message
 
 
 # Over gRPC, for an integration and for access not saved yet

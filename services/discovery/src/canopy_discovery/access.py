@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from canopy_core.event_queues import EventQueue
+from canopy_core.event_queues import event_queue_problem, parse_event_queue
 from canopy_discovery.aws import (
     ACCESS_DENIED,
     OTHER,
@@ -27,7 +27,12 @@ from canopy_discovery.aws import (
     organizations_client,
     platform_session,
 )
-from canopy_discovery.queue_access import QueueCheck, check_event_queue, not_checked
+from canopy_discovery.queue_access import (
+    EVENT_QUEUE_ERROR,
+    QueueCheck,
+    check_event_queue,
+    not_checked,
+)
 
 # One access test never waits longer than this for one AWS call.
 CALL_TIMEOUT = 15.0
@@ -128,20 +133,26 @@ async def test_discovery_access(
     aws: AwsSettings,
     role_arn: str,
     external_id: str,
-    event_queue: EventQueue | None = None,  # noqa: PT028 - not a test: the name is the RPC's
+    event_queue: str = "",  # noqa: PT028 - not a test: the name is the RPC's
 ) -> AccessResult:
     """Assume the discovery role and read the organization and its root, as a crawl would, and
-    the attributes of its `event_queue` if it has one."""
+    the attributes of its `event_queue` (URL or ARN) if it has one."""
     result = await _test_role(aws, role_arn, external_id)
-    if event_queue is None:
+    if not event_queue:
         return result.access
-    if result.session is None:
-        queue = not_checked(
-            event_queue, f"the discovery role could not be assumed ({result.access.reason})"
+    problem = event_queue_problem(event_queue, aws.partition)
+    if problem is not None:  # stored before the deployment moved to another partition
+        queue = QueueCheck(
+            event_queue, ok=False, reason=EVENT_QUEUE_ERROR, message=problem.description
         )
+        return replace(result.access, event_queue=queue)
+    parsed = parse_event_queue(event_queue, aws.partition)
+    if result.session is None:
+        why = f"the discovery role could not be assumed ({result.access.reason})"
+        queue = not_checked(parsed, why)
     else:
         role_account = role_arn.split(":")[4]
-        queue = await check_event_queue(result.session, aws, event_queue, role_account)
+        queue = await check_event_queue(result.session, aws, parsed, role_account)
     return replace(result.access, event_queue=queue)
 
 

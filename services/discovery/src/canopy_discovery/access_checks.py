@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 from canopy_core.auth import Principal
 from canopy_core.directory import Directory
 from canopy_core.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
-from canopy_core.event_queues import EventQueue, event_queue_problem, parse_event_queue
+from canopy_core.event_queues import event_queue_problem
 from canopy_discovery import access
 from canopy_discovery.aws import UNSUPPORTED_PARTITION, AwsSettings, DiscoveryFailure
 from canopy_discovery.integration_client import IntegrationClient
@@ -39,7 +39,7 @@ async def _checked(
     role_arn: str,
     external_id: str,
     trusted: Awaitable[str],
-    event_queue: EventQueue | None = None,
+    event_queue: str = "",
 ) -> access.AccessResult:
     """The role test (and its queue's), with the accounts of discovery's credentials and of
     the templates."""
@@ -60,18 +60,7 @@ async def discovery_access_for_integration(
     integration = await integrations.get_integration(integration_id)
     trusted = integrations.trusted_account_id(integration_id=integration_id)
     role = integration.discovery_access
-    queue = None
-    if role.event_queue:
-        # Stored checked; a deployment since moved to another partition cannot follow it.
-        problem = event_queue_problem(role.event_queue, aws.partition)
-        if problem is not None:
-            raise InvalidArgument.field(
-                "integration_id",
-                f"its discovery_access.event_queue {problem.description}",
-                reason=UNSUPPORTED_PARTITION if problem.wrong_partition else None,
-            )
-        queue = parse_event_queue(role.event_queue, aws.partition)
-    return await _checked(aws, role.role_arn, role.external_id, trusted, queue)
+    return await _checked(aws, role.role_arn, role.external_id, trusted, role.event_queue)
 
 
 async def platform_credentials(aws: AwsSettings) -> access.AccessResult:
@@ -138,8 +127,7 @@ async def discovery_access_for_role(
     trusted = integrations.trusted_account_id(
         role_name=role_arn.rsplit("/", 1)[-1], external_id=external_id
     )
-    queue = parse_event_queue(event_queue, aws.partition) if event_queue else None
-    return await _checked(aws, role_arn, external_id, trusted, queue)
+    return await _checked(aws, role_arn, external_id, trusted, event_queue)
 
 
 async def member_access(
