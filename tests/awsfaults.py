@@ -56,6 +56,9 @@ class Rule:
     error: str | None = None  # answer with this AWS error code instead of forwarding
     message: str = "Injected by awsfaults."
     status: int | None = None  # HTTP status of the error: 403 for AccessDenied, 400 otherwise
+    # The awsQuery code a query-compatible JSON service (SQS) also sends, in x-amzn-query-error:
+    # e.g. error "com.amazonaws.sqs#QueueDoesNotExist" with "AWS.SimpleQueueService.NonExistentQueue"
+    query_error: str | None = None
     fraction: float = 1.0  # share of matching requests that get the error
     first: int | None = None  # only the first N matching requests get the error
     empty_first_page: bool = False  # list calls: an empty first page that carries a NextToken
@@ -81,6 +84,7 @@ class Call:
     access_key: str
     body: bytes
     json_protocol: bool
+    content_type: str = "application/x-amz-json-1.1"  # of a JSON protocol request
 
 
 class FaultProxy:
@@ -286,7 +290,9 @@ def _describe(headers: Mapping[str, str], body: bytes) -> Call:
     access_key, service = scope.groups() if scope else ("", "")
     target = headers.get("X-Amz-Target", "")
     if target:
-        return Call(service, target.rpartition(".")[2], access_key, body, json_protocol=True)
+        operation = target.rpartition(".")[2]
+        content_type = headers.get("Content-Type", "application/x-amz-json-1.1")
+        return Call(service, operation, access_key, body, True, content_type)
     action = dict(parse_qsl(body.decode(errors="replace"))).get("Action", "")
     return Call(service, action, access_key, body, json_protocol=False)
 
@@ -300,12 +306,17 @@ def _recording_key(call: Call, body: bytes) -> str:
     return f"{call.service} {call.operation} {canonical}"
 
 
-def _json_response(status: int, payload: Mapping[str, object]) -> web.Response:
+def _json_response(
+    status: int,
+    payload: Mapping[str, object],
+    content_type: str = "application/x-amz-json-1.1",
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     return web.Response(
         status=status,
         text=json.dumps(payload),
-        content_type="application/x-amz-json-1.1",
-        headers={"x-amzn-RequestId": str(uuid.uuid4())},
+        content_type=content_type,
+        headers={"x-amzn-RequestId": str(uuid.uuid4()), **(headers or {})},
     )
 
 
@@ -313,9 +324,11 @@ def _error(call: Call, rule: Rule) -> web.Response:
     """AWS's error shape for the request's protocol."""
     assert rule.error is not None
     status = rule.status or (403 if rule.error == "AccessDenied" else 400)
-    if call.json_protocol:
-        return _json_response(status, {"__type": rule.error, "Message": rule.message})
     kind = "Sender" if status < 500 else "Receiver"
+    if call.json_protocol:
+        query = {"x-amzn-query-error": f"{rule.query_error};{kind}"} if rule.query_error else {}
+        payload = {"__type": rule.error, "Message": rule.message}
+        return _json_response(status, payload, call.content_type, query)
     request_id = uuid.uuid4()
     xml = (
         '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import boto3  # type: ignore[import-untyped]
 import grpc
 import jwt
 import pytest
@@ -27,7 +28,7 @@ from canopy_cli.main import app
 from canopy_core.server import serve
 from canopy_permissions.server import spec as permissions_spec
 from tests.cli.conftest import Cli, cli_env
-from tests.discovery.conftest import DISCOVERY_ROLE, EXTERNAL_ID, Org
+from tests.discovery.conftest import CREDENTIALS, DISCOVERY_ROLE, EXTERNAL_ID, Org
 from tests.helpers import JWT_SECRET, bearer, free_port, token
 from tests.integration.conftest import SYSTEM
 
@@ -190,6 +191,68 @@ async def test_the_product_guide_from_create_to_delete(cli: Cli, org: Org, tmp_p
     assert f"deleted aws-prod ({integration_id})" in ok(asked)
     gone = one_line_error(await cli.run("integrations", "show", integration_id))
     assert gone.startswith("canopy: NOT_FOUND (INTEGRATION_NOT_FOUND)")
+
+
+async def test_live_updates_from_the_template_to_a_followed_queue_and_back(
+    cli: Cli, org: Org, moto_url: str
+) -> None:
+    template = ok(
+        await cli.run(
+            "template", "discovery", "--role-name", "canopy-discovery",
+            "--external-id", EXTERNAL_ID, "--event-queue",
+        )
+    )  # fmt: skip
+    assert "AWS::Events::Rule" in template
+    assert "QueueUrl" in template
+    sqs = boto3.client("sqs", endpoint_url=moto_url, region_name="us-east-1", **CREDENTIALS)
+    dead_letter = sqs.create_queue(QueueName="events-dlq")["QueueUrl"]
+    dead_letter_arn = sqs.get_queue_attributes(QueueUrl=dead_letter, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": 5})
+    sqs.create_queue(QueueName="events", Attributes={"RedrivePolicy": redrive})
+    url = f"https://sqs.us-east-1.amazonaws.com/{org.management_account_id}/events"
+
+    created = json.loads(
+        ok(
+            await cli.run(
+                "integrations", "create", "--tenant", "t_acme", "--handle", "aws-live",
+                "--role-arn", DISCOVERY_ROLE, "--external-id", EXTERNAL_ID,
+                "--member-role", "canopy-member", "--output", "json",
+                "--event-queue", f"arn:aws:sqs:us-east-1:{org.management_account_id}:events",
+            )
+        )
+    )  # fmt: skip
+    assert created["discoveryAccess"]["eventQueue"] == url
+    assert created["eventQueueStatus"]["state"] == "EVENT_QUEUE_STATE_PENDING"
+    assert created["syncInterval"] == "86400s"
+    shown = ok(await cli.run("integrations", "show", created["id"]))
+    assert url in shown
+    assert "PENDING" in shown
+    assert "24h" in shown
+
+    access = ok(await cli.run("test-access", "--integration-id", created["id"]))
+    assert access.startswith(f"ok: organization {org.id}")
+    assert f"event queue ok: {url} (dead-letter queue {dead_letter_arn} after 5 receives)" in access
+    before = ok(
+        await cli.run(
+            "test-access", "--role-arn", DISCOVERY_ROLE, "--external-id", EXTERNAL_ID,
+            "--event-queue", url,
+        )
+    )  # fmt: skip
+    assert f"event queue ok: {url}" in before
+
+    sqs.delete_queue(QueueUrl=url)
+    failed = await cli.run("test-access", "--integration-id", created["id"])
+    assert failed.exit_code == 1
+    assert failed.stdout.startswith("not ok: EVENT_QUEUE: the discovery role works")
+    assert "event queue not ok: EVENT_QUEUE_NOT_FOUND" in failed.stdout
+
+    ok(await cli.run("integrations", "update", created["id"], "--event-queue", ""))
+    cleared = ok(await cli.run("integrations", "show", created["id"]))
+    assert "(none: syncs on the schedule only)" in cleared
+    assert "NOT_CONFIGURED" in cleared
+    assert "15m" in cleared
 
 
 async def test_a_refused_call_is_one_line_with_code_reason_and_field(cli: Cli) -> None:

@@ -73,6 +73,30 @@ def test_access_denied_rule_answers_sts_error_shape(proxy: FaultProxy, org: Org)
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
+def test_sqs_rule_answers_the_query_compatible_json_shape(proxy: FaultProxy, org: Org) -> None:
+    # SQS speaks JSON 1.0 and names the awsQuery code in x-amzn-query-error, which botocore
+    # reports as the error's code.
+    queue = client("sqs", proxy.url).create_queue(QueueName="events")["QueueUrl"]
+    proxy.add(
+        Rule(
+            service="sqs",
+            operation="GetQueueAttributes",
+            error="com.amazon.coral.service#AccessDeniedException",
+            query_error="AccessDenied",
+            status=403,
+            message="not authorized to perform: sqs:getqueueattributes",
+        )
+    )
+    with pytest.raises(ClientError) as caught:
+        client("sqs", proxy.url).get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])
+    error = caught.value.response
+    assert error["Error"]["Code"] == "AccessDenied"
+    assert error["Error"]["QueryErrorCode"] == "AccessDeniedException"
+    assert error["Error"]["Type"] == "Sender"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "sqs:getqueueattributes" in error["Error"]["Message"]
+
+
 def test_first_n_rule_fails_only_the_first_n_matching_requests(proxy: FaultProxy, org: Org) -> None:
     rule = proxy.add(Rule(operation="ListRoots", error="ConcurrentModificationException", first=2))
     organizations = client("organizations", proxy.url)

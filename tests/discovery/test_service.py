@@ -20,6 +20,7 @@ from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
+from canopy.type.v1 import types_pb2
 from tests.awsfaults import FaultProxy, Rule
 from tests.discovery.conftest import DISCOVERY_ROLE, Org
 from tests.discovery.stack import (
@@ -394,6 +395,83 @@ async def test_a_due_integration_syncs_on_its_schedule(stack: Stack, org: Org) -
         await asyncio.sleep(0.1)
     scheduled = next(r for r in found if r.trigger == dpb.SYNC_TRIGGER_SCHEDULE)
     assert (await finished(stack, scheduled.id)).state == dpb.SYNC_RUN_STATE_SUCCEEDED
+
+
+async def schedule_of(stack: Stack, integration_id: str) -> tuple[int, float]:
+    """The schedule's interval, and the seconds until the next run."""
+    db = stack.services["discovery"].runtime.db
+    async with db.connection() as conn:
+        row = await conn.fetchrow(
+            "SELECT interval_seconds, extract(epoch FROM next_run_at - now()) AS wait "
+            "FROM schedules WHERE integration_id = $1",
+            integration_id,
+        )
+    return row["interval_seconds"], float(row["wait"])
+
+
+async def test_an_event_queue_spaces_full_crawls_a_day_apart_without_crawling_for_it(
+    stack: Stack, org: Org
+) -> None:
+    created = await create(stack)
+    await first_run(stack, created.id)
+    assert (await schedule_of(stack, created.id))[0] == 15 * 60
+
+    async def set_queue(queue: str) -> None:
+        await stack.integrations.UpdateIntegration(
+            rpc.UpdateIntegrationRequest(
+                integration=pb.Integration(
+                    id=created.id, discovery_access=pb.AwsDiscoveryAccess(event_queue=queue)
+                ),
+                update_mask=FieldMask(paths=["discovery_access.event_queue"]),
+            ),
+            metadata=OWNER,
+        )
+
+    async def interval_becomes(seconds: int) -> float:
+        for _ in range(100):
+            interval, wait = await schedule_of(stack, created.id)
+            if interval == seconds:
+                return wait
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"the schedule's interval never became {seconds}")
+
+    await set_queue(f"https://sqs.us-east-1.amazonaws.com/{org.management_account_id}/events")
+    await interval_becomes(24 * 3600)
+    async with stack.services["discovery"].runtime.db.transaction() as conn:
+        # As a crawl would leave it with a queue: the next one a day away.
+        await conn.execute(
+            "UPDATE schedules SET next_run_at = now() + interval '1 day' WHERE integration_id = $1",
+            created.id,
+        )
+    # Removing the queue brings the next crawl within 15 minutes.
+    await set_queue("")
+    assert await interval_becomes(15 * 60) <= 15 * 60
+    # Neither change started a crawl: the organization did not change.
+    assert [r.trigger for r in await runs_of(stack, created.id)] == [dpb.SYNC_TRIGGER_CREATED]
+
+
+async def test_an_integration_created_with_a_queue_is_scheduled_a_day_apart(
+    stack: Stack, org: Org
+) -> None:
+    queue = f"arn:aws:sqs:us-east-1:{org.management_account_id}:events"
+    reply = await stack.integrations.CreateIntegration(
+        rpc.CreateIntegrationRequest(
+            integration=pb.Integration(
+                handle="aws-queued",
+                scope=types_pb2.Scope(tenant_id="t_acme"),
+                discovery_access=pb.AwsDiscoveryAccess(
+                    role_arn=DISCOVERY_ROLE, external_id=EXTERNAL_ID, event_queue=queue
+                ),
+                member_access=pb.AwsMemberAccess(role_name="canopy-member"),
+            )
+        ),
+        metadata=OWNER,
+    )
+    integration_id = reply.integration.id
+    await first_run(stack, integration_id)
+    interval, wait = await schedule_of(stack, integration_id)
+    assert interval == 24 * 3600
+    assert wait > 20 * 3600  # jittered around a day
 
 
 async def test_access_tests_report_the_organization_or_the_reason(

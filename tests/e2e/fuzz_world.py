@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import boto3  # type: ignore[import-untyped]
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -33,7 +34,7 @@ from canopy.permissions.v1 import directory_service_pb2 as dirrpc
 from canopy.permissions.v1 import permission_service_pb2 as prpc
 from canopy.permissions.v1 import workspace_schema_service_pb2 as wrpc
 from canopy.type.v1 import types_pb2
-from tests.discovery.conftest import DISCOVERY_ROLE, Org
+from tests.discovery.conftest import CREDENTIALS, DISCOVERY_ROLE, Org
 from tests.helpers import bearer, token
 
 C = grpc.StatusCode
@@ -43,6 +44,8 @@ SYSTEM = bearer(token("platform", system=True, ttl=86_400))
 STALE_ETAG = 'W/"stale"'
 EXTERNAL_ID = "o_ops:abcd1234"
 DAY = Duration(seconds=86_400)
+# The organization's change events: a queue in moto, in the discovery role's account.
+EVENT_QUEUE = f"https://sqs.us-east-1.amazonaws.com/{DISCOVERY_ROLE.split(':')[4]}/fuzz-events"
 
 
 # -- the seeded state -----------------------------------------------------------------------------
@@ -110,7 +113,7 @@ def new_integration(handle: str, *, org_id: str = "", tenant_id: str = "") -> ip
         handle=handle,
         scope=types_pb2.Scope(org_id=org_id) if org_id else types_pb2.Scope(tenant_id=tenant_id),
         discovery_access=ipb.AwsDiscoveryAccess(
-            role_arn=DISCOVERY_ROLE, external_id=f"{owner}:abcd1234"
+            role_arn=DISCOVERY_ROLE, external_id=f"{owner}:abcd1234", event_queue=EVENT_QUEUE
         ),
         member_access=ipb.AwsMemberAccess(role_name="canopy-member"),
         handle_prefix="",
@@ -138,6 +141,10 @@ WRITABLE_TOP = [
 async def build_world(stubs: Stubs, org: Org, db: asyncpg.Connection) -> World:
     """The state the seeds need, made through the RPCs as the platform and an owner would."""
     world = World(stubs, org)
+    sqs = boto3.client(
+        "sqs", endpoint_url=org.client.meta.endpoint_url, region_name="us-east-1", **CREDENTIALS
+    )
+    sqs.create_queue(QueueName=EVENT_QUEUE.rsplit("/", 1)[1])
     production = org.ou("Production")
     org.ou("Europe", production)
     staging = org.ou("Staging")
@@ -218,6 +225,7 @@ async def build_world(stubs: Stubs, org: Org, db: asyncpg.Connection) -> World:
     world.scratch_snapshot = org.expected()
     await world.refresh()
     await record_failure(world)
+    await restore_queue_status(world, b"")  # the scratch integration's queue is followed
 
     # Sharing: a grant on a folder and a connection, a folder and a connection attached.
     await stubs.permissions.SetPermissions(
@@ -461,6 +469,20 @@ async def record_failure(world: World) -> None:
     await world.stubs.tree.ApplyDiscoverySnapshot(_apply_failure(world), metadata=SYSTEM)
 
 
+QUEUE_FOLLOWED = ipb.EventQueueStatus(state=ipb.EVENT_QUEUE_STATE_FOLLOWING)
+
+
+def _report_queue(w: World) -> Message:
+    """Discovery's report that it follows the scratch integration's queue."""
+    return trpc.ApplyDiscoverySnapshotRequest(
+        integration_id=w.scratch.id, event_queue_status=QUEUE_FOLLOWED
+    )
+
+
+async def restore_queue_status(world: World, _reply: bytes) -> None:
+    await world.stubs.tree.ApplyDiscoverySnapshot(_report_queue(world), metadata=SYSTEM)
+
+
 async def restore_broken(world: World, _reply: bytes) -> None:
     await world.refresh()
     await record_failure(world)
@@ -521,6 +543,14 @@ SEEDS: dict[str, list[Seed]] = {
             "member_role_of_integration",
             lambda w: irpc.RenderRoleTemplateRequest(
                 kind=irpc.ROLE_TEMPLATE_KIND_MEMBER_ROLE_STACK_SET, integration_id=w.main.id
+            ),
+        ),
+        Seed(
+            "discovery_role_with_event_queue",
+            lambda w: irpc.RenderRoleTemplateRequest(
+                kind=irpc.ROLE_TEMPLATE_KIND_DISCOVERY_ROLE,
+                integration_id=w.main.id,
+                event_queue=True,
             ),
         ),
     ],
@@ -594,6 +624,13 @@ SEEDS: dict[str, list[Seed]] = {
     "ConnectionTreeService/ApplyDiscoverySnapshot": [
         Seed("same_snapshot", _apply, metadata=SYSTEM, restore=restore_scratch, weight=0.7),
         Seed("failure", _apply_failure, metadata=SYSTEM, restore=restore_broken),
+        Seed(
+            "event_queue_status",
+            _report_queue,
+            metadata=SYSTEM,
+            restore=restore_queue_status,
+            weight=0.5,
+        ),
     ],
     "ConnectionTreeService/WatchTreeEvents": [
         Seed(
@@ -613,7 +650,9 @@ SEEDS: dict[str, list[Seed]] = {
         Seed(
             "access",
             lambda w: drpc.TestDiscoveryAccessRequest(
-                access=ipb.AwsDiscoveryAccess(role_arn=DISCOVERY_ROLE, external_id=EXTERNAL_ID)
+                access=ipb.AwsDiscoveryAccess(
+                    role_arn=DISCOVERY_ROLE, external_id=EXTERNAL_ID, event_queue=EVENT_QUEUE
+                )
             ),
         ),
     ],

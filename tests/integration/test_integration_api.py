@@ -989,6 +989,15 @@ def _set_concurrency(i: pb.Integration) -> None:
     i.crawl_limits.max_concurrency = 7
 
 
+EVENT_QUEUE = "https://sqs.us-east-1.amazonaws.com/111111111111/canopy-org-events"
+
+
+def _set_event_queue(i: pb.Integration) -> None:
+    # The interval set above stays: only an unset one follows the queue.
+    i.discovery_access.event_queue = EVENT_QUEUE
+    i.event_queue_status.state = pb.EVENT_QUEUE_STATE_PENDING
+
+
 FIELD_CHANGES = [
     FieldChange("handle_prefix", pb.Integration(handle_prefix="acme_"), _set_prefix),
     FieldChange(
@@ -1016,6 +1025,17 @@ FIELD_CHANGES = [
             )
         ),
         _set_concurrency,
+    ),
+    FieldChange(
+        "discovery_access.event_queue",
+        pb.Integration(
+            discovery_access=pb.AwsDiscoveryAccess(
+                event_queue="arn:aws:sqs:us-east-1:111111111111:canopy-org-events",
+                # Not in the mask: must not be applied.
+                external_id="t_acme:zzzz9999",
+            )
+        ),
+        _set_event_queue,
     ),
 ]
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import cfnlint.api  # type: ignore[import-untyped]  # cfn-lint ships no type information
 import pytest
 import yaml
+from moto.events.models import EventPattern
 
 from canopy_integration.aws import RoleArn, parse_role_arn
 from canopy_integration.templates import (
@@ -65,6 +67,14 @@ class Variant:
     role_path: str | None
     region: str
     partition: str = "aws"
+    extra_resources: tuple[str, ...] = ()  # beside the role: the event queue option's
+
+
+QUEUE = "CanopyOrganizationEventsQueue"
+DEAD_LETTER = "CanopyOrganizationEventsDeadLetterQueue"
+RULE = "CanopyOrganizationEventsRule"
+QUEUE_POLICY = "CanopyOrganizationEventsQueuePolicy"
+EVENT_RESOURCES = (DEAD_LETTER, QUEUE, RULE, QUEUE_POLICY)
 
 
 VARIANTS = [
@@ -150,12 +160,38 @@ VARIANTS = [
         "aws-cn",
     ),
 ]
+QUEUE_VARIANTS = [
+    Variant(
+        "discovery-with-event-queue",
+        render_discovery_role(
+            "arn:aws:iam::123456789012:role/platform/canopy-discovery",
+            EXTERNAL_ID,
+            TRUSTED,
+            event_queue=True,
+        ),
+        "CanopyDiscoveryRole",
+        "canopy-discovery",
+        "/platform/",
+        "us-east-1",
+        extra_resources=EVENT_RESOURCES,
+    ),
+    Variant(
+        "discovery-longest-name-with-event-queue",
+        render_discovery_role("r" * 64, EXTERNAL_ID, TRUSTED, event_queue=True),
+        "CanopyDiscoveryRole",
+        "r" * 64,
+        None,
+        "us-east-1",
+        extra_resources=EVENT_RESOURCES,
+    ),
+]
+VARIANTS += QUEUE_VARIANTS
 variants = pytest.mark.parametrize("variant", VARIANTS, ids=[v.id for v in VARIANTS])
 
 
 def role_properties(variant: Variant) -> dict[str, Any]:
     resources = parse(variant.template)["Resources"]
-    assert list(resources) == [variant.resource]
+    assert list(resources) == [variant.resource, *variant.extra_resources]
     assert resources[variant.resource]["Type"] == "AWS::IAM::Role"
     properties = resources[variant.resource]["Properties"]
     assert isinstance(properties, dict)
@@ -308,3 +344,204 @@ def test_file_name_for_each_kind(kind: RoleTemplateKind | str, file_name: str) -
 def test_file_name_for_unknown_kind_raises_value_error() -> None:
     with pytest.raises(ValueError, match="UNSPECIFIED"):
         file_name_for("UNSPECIFIED")
+
+
+# The event queue option: the rule, the queues, who may send and who may read.
+
+
+def queued() -> dict[str, Any]:
+    return parse(QUEUE_VARIANTS[0].template)
+
+
+def arn_of(resource: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [resource, "Arn"]}
+
+
+def test_event_queue_template_may_only_be_deployed_in_us_east_1() -> None:
+    (rule,) = queued()["Rules"].values()
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Equals": [{"Ref": "AWS::Region"}, "us-east-1"]}
+    assert "us-east-1" in assertion["AssertDescription"]
+
+
+def test_event_queue_template_says_where_to_deploy_it_that_cloudtrail_is_needed_and_what_next() -> (
+    None
+):
+    description = queued()["Description"]
+    assert "us-east-1" in description
+    assert "CloudTrail" in description
+    assert "discovery_access.event_queue" in description
+
+
+def test_the_rule_sends_the_organizations_structure_changes_and_account_renames_to_the_queue() -> (
+    None
+):
+    rule = queued()["Resources"][RULE]
+    assert rule["Type"] == "AWS::Events::Rule"
+    properties = rule["Properties"]
+    assert (properties["EventBusName"], properties["State"]) == ("default", "ENABLED")
+    pattern = properties["EventPattern"]
+    assert pattern["source"] == ["aws.organizations", "aws.account"]
+    assert pattern["detail-type"] == [
+        "AWS API Call via CloudTrail",
+        "AWS Service Event via CloudTrail",
+    ]
+    assert pattern["detail"]["eventSource"] == [
+        "organizations.amazonaws.com",
+        "account.amazonaws.com",
+    ]
+    assert {
+        "MoveAccount",
+        "CreateAccountResult",
+        "CloseAccountResult",
+        "RemoveAccountFromOrganization",
+        "CreateOrganizationalUnit",
+        "UpdateOrganizationalUnit",
+        "DeleteOrganizationalUnit",
+        "PutAccountName",
+    } <= set(pattern["detail"]["eventName"])
+    assert pattern["detail"]["errorCode"] == [{"exists": False}]
+    (target,) = properties["Targets"]
+    assert target["Arn"] == arn_of(QUEUE)
+    assert "RoleArn" not in target  # an SQS target is allowed by the queue's policy
+
+
+# Events as EventBridge delivers them (trimmed): a MoveAccount captured from a real trail
+# (aws-samples/aws-secure-environment-accelerator), the CreateAccountResult service event of
+# nuvibit's account factory documentation, and AWS's own documentation samples.
+def _event(
+    name: str, detail_type: str = "AWS API Call via CloudTrail", **detail: Any
+) -> dict[str, Any]:
+    source = "aws.account" if name == "PutAccountName" else "aws.organizations"
+    service = "account" if name == "PutAccountName" else "organizations"
+    return {
+        "version": "0",
+        "id": "579d06ba-c104-8760-5882-bd2a3275791d",
+        "detail-type": detail_type,
+        "source": source,
+        "account": "538235518685",
+        "time": "2020-07-28T11:35:28Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {
+            "eventSource": f"{service}.amazonaws.com",
+            "eventName": name,
+            "awsRegion": "us-east-1",
+            **detail,
+        },
+    }
+
+
+DELIVERED = [
+    _event(
+        "MoveAccount",
+        requestParameters={
+            "accountId": "549271133721",
+            "destinationParentId": "ou-yjkv-lmdswesj",
+            "sourceParentId": "ou-yjkv-hhd1qqua",
+        },
+        responseElements=None,
+        eventType="AwsApiCall",
+    ),
+    _event(
+        "CreateAccountResult",
+        "AWS Service Event via CloudTrail",
+        serviceEventDetails={"createAccountStatus": {"state": "SUCCEEDED"}},
+        eventType="AwsServiceEvent",
+    ),
+    _event(
+        "CreateOrganizationalUnit",
+        requestParameters={"parentId": "r-examplerootid", "name": "TestCWEOU"},
+        eventType="AwsApiCall",
+    ),
+    _event("PutAccountName", requestParameters={"accountId": "549271133721"}),
+]
+LEFT_OUT = [
+    # A failed call changes nothing.
+    _event(
+        "AttachPolicy",
+        errorCode="PolicyTypeNotEnabledException",
+        requestParameters={"policyId": "p-examplepolicyid111"},
+    ),
+    _event(
+        "MoveAccount",
+        errorCode="AccessDeniedException",
+        requestParameters={"accountId": "549271133721"},
+    ),
+    # Neither do reads (Canopy's own crawls among them) nor policy changes.
+    _event("ListAccounts"),
+    _event("DescribeAccount"),
+    _event("AttachPolicy"),
+    {**_event("MoveAccount"), "source": "aws.ec2"},
+]
+
+
+def test_the_rule_matches_the_events_that_change_the_tree_and_nothing_else() -> None:
+    # moto's implementation of EventBridge's pattern matching, in process.
+    rule = queued()["Resources"][RULE]["Properties"]
+    pattern = EventPattern.load(json.dumps(rule["EventPattern"]))
+
+    def matched(events: list[dict[str, Any]]) -> list[str]:
+        return [e["detail"]["eventName"] for e in events if pattern.matches_event(e)]  # type: ignore[arg-type]  # a TypedDict in moto's stubs
+
+    assert matched(DELIVERED) == [e["detail"]["eventName"] for e in DELIVERED]
+    assert matched(LEFT_OUT) == []
+
+
+def test_the_queue_moves_a_message_received_5_times_to_a_dead_letter_queue_kept_14_days() -> None:
+    resources = queued()["Resources"]
+    queue = resources[QUEUE]["Properties"]
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": arn_of(DEAD_LETTER),
+        "maxReceiveCount": 5,
+    }
+    assert queue["SqsManagedSseEnabled"] is True
+    assert "FifoQueue" not in queue
+    dead_letter = resources[DEAD_LETTER]["Properties"]
+    assert dead_letter["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_only_the_rule_may_send_to_the_queue() -> None:
+    policy = queued()["Resources"][QUEUE_POLICY]["Properties"]
+    assert policy["Queues"] == [{"Ref": QUEUE}]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == arn_of(QUEUE)
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": arn_of(RULE)}}
+
+
+def test_the_role_may_read_and_delete_from_that_queue_only() -> None:
+    (policy,) = role_properties(QUEUE_VARIANTS[0])["Policies"]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ChangeMessageVisibility",
+    ]
+    assert statement["Resource"] == arn_of(QUEUE)
+
+
+def test_the_stack_outputs_the_queue_url_to_enter_in_the_integration() -> None:
+    outputs = queued()["Outputs"]
+    assert outputs["QueueUrl"]["Value"] == {"Ref": QUEUE}
+    assert "discovery_access.event_queue" in outputs["QueueUrl"]["Description"]
+    assert outputs["QueueArn"]["Value"] == arn_of(QUEUE)
+    assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": DEAD_LETTER}
+
+
+def test_without_the_option_the_discovery_template_has_no_rules_or_queue() -> None:
+    plain = parse(VARIANTS[0].template)
+    assert "Rules" not in plain
+    assert "Policies" not in role_properties(VARIANTS[0])
+    assert set(plain["Outputs"]) == {"RoleArn"}
+
+
+def test_the_event_queue_option_is_refused_outside_the_aws_partition() -> None:
+    with pytest.raises(ValueError, match="partition 'aws'"):
+        render_discovery_role(
+            "canopy-discovery", EXTERNAL_ID, TRUSTED, partition="aws-cn", event_queue=True
+        )

@@ -18,6 +18,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from canopy.discovery.v1 import discovery_pb2 as dpb
+from canopy.discovery.v1 import discovery_service_pb2 as drpc
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.permissions.v1 import permission_service_pb2 as ppb
@@ -121,6 +122,21 @@ def integrations_table(integrations: Iterable[pb.Integration]) -> Table:
     return table
 
 
+def event_queue_check(check: drpc.EventQueueCheck) -> str:
+    """One line on TestDiscoveryAccess's check of the event queue."""
+    if not check.ok:
+        return f"event queue not ok: {check.reason}: {check.message}"
+    line = f"event queue ok: {check.queue_url}"
+    if check.dead_letter_queue_arn:
+        line += (
+            f" (dead-letter queue {check.dead_letter_queue_arn} after "
+            f"{check.max_receive_count} receives)"
+        )
+    if check.reason:
+        line += f"\nwarning: {check.reason}: {check.message}"
+    return line
+
+
 def integration_details(item: pb.Integration) -> Table:
     """Every field of one integration that a person reads, one per line."""
     table = Table.grid(padding=(0, 2))
@@ -130,6 +146,10 @@ def integration_details(item: pb.Integration) -> Table:
     if item.state_reason:
         state = f"{state} ({item.state_reason}): {item.state_message}"
     interval = seconds(item.sync_interval) if item.HasField("sync_interval") else "15m (default)"
+    queue = item.event_queue_status
+    queue_state = enum_label(queue, "state")
+    if queue.reason:
+        queue_state = f"{queue_state} ({queue.reason}): {queue.message}"
     fraction = (
         f"{item.max_delete_fraction:g}" if item.HasField("max_delete_fraction") else "0.5 (default)"
     )
@@ -141,6 +161,8 @@ def integration_details(item: pb.Integration) -> Table:
         ("state", state),
         ("discovery role", item.discovery_access.role_arn),
         ("external id", item.discovery_access.external_id),
+        ("event queue", item.discovery_access.event_queue or "(none: syncs on the schedule only)"),
+        ("event queue status", queue_state),
         ("member role", item.member_access.role_name),
         ("member external id", item.member_access.external_id or "(the discovery role's)"),
         ("handle prefix", item.handle_prefix),

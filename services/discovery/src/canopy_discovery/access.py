@@ -1,7 +1,8 @@
-"""Access tests: can the platform assume the discovery role and read the organization, and can it
-assume the member role in given accounts? Each answers with what is wrong, never an exception
-for an AWS problem, so a user can fix their trust policy or external id before the first sync.
-Also: whose are the platform's own credentials, and do the role templates trust that account?
+"""Access tests: can the platform assume the discovery role and read the organization (and its
+event queue), and can it assume the member role in given accounts? Each answers with what is
+wrong, never an exception for an AWS problem, so a user can fix their trust policy or external
+id before the first sync. Also: whose are the platform's own credentials, and do the role
+templates trust that account?
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from canopy_core.event_queues import event_queue_problem, parse_event_queue
 from canopy_discovery.aws import (
     ACCESS_DENIED,
     OTHER,
@@ -25,9 +27,16 @@ from canopy_discovery.aws import (
     organizations_client,
     platform_session,
 )
+from canopy_discovery.queue_access import (
+    EVENT_QUEUE_ERROR,
+    QueueCheck,
+    check_event_queue,
+    not_checked,
+)
 
 # One access test never waits longer than this for one AWS call.
 CALL_TIMEOUT = 15.0
+EVENT_QUEUE = "EVENT_QUEUE"  # the role works, its queue does not
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class AccessResult:
     message: str = ""
     platform_account_id: str = ""  # whose credentials discovery calls STS with
     trusted_account_id: str = ""  # the account the role templates trust
+    event_queue: QueueCheck | None = None  # with a queue to check
 
 
 @dataclass(frozen=True)
@@ -110,9 +120,51 @@ def with_trust_check(result: AccessResult, platform: str, trusted: str) -> Acces
     return replace(result, ok=False, reason=TRUSTED_ACCOUNT_MISMATCH, message=message)
 
 
-async def test_discovery_access(aws: AwsSettings, role_arn: str, external_id: str) -> AccessResult:
-    """Assume the discovery role and read the organization and its root, as a crawl would."""
+def with_queue_check(result: AccessResult) -> AccessResult:
+    """A role test's result failed EVENT_QUEUE when the role works but its queue does not."""
+    queue = result.event_queue
+    if not result.ok or queue is None or queue.ok:
+        return result
+    message = "the discovery role works, but discovery cannot follow its event queue: "
+    return replace(result, ok=False, reason=EVENT_QUEUE, message=message + queue.message)
+
+
+async def test_discovery_access(
+    aws: AwsSettings,
+    role_arn: str,
+    external_id: str,
+    event_queue: str = "",  # noqa: PT028 - not a test: the name is the RPC's
+) -> AccessResult:
+    """Assume the discovery role and read the organization and its root, as a crawl would, and
+    the attributes of its `event_queue` (URL or ARN) if it has one."""
+    result = await _test_role(aws, role_arn, external_id)
+    if not event_queue:
+        return result.access
+    problem = event_queue_problem(event_queue, aws.partition)
+    if problem is not None:  # stored before the deployment moved to another partition
+        queue = QueueCheck(
+            event_queue, ok=False, reason=EVENT_QUEUE_ERROR, message=problem.description
+        )
+        return replace(result.access, event_queue=queue)
+    parsed = parse_event_queue(event_queue, aws.partition)
+    if result.session is None:
+        why = f"the discovery role could not be assumed ({result.access.reason})"
+        queue = not_checked(parsed, why)
+    else:
+        role_account = role_arn.split(":")[4]
+        queue = await check_event_queue(result.session, aws, parsed, role_account)
+    return replace(result.access, event_queue=queue)
+
+
+@dataclass(frozen=True)
+class _RoleTest:
+    access: AccessResult
+    session: Any  # the role's session, if it could be assumed
+
+
+async def _test_role(aws: AwsSettings, role_arn: str, external_id: str) -> _RoleTest:
     account_id = ""
+    session = None
     try:
         async with asyncio.timeout(4 * CALL_TIMEOUT):
             session = await assumed_session(aws, role_arn, external_id)
@@ -128,23 +180,26 @@ async def test_discovery_access(aws: AwsSettings, role_arn: str, external_id: st
                     raise
     except Exception as error:
         failure = classify(error)  # a DiscoveryFailure stays itself
-        return AccessResult(
+        access = AccessResult(
             ok=False, account_id=account_id, reason=failure.reason, message=failure.message
         )
+        return _RoleTest(access, session if account_id else None)
     if not roots:
-        return AccessResult(
+        access = AccessResult(
             ok=False,
             account_id=account_id,
             reason=OTHER,
             message="ListRoots answered with no root",
         )
-    return AccessResult(
+        return _RoleTest(access, session)
+    access = AccessResult(
         ok=True,
         account_id=account_id,
         organization_id=organization["Id"],
         management_account_id=organization.get("MasterAccountId", ""),
         root_id=roots[0]["Id"],
     )
+    return _RoleTest(access, session)
 
 
 async def _member_access(

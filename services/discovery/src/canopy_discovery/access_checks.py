@@ -1,5 +1,6 @@
-"""TestDiscoveryAccess and TestMemberAccess: who may ask, and about which roles; and whether the
-role templates trust the account of the credentials discovery really uses."""
+"""TestDiscoveryAccess and TestMemberAccess: who may ask, and about which roles (and event
+queues); and whether the role templates trust the account of the credentials discovery really
+uses."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Awaitable
 from canopy_core.auth import Principal
 from canopy_core.directory import Directory
 from canopy_core.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
+from canopy_core.event_queues import event_queue_problem
 from canopy_discovery import access
 from canopy_discovery.aws import UNSUPPORTED_PARTITION, AwsSettings, DiscoveryFailure
 from canopy_discovery.integration_client import IntegrationClient
@@ -33,13 +35,20 @@ async def _platform_account(aws: AwsSettings) -> str:
 
 
 async def _checked(
-    aws: AwsSettings, role_arn: str, external_id: str, trusted: Awaitable[str]
+    aws: AwsSettings,
+    role_arn: str,
+    external_id: str,
+    trusted: Awaitable[str],
+    event_queue: str = "",
 ) -> access.AccessResult:
-    """The role test, with the accounts of discovery's credentials and of the templates."""
+    """The role test (and its queue's), with the accounts of discovery's credentials and of
+    the templates."""
     result, platform, trusted_account = await asyncio.gather(
-        access.test_discovery_access(aws, role_arn, external_id), _platform_account(aws), trusted
+        access.test_discovery_access(aws, role_arn, external_id, event_queue),
+        _platform_account(aws),
+        trusted,
     )
-    return access.with_trust_check(result, platform, trusted_account)
+    return access.with_queue_check(access.with_trust_check(result, platform, trusted_account))
 
 
 async def discovery_access_for_integration(
@@ -51,7 +60,7 @@ async def discovery_access_for_integration(
     integration = await integrations.get_integration(integration_id)
     trusted = integrations.trusted_account_id(integration_id=integration_id)
     role = integration.discovery_access
-    return await _checked(aws, role.role_arn, role.external_id, trusted)
+    return await _checked(aws, role.role_arn, role.external_id, trusted, role.event_queue)
 
 
 async def platform_credentials(aws: AwsSettings) -> access.AccessResult:
@@ -67,9 +76,11 @@ async def discovery_access_for_role(
     principal: Principal,
     role_arn: str,
     external_id: str,
+    event_queue: str = "",
 ) -> access.AccessResult:
-    """Test a role before an integration exists; the external id must be the caller's scope's
-    (else Canopy would be a confused deputy, probing roles with someone else's external id)."""
+    """Test a role (and its queue) before an integration exists; the external id must be the
+    caller's scope's (else Canopy would be a confused deputy, probing roles with someone else's
+    external id)."""
     found = []
     reason = None
     arn = ROLE_ARN.match(role_arn)
@@ -89,6 +100,11 @@ async def discovery_access_for_role(
         found.append(
             FieldViolation("access.external_id", "must be '<tenant or org id>:<8 of [a-z0-9]>'")
         )
+    queue_problem = event_queue_problem(event_queue, aws.partition) if event_queue else None
+    if queue_problem is not None:
+        found.append(FieldViolation("access.event_queue", queue_problem.description))
+        if queue_problem.wrong_partition:
+            reason = UNSUPPORTED_PARTITION
     if found:
         raise InvalidArgument(found, reason=reason)
     assert owner is not None
@@ -111,7 +127,7 @@ async def discovery_access_for_role(
     trusted = integrations.trusted_account_id(
         role_name=role_arn.rsplit("/", 1)[-1], external_id=external_id
     )
-    return await _checked(aws, role_arn, external_id, trusted)
+    return await _checked(aws, role_arn, external_id, trusted, event_queue)
 
 
 async def member_access(

@@ -20,6 +20,7 @@ from canopy_discovery.access import AccessResult
 from canopy_discovery.aws import AwsSettings
 from canopy_discovery.convert import run_to_proto
 from canopy_discovery.integration_client import IntegrationClient
+from canopy_discovery.queue_access import QueueCheck
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,20 @@ def _reason(name: str) -> pb.AccessFailureReason.ValueType:
         return pb.ACCESS_FAILURE_REASON_OTHER
 
 
+def _queue_reply(check: QueueCheck | None) -> rpc.EventQueueCheck | None:
+    if check is None:
+        return None
+    return rpc.EventQueueCheck(
+        queue_url=check.queue_url,
+        ok=check.ok,
+        reason=check.reason,
+        message=check.message,
+        queue_arn=check.queue_arn,
+        dead_letter_queue_arn=check.dead_letter_queue_arn,
+        max_receive_count=check.max_receive_count,
+    )
+
+
 def _access_reply(result: AccessResult) -> rpc.TestDiscoveryAccessResponse:
     return rpc.TestDiscoveryAccessResponse(
         ok=result.ok,
@@ -52,6 +67,7 @@ def _access_reply(result: AccessResult) -> rpc.TestDiscoveryAccessResponse:
         message=result.message,
         platform_account_id=result.platform_account_id,
         trusted_account_id=result.trusted_account_id,
+        event_queue=_queue_reply(result.event_queue),
     )
 
 
@@ -77,6 +93,7 @@ class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
                 current_principal(),
                 request.access.role_arn,
                 request.access.external_id,
+                request.access.event_queue,
             )
         elif which == "platform_credentials":
             current_principal()  # any authenticated caller

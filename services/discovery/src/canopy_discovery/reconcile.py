@@ -29,6 +29,7 @@ from canopy.integration.v1 import integration_pb2 as ipb
 from canopy_core.db import Database
 from canopy_core.directory import Directory
 from canopy_core.errors import CanopyError, NotFound, Unavailable
+from canopy_core.event_queues import sync_interval_seconds
 from canopy_core.eventlog import EventLog
 from canopy_discovery import store
 from canopy_discovery.integration_client import IntegrationClient
@@ -132,7 +133,7 @@ class Reconciler:
                     integration_id,
                     integration.tenant_id,
                     integration.scope.org_id or None,
-                    int(integration.sync_interval.ToTimedelta().total_seconds()) or 900,
+                    sync_interval_seconds(integration),
                     Trigger.RECONCILED,
                 )
             done.scheduled.append(integration_id)
@@ -171,7 +172,7 @@ class Reconciler:
                         integration.id,
                         integration.tenant_id,
                         integration.scope.org_id or None,
-                        int(integration.sync_interval.ToTimedelta().total_seconds()) or 900,
+                        sync_interval_seconds(integration),
                         Trigger.RECONCILED,
                     )
                 done.resumed.append(integration.id)

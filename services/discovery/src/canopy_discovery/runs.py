@@ -17,6 +17,7 @@ from canopy_core.auth import Principal
 from canopy_core.db import Database
 from canopy_core.directory import Directory
 from canopy_core.errors import CanopyError, NotFound, PermissionDenied
+from canopy_core.event_queues import sync_interval_seconds
 from canopy_core.eventlog import EventLog, NewEvent
 from canopy_core.ids import new_id
 from canopy_core.pagination import PagePosition, PageTokens, page_size
@@ -165,7 +166,7 @@ async def scope_of(
     org_id = integration.scope.org_id or None
     if not principal.is_member(tenant_id, org_id):
         raise _denied(principal, f"integration {integration_id}")
-    return tenant_id, org_id, int(integration.sync_interval.ToTimedelta().total_seconds())
+    return tenant_id, org_id, sync_interval_seconds(integration)
 
 
 async def sync_integration(

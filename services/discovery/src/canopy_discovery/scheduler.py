@@ -27,6 +27,7 @@ from canopy.integration.v1 import integration_pb2 as ipb
 from canopy_core.db import Database, is_connection_error
 from canopy_core.directory import Directory
 from canopy_core.errors import Aborted, CanopyError, NotFound
+from canopy_core.event_queues import sync_interval_seconds
 from canopy_core.eventlog import EventLog
 from canopy_core.ids import new_id
 from canopy_discovery import store
@@ -300,7 +301,7 @@ class Scheduler:
             suspension.reason,
             extra={"integration_id": integration.id, "reason": suspension.reason},
         )
-        interval = int(integration.sync_interval.ToTimedelta().total_seconds()) or 900
+        interval = sync_interval_seconds(integration)
         async with self.db.transaction() as conn:
             await cancel_active_runs(
                 conn, self.log, integration.id, suspension.reason, suspension.message
@@ -404,7 +405,7 @@ class Scheduler:
             final = replace(
                 final, state=RunState.FAILED, failure_reason=reason, failure_message=message
             )
-        interval = int(integration.sync_interval.ToTimedelta().total_seconds()) or 900
+        interval = sync_interval_seconds(integration)
         async with self.db.transaction() as conn:
             # Schedule row, then run: the order every transaction takes them in.
             await store.get_schedule(conn, integration.id, for_update=True)

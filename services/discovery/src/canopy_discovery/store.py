@@ -89,7 +89,8 @@ async def set_schedule(
     active_run_id: str | object | None = ...,
     interval_seconds: int | None = None,
 ) -> None:
-    """Change some fields of a schedule row."""
+    """Change some fields of a schedule row. A new interval also brings the next run forward
+    to at most one interval from now (a shorter interval applies at once)."""
     sets: list[str] = []
     args: list[object] = [integration_id]
     if due_now:
@@ -103,6 +104,9 @@ async def set_schedule(
     if interval_seconds is not None:
         args.append(interval_seconds)
         sets.append(f"interval_seconds = ${len(args)}")
+        if not due_now and next_run_at is None:
+            soonest = f"now() + ${len(args)}::integer * interval '1 second'"
+            sets.append(f"next_run_at = LEAST(next_run_at, {soonest})")
     if sets:
         await conn.execute(
             f"UPDATE schedules SET {', '.join(sets)}, updated_at = now() WHERE integration_id = $1",

@@ -13,6 +13,7 @@ from canopy.integration.v1 import integration_pb2 as ipb
 from canopy_core.consumer import Cursor, consume
 from canopy_core.db import Database
 from canopy_core.errors import OutOfRange
+from canopy_core.event_queues import sync_interval_seconds
 from canopy_core.eventlog import EventLog
 from canopy_discovery import store
 from canopy_discovery.integration_client import IntegrationClient
@@ -22,12 +23,15 @@ from canopy_discovery.runs import cancel_integration, request_sync
 log = logging.getLogger(__name__)
 
 CURSOR = Cursor("integration-tree-events")
-# Changes after which the organization must be crawled again at once.
+# Changes after which the organization must be crawled again at once. `discovery_access` names
+# a change of the discovery role or its external id; a change of the event queue alone is
+# `discovery_access.event_queue` (and `sync_interval` when it changes the default interval):
+# the organization has not changed, so it is not crawled again for it.
 RESYNC_FIELDS = frozenset({"discovery_access", "member_access", "connection_config"})
 
 
 def _interval(integration: ipb.Integration) -> int:
-    return int(integration.sync_interval.ToTimedelta().total_seconds()) or 900
+    return sync_interval_seconds(integration)
 
 
 async def handle_events(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection
-from datetime import timedelta
 
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
@@ -26,11 +25,18 @@ from canopy_integration.convert import (
     integration_to_proto,
     limits_from_proto,
     permissions_from_proto,
+    report_from_proto,
     snapshot_from_proto,
 )
 from canopy_integration.events import decode
 from canopy_integration.integrations import Context, NewIntegration
-from canopy_integration.model import Integration, RootFolderPermissions, Scope, Snapshot
+from canopy_integration.model import (
+    EventQueueReport,
+    Integration,
+    RootFolderPermissions,
+    Scope,
+    Snapshot,
+)
 from canopy_integration.tree_paths import folder_paths
 from canopy_integration.watch import watch_tree_events
 
@@ -57,6 +63,7 @@ def integration_from_proto(
         handle=message.handle,
         discovery_role_arn=message.discovery_access.role_arn,
         discovery_external_id=message.discovery_access.external_id,
+        event_queue=message.discovery_access.event_queue,
         member_role_name=message.member_access.role_name,
         member_external_id=message.member_access.external_id,
         handle_prefix=message.handle_prefix,
@@ -64,7 +71,7 @@ def integration_from_proto(
         sync_interval=(
             to_timedelta(message.sync_interval, "integration.sync_interval")
             if message.HasField("sync_interval") and covered("sync_interval")
-            else timedelta(minutes=15)
+            else None
         ),
         max_delete_fraction=(
             message.max_delete_fraction if message.HasField("max_delete_fraction") else 0.5
@@ -197,6 +204,7 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
             request.role_name,
             request.external_id,
             request.integration_id,
+            request.event_queue,
         )
         return rpc.RenderRoleTemplateResponse(
             template_yaml=rendered,
@@ -318,13 +326,15 @@ class ConnectionTreeApi(tree_grpc.ConnectionTreeServiceServicer):
         self, request: tree_rpc.ApplyDiscoverySnapshotRequest, context: RpcContext
     ) -> tree_rpc.ApplyDiscoverySnapshotResponse:
         which = request.WhichOneof("outcome")
-        outcome: Snapshot | Failure | Suspension | None = None
+        outcome: Snapshot | Failure | Suspension | EventQueueReport | None = None
         if which == "snapshot":
             outcome = snapshot_from_proto(request.snapshot)
         elif which == "failure":
             outcome = Failure(request.failure.reason, request.failure.message)
         elif which == "suspension":
             outcome = Suspension(request.suspension.reason, request.suspension.message)
+        elif which == "event_queue_status":
+            outcome = report_from_proto(request.event_queue_status)
         result = await apply.apply_outcome(
             self.ctx,
             current_principal(),

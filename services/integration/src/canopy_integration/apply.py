@@ -3,9 +3,10 @@
 A complete snapshot is diffed against the stored tree (`tree_diff.plan_snapshot`) and every
 change and its event are written in one transaction; an unchanged snapshot writes nothing; a
 failure changes nothing but the integration's state (ERROR), nor does a suspension (SUSPENDED:
-discovery stopped syncing, e.g. the plan no longer allows the integration). Two applies of one
-integration cannot interleave: each names the tree generation it was computed against (a
-suspension, computed against no tree, names none).
+discovery stopped syncing, e.g. the plan no longer allows the integration), nor a report on the
+event queue (its `event_queue_status`). Two applies of one integration cannot interleave: each
+names the tree generation it was computed against (a suspension or a queue report, computed
+against no tree, names none).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from canopy_core import requests
 from canopy_core.auth import Principal
 from canopy_core.errors import InvalidArgument
 from canopy_core.ids import new_id
-from canopy_integration import store
+from canopy_integration import event_queue, store
 from canopy_integration.convert import integration_to_proto
 from canopy_integration.errors import GenerationMismatch
 from canopy_integration.events import TreeEvents
 from canopy_integration.integrations import Context, check_id, missing
-from canopy_integration.model import Integration, IntegrationState, Snapshot
+from canopy_integration.model import EventQueueReport, Integration, IntegrationState, Snapshot
 from canopy_integration.tree_diff import (
     TreePlan,
     plan_snapshot,
@@ -47,6 +48,7 @@ class ApplyOutcome(enum.Enum):
     NEEDS_CONFIRMATION = "NEEDS_CONFIRMATION"
     FAILURE_RECORDED = "FAILURE_RECORDED"
     SUSPENSION_RECORDED = "SUSPENSION_RECORDED"
+    EVENT_QUEUE_STATUS_RECORDED = "EVENT_QUEUE_STATUS_RECORDED"
 
 
 @dataclass(frozen=True)
@@ -81,21 +83,26 @@ async def apply_outcome(
     principal: Principal,
     integration_id: str,
     expected_generation: int,
-    outcome: Snapshot | Failure | Suspension | None,
+    outcome: Snapshot | Failure | Suspension | EventQueueReport | None,
     confirm_deletions: bool,
     request: rpc.ApplyDiscoverySnapshotRequest,
 ) -> ApplyResult | rpc.ApplyDiscoverySnapshotResponse:
-    """Apply a snapshot, or record a failure or a suspension (system callers only)."""
+    """Apply a snapshot, or record a failure, a suspension or a report on the event queue
+    (system callers only)."""
     principal.require_system()
     check_id("integration_id", integration_id, "i")
     if outcome is None:
-        raise InvalidArgument.field("outcome", "send a snapshot, a failure or a suspension")
+        raise InvalidArgument.field(
+            "outcome", "send a snapshot, a failure, a suspension or an event_queue_status"
+        )
     if isinstance(outcome, Failure):
         if not FAILURE_REASON.match(outcome.reason):
             raise InvalidArgument.field("failure.reason", "must be an UPPER_SNAKE code")
     elif isinstance(outcome, Suspension):
         if not FAILURE_REASON.match(outcome.reason):
             raise InvalidArgument.field("suspension.reason", "must be an UPPER_SNAKE code")
+    elif isinstance(outcome, EventQueueReport):
+        event_queue.check_report(outcome)
     else:
         validate_snapshot(outcome)
     if expected_generation < 0:
@@ -117,7 +124,7 @@ async def apply_outcome(
         if integration is None:
             raise await missing(conn, principal, "integration", integration_id)
         if (
-            not isinstance(outcome, Suspension)
+            not isinstance(outcome, Suspension | EventQueueReport)
             and expected_generation != integration.tree_generation
         ):
             raise GenerationMismatch(
@@ -126,6 +133,8 @@ async def apply_outcome(
 
         if isinstance(outcome, Failure):
             result = await _record_failure(ctx, conn, integration, outcome)
+        elif isinstance(outcome, EventQueueReport):
+            result = await _record_report(ctx, conn, integration, outcome)
         elif isinstance(outcome, Suspension):
             result = await _record_state(
                 ctx,
@@ -147,6 +156,19 @@ async def apply_outcome(
                 apply_response(result),
             )
         return result
+
+
+async def _record_report(
+    ctx: Context, conn: asyncpg.Connection, integration: Integration, report: EventQueueReport
+) -> ApplyResult:
+    """The report as the integration's event queue status; ignored without a queue."""
+    after = await event_queue.record_report(ctx.log, conn, integration, report)
+    if after is None:
+        return ApplyResult(ApplyOutcome.UNCHANGED, TreePlan(), 0, 0, integration)
+    recorded = ApplyOutcome.EVENT_QUEUE_STATUS_RECORDED
+    if after is integration:  # already the status
+        return ApplyResult(recorded, TreePlan(), 0, 0, integration)
+    return ApplyResult(recorded, TreePlan(), 2, 1, after)
 
 
 async def _record_failure(

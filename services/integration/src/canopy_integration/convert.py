@@ -19,6 +19,9 @@ from canopy_integration.model import (
     CrawlLimits,
     DeletionReason,
     EffectiveConfig,
+    EventQueueReport,
+    EventQueueState,
+    EventQueueStatus,
     Folder,
     FolderKind,
     Grantee,
@@ -245,6 +248,7 @@ def integration_to_proto(integration: Integration) -> pb.Integration:
         discovery_access=pb.AwsDiscoveryAccess(
             role_arn=integration.discovery_role_arn,
             external_id=integration.discovery_external_id,
+            event_queue=integration.event_queue,
         ),
         member_access=pb.AwsMemberAccess(
             role_name=integration.member_role_name,
@@ -252,7 +256,7 @@ def integration_to_proto(integration: Integration) -> pb.Integration:
         ),
         handle_prefix=integration.handle_prefix,
         connection_config=config_to_proto(integration.connection_config),
-        sync_interval=duration(integration.sync_interval),
+        sync_interval=duration(integration.effective_sync_interval),
         max_delete_fraction=integration.max_delete_fraction,
         crawl_limits=limits_to_proto(integration.crawl_limits),
         root_folder_id=integration.root_folder_id,
@@ -262,8 +266,29 @@ def integration_to_proto(integration: Integration) -> pb.Integration:
         create_time=timestamp(integration.create_time),
         update_time=timestamp(integration.update_time),
         etag=integration.etag,
+        event_queue_status=event_queue_status_to_proto(integration.event_queue_status),
     )
     return message
+
+
+def report_from_proto(message: pb.EventQueueStatus) -> EventQueueReport:
+    """Discovery's report on an event queue; a state it may not report (or unknown) is None."""
+    try:
+        name = pb.EventQueueState.Name(message.state).removeprefix("EVENT_QUEUE_STATE_")
+        state: EventQueueState | None = EventQueueState(name)
+    except ValueError:
+        state = None
+    return EventQueueReport(state, message.reason, message.message)
+
+
+def event_queue_status_to_proto(status: EventQueueStatus) -> pb.EventQueueStatus:
+    """The proto of an event queue's status."""
+    return pb.EventQueueStatus(
+        state=pb.EventQueueState.Value(f"EVENT_QUEUE_STATE_{status.state.value}"),
+        reason=status.reason,
+        message=status.message,
+        update_time=timestamp(status.update_time),
+    )
 
 
 def folder_to_proto(folder: Folder, path: Sequence[str] = ()) -> tree_pb.Folder:

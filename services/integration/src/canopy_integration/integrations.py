@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 
 import asyncpg
 
@@ -28,9 +27,9 @@ from canopy_core.errors import (
 from canopy_core.eventlog import EventLog
 from canopy_core.ids import id_pattern, new_id
 from canopy_core.pagination import PagePosition, PageTokens, page_size
-from canopy_core.validation import HANDLE, HANDLE_RULE, Violations
-from canopy_integration import aws, handles, initial_permissions, store
-from canopy_integration.config import apply_config_mask, effective_config, validate_config
+from canopy_core.validation import Violations
+from canopy_integration import event_queue, handles, initial_permissions, store
+from canopy_integration.config import apply_config_mask, effective_config
 from canopy_integration.convert import integration_to_proto
 from canopy_integration.errors import ConfirmationMismatch, HandleTaken, PlanNotEligible
 from canopy_integration.events import TreeEvents
@@ -46,9 +45,7 @@ from canopy_integration.model import (
 from canopy_integration.reads import ConnectionReads
 from canopy_integration.tree_paths import folder_paths
 from canopy_integration.trusted_account import TrustedAccount
-
-MIN_SYNC_INTERVAL = timedelta(minutes=1)
-MAX_SYNC_INTERVAL = timedelta(hours=24)
+from canopy_integration.validation import validate_access, validate_settings
 
 WRITABLE_PATHS = frozenset(
     {
@@ -57,6 +54,7 @@ WRITABLE_PATHS = frozenset(
         "discovery_access",
         "discovery_access.role_arn",
         "discovery_access.external_id",
+        "discovery_access.event_queue",
         "member_access",
         "member_access.role_name",
         "member_access.external_id",
@@ -86,6 +84,7 @@ OUTPUT_ONLY_PATHS = frozenset(
         "create_time",
         "update_time",
         "etag",
+        "event_queue_status",
     }
 )
 
@@ -122,102 +121,6 @@ class NewIntegration:
     scope_tenant_id: str | None
     scope_org_id: str | None
     permissions: RootFolderPermissions | None  # None: given without a known mode
-
-
-# -- validation (pure) -----------------------------------------------------------------------
-
-
-def validate_access(
-    integration: Integration, owner_id: str, partition: str, path: str, found: list[FieldViolation]
-) -> str | None:
-    """Role ARN (in the deployment's partition), role name and external ids; returns a reason
-    code for an owner mismatch or another partition.
-
-    With no owner (the scope itself is missing) external ids are checked for form only.
-    """
-
-    def owner_of(external_id: str) -> str:
-        return owner_id or external_id.partition(":")[0]
-
-    reason = None
-    problem = aws.role_arn_problem(integration.discovery_role_arn)
-    if problem is None:
-        problem = aws.partition_problem(integration.discovery_role_arn, partition)
-        reason = aws.UNSUPPORTED_PARTITION if problem else None
-    if problem:
-        found.append(FieldViolation(f"{path}.discovery_access.role_arn", problem))
-    description, why = aws.external_id_problem(
-        integration.discovery_external_id, owner_of(integration.discovery_external_id)
-    )
-    if description:
-        found.append(FieldViolation(f"{path}.discovery_access.external_id", description))
-        reason = why if why == "EXTERNAL_ID_OWNER_MISMATCH" else reason
-    problem = aws.role_name_problem(integration.member_role_name)
-    if problem:
-        found.append(FieldViolation(f"{path}.member_access.role_name", problem))
-    if integration.member_external_id:
-        description, why = aws.external_id_problem(
-            integration.member_external_id, owner_of(integration.member_external_id)
-        )
-        if description:
-            found.append(FieldViolation(f"{path}.member_access.external_id", description))
-            reason = why if why == "EXTERNAL_ID_OWNER_MISMATCH" else reason
-    return reason
-
-
-def validate_settings(
-    integration: Integration, path: str, found: list[FieldViolation], only: Sequence[str] = ()
-) -> None:
-    """Handle, prefix, connection settings, interval, guard and crawl limits."""
-
-    def checking(name: str) -> bool:
-        return not only or any(p == name or p.startswith(f"{name}.") for p in only)
-
-    if checking("handle") and not HANDLE.match(integration.handle):
-        found.append(FieldViolation(f"{path}.handle", HANDLE_RULE))
-    if checking("handle_prefix"):
-        problem = handles.prefix_problem(integration.handle_prefix)
-        if problem:
-            found.append(FieldViolation(f"{path}.handle_prefix", problem))
-    if checking("connection_config"):
-        collected = Violations()
-        validate_config(
-            integration.connection_config, f"{path}.connection_config", collected, overrides=False
-        )
-        found.extend(collected.found)
-    if checking("sync_interval") and not (
-        MIN_SYNC_INTERVAL <= integration.sync_interval <= MAX_SYNC_INTERVAL
-    ):
-        found.append(
-            FieldViolation(f"{path}.sync_interval", "must be between 1 minute and 24 hours")
-        )
-    if checking("max_delete_fraction") and not 0 <= integration.max_delete_fraction <= 1:
-        found.append(
-            FieldViolation(f"{path}.max_delete_fraction", "must be between 0 (guard off) and 1")
-        )
-    if checking("crawl_limits"):
-        limits = integration.crawl_limits
-        if limits.max_concurrency is not None and not 1 <= limits.max_concurrency <= 64:
-            found.append(
-                FieldViolation(f"{path}.crawl_limits.max_concurrency", "must be between 1 and 64")
-            )
-        if limits.max_requests_per_second is not None and not (
-            0 < limits.max_requests_per_second <= 10_000
-        ):
-            found.append(
-                FieldViolation(
-                    f"{path}.crawl_limits.max_requests_per_second",
-                    "must be above 0 and at most 10000",
-                )
-            )
-        if limits.crawl_timeout is not None and not (
-            timedelta(seconds=10) <= limits.crawl_timeout <= timedelta(hours=1)
-        ):
-            found.append(
-                FieldViolation(
-                    f"{path}.crawl_limits.crawl_timeout", "must be between 10 seconds and 1 hour"
-                )
-            )
 
 
 def _raise(found: list[FieldViolation], reason: str | None = None) -> None:
@@ -352,6 +255,7 @@ async def create_integration(
     )
     _raise(found, reason)
     assert given.permissions is not None
+    new = event_queue.normalized(None, given.integration, ctx.partition)
 
     scope, info = await resolve_scope(
         ctx, principal, given.scope_tenant_id, given.scope_org_id, at="integration.scope"
@@ -391,7 +295,7 @@ async def create_integration(
         )
         created = await store.insert_integration(
             conn,
-            replace(given.integration, id=integration_id, scope=scope, root_folder_id=root.id),
+            replace(new, id=integration_id, scope=scope, root_folder_id=root.id),
         )
         await store.insert_folders(conn, [root])
         stored_root = await store.get_folder(conn, root.id)
@@ -483,6 +387,8 @@ def merge_update(current: Integration, given: Integration, paths: Sequence[str])
                 updated = replace(updated, discovery_role_arn=given.discovery_role_arn)
             if sub in ("", "external_id"):
                 updated = replace(updated, discovery_external_id=given.discovery_external_id)
+            if sub in ("", "event_queue"):
+                updated = replace(updated, event_queue=given.event_queue)
         elif top == "member_access":
             if sub in ("", "role_name"):
                 updated = replace(updated, member_role_name=given.member_role_name)
@@ -514,16 +420,21 @@ _COMPARED = (
     "handle_prefix",
     "discovery_role_arn",
     "discovery_external_id",
+    "event_queue",
     "member_role_name",
     "member_external_id",
     "connection_config",
     "sync_interval",
+    "effective_sync_interval",
     "max_delete_fraction",
     "crawl_limits",
+    "event_queue_status",
 )
 _FIELD_NAMES = {
     "discovery_role_arn": "discovery_access",
     "discovery_external_id": "discovery_access",
+    "event_queue": "discovery_access.event_queue",  # not the role: no resync
+    "effective_sync_interval": "sync_interval",
     "member_role_name": "member_access",
     "member_external_id": "member_access",
 }
@@ -562,6 +473,7 @@ async def update_integration(
             )
         validate_settings(updated, "integration", found, only=paths)
         _raise(found, reason)
+        updated = event_queue.normalized(current, updated, ctx.partition)
         changed = changed_fields(current, updated)
         if not changed:
             return current

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from canopy_core.event_queues import effective_sync_interval
+
 
 class IntegrationState(enum.Enum):
     """Where an integration stands: created, synced, failing, or paused by its plan."""
@@ -19,6 +21,15 @@ class IntegrationState(enum.Enum):
     ENABLED = "ENABLED"
     ERROR = "ERROR"
     SUSPENDED = "SUSPENDED"
+
+
+class EventQueueState(enum.Enum):
+    """Whether discovery follows an integration's event queue."""
+
+    NOT_CONFIGURED = "NOT_CONFIGURED"
+    PENDING = "PENDING"
+    FOLLOWING = "FOLLOWING"
+    FAILING = "FAILING"
 
 
 class FolderKind(enum.Enum):
@@ -141,6 +152,26 @@ class CrawlLimits:
 
 
 @dataclass(frozen=True)
+class EventQueueStatus:
+    """What discovery last reported of an integration's event queue (NOT_CONFIGURED without
+    one, PENDING until discovery reports on a new one)."""
+
+    state: EventQueueState = EventQueueState.NOT_CONFIGURED
+    reason: str = ""
+    message: str = ""
+    update_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventQueueReport:
+    """What discovery says of an integration's queue (an ApplyDiscoverySnapshot outcome)."""
+
+    state: EventQueueState | None  # None: a state discovery may not report
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Integration:
     """An AWS Organization linked at tenant or org scope."""
 
@@ -153,7 +184,7 @@ class Integration:
     member_external_id: str = ""
     handle_prefix: str = ""
     connection_config: ConnectionConfig = field(default_factory=ConnectionConfig)
-    sync_interval: timedelta = timedelta(minutes=15)
+    sync_interval: timedelta | None = None  # None: the default (see effective_sync_interval)
     max_delete_fraction: float = 0.5
     crawl_limits: CrawlLimits = field(default_factory=CrawlLimits)
     state: IntegrationState = IntegrationState.PENDING
@@ -163,9 +194,16 @@ class Integration:
     organization_id: str = ""
     management_account_id: str = ""
     tree_generation: int = 0
+    event_queue: str = ""  # the queue's URL; empty: none
+    event_queue_status: EventQueueStatus = field(default_factory=EventQueueStatus)
     etag: str = ""
     create_time: datetime | None = None
     update_time: datetime | None = None
+
+    @property
+    def effective_sync_interval(self) -> timedelta:
+        """The interval of scheduled crawls in effect: the one set, else the default."""
+        return effective_sync_interval(self.sync_interval, bool(self.event_queue))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from canopy_core.auth import Principal
 from canopy_core.errors import FieldViolation, InvalidArgument
+from canopy_core.event_queues import EVENT_PARTITIONS
 from canopy_integration import aws, templates
 from canopy_integration.errors import UnsupportedPartition
 from canopy_integration.integrations import Context, check_id, readable, resolve_scope
@@ -38,9 +39,24 @@ async def render_role_template(
     role_name: str,
     external_id: str,
     integration_id: str,
+    event_queue: bool = False,
 ) -> tuple[str, str]:
-    """CloudFormation for the discovery role or the member-role StackSet, and the account it
-    trusts. FAILED_PRECONDITION when that account is neither configured nor derivable."""
+    """CloudFormation for the discovery role (with `event_queue`, also the rule and queues of
+    live updates) or the member-role StackSet, and the account it trusts. FAILED_PRECONDITION
+    when that account is neither configured nor derivable."""
+    if event_queue and kind != "discovery":
+        raise InvalidArgument.field(
+            "event_queue",
+            "is for ROLE_TEMPLATE_KIND_DISCOVERY_ROLE only: the rule and queue go "
+            "in the management (or delegated administrator) account, with the discovery role",
+        )
+    if event_queue and ctx.partition not in EVENT_PARTITIONS:
+        raise InvalidArgument.field(
+            "event_queue",
+            f"is not available in partition {ctx.partition!r}: Canopy follows AWS Organizations "
+            f"events in partition {EVENT_PARTITIONS[0]!r} only",
+            reason=aws.UNSUPPORTED_PARTITION,
+        )
     integration = None
     if integration_id:
         check_id("integration_id", integration_id, "i")
@@ -87,7 +103,9 @@ async def render_role_template(
         role: aws.RoleArn | str = (
             role_arn if role_arn is not None and role_arn.name == role_name else role_name
         )
-        rendered = templates.render_discovery_role(role, external_id, trusted, ctx.partition)
+        rendered = templates.render_discovery_role(
+            role, external_id, trusted, ctx.partition, event_queue=event_queue
+        )
     else:
         rendered = templates.render_member_role(role_name, external_id, trusted, ctx.partition)
     return rendered, trusted

@@ -19,6 +19,8 @@ from canopy_integration.convert import (
 from canopy_integration.model import (
     Connection,
     ConnectionRead,
+    EventQueueState,
+    EventQueueStatus,
     Folder,
     FolderKind,
     Integration,
@@ -29,7 +31,8 @@ from canopy_integration.model import (
 _INTEGRATION = """id, tenant_id, org_id, handle, state, state_reason, state_message,
     discovery_role_arn, discovery_external_id, member_role_name, member_external_id,
     handle_prefix, connection_config, sync_interval_seconds, max_delete_fraction, crawl_limits,
-    root_folder_id, organization_id, management_account_id, tree_generation, etag,
+    root_folder_id, organization_id, management_account_id, tree_generation, event_queue,
+    event_queue_state, event_queue_reason, event_queue_message, event_queue_reported_at, etag,
     created_at, updated_at"""
 _FOLDER = """id, integration_id, parent_id, kind, aws_id, title, handle, handle_static, etag,
     created_at, updated_at"""
@@ -52,17 +55,33 @@ def _integration(row: Mapping[str, Any]) -> Integration:
         member_external_id=row["member_external_id"],
         handle_prefix=row["handle_prefix"],
         connection_config=config_from_dict(row["connection_config"]),
-        sync_interval=timedelta(seconds=row["sync_interval_seconds"]),
+        sync_interval=(
+            timedelta(seconds=row["sync_interval_seconds"])
+            if row["sync_interval_seconds"]
+            else None
+        ),
         max_delete_fraction=row["max_delete_fraction"],
         crawl_limits=limits_from_dict(row["crawl_limits"]),
         root_folder_id=row["root_folder_id"],
         organization_id=row["organization_id"],
         management_account_id=row["management_account_id"],
         tree_generation=row["tree_generation"],
+        event_queue=row["event_queue"],
+        event_queue_status=EventQueueStatus(
+            state=EventQueueState(row["event_queue_state"]),
+            reason=row["event_queue_reason"],
+            message=row["event_queue_message"],
+            update_time=row["event_queue_reported_at"],
+        ),
         etag=row["etag"],
         create_time=row["created_at"],
         update_time=row["updated_at"],
     )
+
+
+def _seconds(interval: timedelta | None) -> int:
+    """A sync interval as stored: 0 for unset (the default applies; never a valid interval)."""
+    return int(interval.total_seconds()) if interval is not None else 0
 
 
 def _folder(row: asyncpg.Record) -> Folder:
@@ -117,9 +136,10 @@ async def insert_integration(conn: asyncpg.Connection, i: Integration) -> Integr
         f"""INSERT INTO integrations (id, tenant_id, org_id, handle, state, state_reason,
                 state_message, discovery_role_arn, discovery_external_id, member_role_name,
                 member_external_id, handle_prefix, connection_config, sync_interval_seconds,
-                max_delete_fraction, crawl_limits, root_folder_id, etag)
+                max_delete_fraction, crawl_limits, root_folder_id, event_queue,
+                event_queue_state, etag)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18)
+                $18, $19, $20)
             RETURNING {_INTEGRATION}""",
         i.id,
         i.scope.tenant_id,
@@ -134,10 +154,12 @@ async def insert_integration(conn: asyncpg.Connection, i: Integration) -> Integr
         i.member_external_id,
         i.handle_prefix,
         config_to_dict(i.connection_config),
-        int(i.sync_interval.total_seconds()),
+        _seconds(i.sync_interval),
         i.max_delete_fraction,
         limits_to_dict(i.crawl_limits),
         i.root_folder_id,
+        i.event_queue,
+        i.event_queue_status.state.value,
         new_etag(),
     )
     return _integration(row)
@@ -210,7 +232,9 @@ async def save_integration(conn: asyncpg.Connection, i: Integration) -> Integrat
                 member_role_name = $8, member_external_id = $9, handle_prefix = $10,
                 connection_config = $11, sync_interval_seconds = $12, max_delete_fraction = $13,
                 crawl_limits = $14, organization_id = $15, management_account_id = $16,
-                tree_generation = $17, etag = $18, updated_at = now()
+                tree_generation = $17, event_queue = $18, event_queue_state = $19,
+                event_queue_reason = $20, event_queue_message = $21,
+                event_queue_reported_at = $22, etag = $23, updated_at = now()
             WHERE id = $1 RETURNING {_INTEGRATION}""",
         i.id,
         i.handle,
@@ -223,12 +247,17 @@ async def save_integration(conn: asyncpg.Connection, i: Integration) -> Integrat
         i.member_external_id,
         i.handle_prefix,
         config_to_dict(i.connection_config),
-        int(i.sync_interval.total_seconds()),
+        _seconds(i.sync_interval),
         i.max_delete_fraction,
         limits_to_dict(i.crawl_limits),
         i.organization_id,
         i.management_account_id,
         i.tree_generation,
+        i.event_queue,
+        i.event_queue_status.state.value,
+        i.event_queue_status.reason,
+        i.event_queue_status.message,
+        i.event_queue_status.update_time,
         new_etag(),
     )
     return _integration(row)

@@ -8,6 +8,12 @@ another partition belongs to someone else, so a stack deployed in the wrong part
 instead of trusting a stranger. Every value is written as a JSON string,
 which is also a YAML double-quoted scalar, so no input can change the template's structure; the
 output is the same for the same input.
+
+The discovery role's template can also create what live updates need (`event_queue=True`): an
+EventBridge rule matching the organization's structure changes, the SQS queue it sends them to
+with a dead-letter queue, a queue policy letting only that rule send, and the role's permission
+to read the queue. AWS Organizations records its calls in us-east-1 only, so that stack must be
+deployed there.
 """
 
 from __future__ import annotations
@@ -33,6 +39,41 @@ ROLE_PATH = re.compile(r"^/(?:[A-Za-z0-9_+=,.@-]+/)*\Z", re.ASCII)
 
 DISCOVERY_RESOURCE = "CanopyDiscoveryRole"
 MEMBER_RESOURCE = "CanopyMemberRole"
+QUEUE_RESOURCE = "CanopyOrganizationEventsQueue"
+DEAD_LETTER_RESOURCE = "CanopyOrganizationEventsDeadLetterQueue"
+RULE_RESOURCE = "CanopyOrganizationEventsRule"
+QUEUE_POLICY_RESOURCE = "CanopyOrganizationEventsQueuePolicy"
+
+# The events that may change the tree: accounts created, joined, moved, closed, left or removed;
+# OUs created, renamed or deleted (AWS Organizations); accounts renamed (the Account Management
+# API, when called from this account). Listed by name so that nothing else (policies, tags,
+# Canopy's own reads) reaches the queue; failed calls (`errorCode`) are left out too.
+ORGANIZATIONS_EVENTS = (
+    "AcceptHandshake",
+    "CloseAccount",
+    "CloseAccountResult",
+    "CreateAccount",
+    "CreateAccountResult",
+    "CreateGovCloudAccount",
+    "CreateOrganizationalUnit",
+    "DeleteOrganizationalUnit",
+    "LeaveOrganization",
+    "MoveAccount",
+    "RemoveAccountFromOrganization",
+    "UpdateOrganizationalUnit",
+)
+ACCOUNT_EVENTS = ("PutAccountName",)
+QUEUE_ACTIONS = (
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ChangeMessageVisibility",
+)
+EVENTS_REGION = "us-east-1"
+MAX_RECEIVE_COUNT = 5
+QUEUE_RETENTION_SECONDS = 4 * 24 * 3600
+DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600  # SQS's longest
+VISIBILITY_TIMEOUT_SECONDS = 60
 
 
 class RoleTemplateKind(enum.Enum):
@@ -59,9 +100,12 @@ def render_discovery_role(
     external_id: str,
     trusted_account_id: str,
     partition: str = DEFAULT_PARTITION,
+    *,
+    event_queue: bool = False,
 ) -> str:
     """The template of the discovery role, named by its ARN (with its path) or by its name,
-    trusting `trusted_account_id` of `partition`.
+    trusting `trusted_account_id` of `partition`; with `event_queue`, also the rule, queues
+    and permissions of live updates (partition `aws` only).
 
     A string starting `arn:` is parsed as a role ARN. Raises ValueError for a malformed name,
     ARN, external id, account id or partition, and for an ARN of another partition.
@@ -86,6 +130,16 @@ def render_discovery_role(
         f"{role.name} that Canopy's AWS account {trusted_account_id} assumes, with the "
         "integration's external id, to read the organization's accounts and OUs."
     )
+    if event_queue:
+        if partition != DEFAULT_PARTITION:
+            raise ValueError(f"event queues are for partition {DEFAULT_PARTITION!r} only")
+        description += (
+            f" Deploy it in {EVENTS_REGION}: it also creates an EventBridge rule that sends the "
+            "organization's changes to an SQS queue (with a dead-letter queue) the role may "
+            "read; enter the QueueUrl output in the integration's discovery_access.event_queue. "
+            "The rule sees AWS API calls only while CloudTrail is enabled (a trail logging "
+            f"management events in {EVENTS_REGION})."
+        )
     return _render_role(
         resource=DISCOVERY_RESOURCE,
         description=description,
@@ -96,6 +150,7 @@ def render_discovery_role(
         partition=partition,
         role_description="Lets Canopy discover the accounts and OUs of this AWS Organization.",
         output_description="The ARN of the discovery role, to enter in Canopy.",
+        event_queue=event_queue,
     )
 
 
@@ -138,6 +193,7 @@ def _render_role(
     partition: str,
     role_description: str,
     output_description: str,
+    event_queue: bool = False,
 ) -> str:
     if (problem := role_name_problem(role_name)) is not None:
         raise ValueError(f"role name {role_name!r} {problem}")
@@ -154,6 +210,7 @@ def _render_role(
     return (
         f'AWSTemplateFormatVersion: "2010-09-09"\n'
         f"Description: {_q(description)}\n"
+        f"{_EVENTS_RULES if event_queue else ''}"
         f"Resources:\n"
         f"  {resource}:\n"
         f'    Type: "AWS::IAM::Role"\n'
@@ -174,10 +231,12 @@ def _render_role(
         f"      ManagedPolicyArns:\n"
         f'        - !Sub "arn:${{AWS::Partition}}:iam::aws:policy/ReadOnlyAccess"\n'
         f"      MaxSessionDuration: {MAX_SESSION_DURATION_SECONDS}\n"
+        f"{_EVENTS_POLICY + _EVENTS_RESOURCES if event_queue else ''}"
         f"Outputs:\n"
         f"  RoleArn:\n"
         f"    Description: {_q(output_description)}\n"
         f"    Value: !GetAtt {resource}.Arn\n"
+        f"{_EVENTS_OUTPUTS if event_queue else ''}"
     )
 
 
@@ -185,3 +244,110 @@ def _q(value: str) -> str:
     # A JSON string is a valid YAML double-quoted scalar; ensure_ascii keeps it to escapes
     # YAML 1.1 (PyYAML, CloudFormation) reads the same way.
     return json.dumps(value, ensure_ascii=True)
+
+
+def _list(values: tuple[str, ...], indent: int) -> str:
+    return "".join(f"{' ' * indent}- {_q(v)}\n" for v in values)
+
+
+# What live updates add to the discovery role's template; fixed text (no input reaches it).
+_EVENTS_RULES = (
+    "Rules:\n"
+    "  OrganizationEventsRegion:\n"
+    "    Assertions:\n"
+    f'      - Assert: !Equals [!Ref "AWS::Region", {_q(EVENTS_REGION)}]\n'
+    "        AssertDescription: "
+    + _q(
+        f"Deploy this stack in {EVENTS_REGION}: AWS Organizations delivers its events to "
+        "EventBridge there only."
+    )
+    + "\n"
+)
+_EVENTS_POLICY = (
+    "      Policies:\n"
+    '        - PolicyName: "canopy-organization-events"\n'
+    "          PolicyDocument:\n"
+    '            Version: "2012-10-17"\n'
+    "            Statement:\n"
+    '              - Effect: "Allow"\n'
+    "                Action:\n"
+    + _list(QUEUE_ACTIONS, 18)
+    + f"                Resource: !GetAtt {QUEUE_RESOURCE}.Arn\n"
+)
+_EVENTS_RESOURCES = (
+    f"  {DEAD_LETTER_RESOURCE}:\n"
+    '    Type: "AWS::SQS::Queue"\n'
+    "    Properties:\n"
+    f"      MessageRetentionPeriod: {DEAD_LETTER_RETENTION_SECONDS}\n"
+    "      SqsManagedSseEnabled: true\n"
+    f"  {QUEUE_RESOURCE}:\n"
+    '    Type: "AWS::SQS::Queue"\n'
+    "    Properties:\n"
+    f"      MessageRetentionPeriod: {QUEUE_RETENTION_SECONDS}\n"
+    "      ReceiveMessageWaitTimeSeconds: 20\n"
+    f"      VisibilityTimeout: {VISIBILITY_TIMEOUT_SECONDS}\n"
+    "      SqsManagedSseEnabled: true\n"
+    "      RedrivePolicy:\n"
+    f"        deadLetterTargetArn: !GetAtt {DEAD_LETTER_RESOURCE}.Arn\n"
+    f"        maxReceiveCount: {MAX_RECEIVE_COUNT}\n"
+    f"  {RULE_RESOURCE}:\n"
+    '    Type: "AWS::Events::Rule"\n'
+    "    Properties:\n"
+    "      Description: "
+    + _q("AWS Organizations structure changes and account renames, for Canopy's live updates.")
+    + "\n"
+    '      EventBusName: "default"\n'
+    '      State: "ENABLED"\n'
+    "      EventPattern:\n"
+    "        source:\n"
+    + _list(("aws.organizations", "aws.account"), 10)
+    + '        "detail-type":\n'
+    + _list(("AWS API Call via CloudTrail", "AWS Service Event via CloudTrail"), 10)
+    + "        detail:\n"
+    "          eventSource:\n"
+    + _list(("organizations.amazonaws.com", "account.amazonaws.com"), 12)
+    + "          eventName:\n"
+    + _list(ORGANIZATIONS_EVENTS + ACCOUNT_EVENTS, 12)
+    + "          errorCode:\n"
+    "            - exists: false\n"
+    "      Targets:\n"
+    '        - Id: "canopy-organization-events"\n'
+    f"          Arn: !GetAtt {QUEUE_RESOURCE}.Arn\n"
+    f"  {QUEUE_POLICY_RESOURCE}:\n"
+    '    Type: "AWS::SQS::QueuePolicy"\n'
+    "    Properties:\n"
+    "      Queues:\n"
+    f"        - !Ref {QUEUE_RESOURCE}\n"
+    "      PolicyDocument:\n"
+    '        Version: "2012-10-17"\n'
+    "        Statement:\n"
+    '          - Sid: "OnlyTheRuleSends"\n'
+    '            Effect: "Allow"\n'
+    "            Principal:\n"
+    '              Service: "events.amazonaws.com"\n'
+    '            Action: "sqs:SendMessage"\n'
+    f"            Resource: !GetAtt {QUEUE_RESOURCE}.Arn\n"
+    "            Condition:\n"
+    "              ArnEquals:\n"
+    f'                "aws:SourceArn": !GetAtt {RULE_RESOURCE}.Arn\n'
+)
+_EVENTS_OUTPUTS = (
+    "  QueueUrl:\n"
+    "    Description: "
+    + _q(
+        "The queue of the organization's change events: enter it in the integration's "
+        "discovery_access.event_queue (canopy integrations update ID --event-queue URL)."
+    )
+    + "\n"
+    f"    Value: !Ref {QUEUE_RESOURCE}\n"
+    "  QueueArn:\n"
+    + "    Description: "
+    + _q("The ARN of the same queue (discovery_access.event_queue takes either).")
+    + "\n"
+    f"    Value: !GetAtt {QUEUE_RESOURCE}.Arn\n"
+    "  DeadLetterQueueUrl:\n"
+    "    Description: "
+    + _q(f"Where SQS moves an event after {MAX_RECEIVE_COUNT} failed receives; kept 14 days.")
+    + "\n"
+    f"    Value: !Ref {DEAD_LETTER_RESOURCE}\n"
+)

@@ -33,17 +33,23 @@ def check_access(
     ] = None,
     role_arn: Annotated[str | None, typer.Option(help="A discovery role not saved yet.")] = None,
     external_id: Annotated[str | None, typer.Option(help="Its external id.")] = None,
+    event_queue: Annotated[
+        str | None, typer.Option(help="With --role-arn: an event queue (URL or ARN) to check too.")
+    ] = None,
     members: Annotated[
         bool, typer.Option("--members", help="Also assume the member role in a few accounts.")
     ] = False,
     output: OutputOption = Output.table,
 ) -> None:
-    """Can Canopy assume the discovery role and read the organization? Exits 1 if not."""
-    if integration_id and not (role_arn or external_id):
+    """Can Canopy assume the discovery role, read the organization and follow its event queue?
+    Exits 1 if not."""
+    if integration_id and not (role_arn or external_id or event_queue):
         request = drpc.TestDiscoveryAccessRequest(integration_id=integration_id)
     elif role_arn and external_id and not integration_id:
         request = drpc.TestDiscoveryAccessRequest(
-            access=pb.AwsDiscoveryAccess(role_arn=role_arn, external_id=external_id)
+            access=pb.AwsDiscoveryAccess(
+                role_arn=role_arn, external_id=external_id, event_queue=event_queue or ""
+            )
         )
     else:
         raise typer.BadParameter(
@@ -72,6 +78,8 @@ def check_access(
             )
         else:
             typer.echo(f"not ok: {render.enum_label(reply, 'reason')}: {reply.message}")
+        if reply.HasField("event_queue"):
+            typer.echo(render.event_queue_check(reply.event_queue))
         if member_reply is not None:
             console().print(render.member_access_table(member_reply.results))
     member_failed = member_reply is not None and not all(r.ok for r in member_reply.results)
@@ -87,6 +95,7 @@ def _template(
     integration_id: str | None,
     out: Path | None,
     output: Output,
+    event_queue: bool = False,
 ) -> None:
     reply = clients_of(ctx).integrations.RenderRoleTemplate(
         rpc.RenderRoleTemplateRequest(
@@ -94,6 +103,7 @@ def _template(
             role_name=role_name or "",
             external_id=external_id or "",
             integration_id=integration_id or "",
+            event_queue=event_queue,
         )
     )
     if output == Output.json:
@@ -126,12 +136,20 @@ def template_discovery(
     role_name: RoleNameOption = None,
     external_id: TemplateExternalIdOption = None,
     integration_id: TemplateIntegrationOption = None,
+    event_queue: Annotated[
+        bool,
+        typer.Option(
+            "--event-queue",
+            help="Also create the EventBridge rule and SQS queue of live updates (deploy the "
+            "stack in us-east-1; its QueueUrl output goes in --event-queue of integrations).",
+        ),
+    ] = False,
     out: OutOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """The stack creating the discovery role in the management account."""
     kind = rpc.ROLE_TEMPLATE_KIND_DISCOVERY_ROLE
-    _template(ctx, kind, role_name, external_id, integration_id, out, output)
+    _template(ctx, kind, role_name, external_id, integration_id, out, output, event_queue)
 
 
 @template_app.command("member")

@@ -67,6 +67,13 @@ def integrations_create(
     regions: Annotated[
         str | None, typer.Option(help="Comma-separated regions, wildcards allowed (us-*).")
     ] = None,
+    event_queue: Annotated[
+        str,
+        typer.Option(
+            help="The SQS queue (URL or ARN) of the organization's change events, in us-east-1 "
+            "of the discovery role's account (canopy template discovery --event-queue)."
+        ),
+    ] = "",
     permissions: Annotated[
         Permissions,
         typer.Option(
@@ -80,7 +87,9 @@ def integrations_create(
     integration = pb.Integration(
         handle=handle,
         scope=_scope(tenant, org),
-        discovery_access=pb.AwsDiscoveryAccess(role_arn=role_arn, external_id=external_id),
+        discovery_access=pb.AwsDiscoveryAccess(
+            role_arn=role_arn, external_id=external_id, event_queue=event_queue
+        ),
         member_access=pb.AwsMemberAccess(role_name=member_role),
         handle_prefix=prefix,
     )
@@ -143,6 +152,10 @@ def integrations_update(
     ] = None,
     role_arn: Annotated[str | None, typer.Option(help="A new discovery role ARN.")] = None,
     external_id: Annotated[str | None, typer.Option(help="A new discovery external id.")] = None,
+    event_queue: Annotated[
+        str | None,
+        typer.Option(help='A new event queue (URL or ARN; "" for none: syncs on the schedule).'),
+    ] = None,
     member_role: Annotated[str | None, typer.Option(help="A new member role name.")] = None,
     member_external_id: Annotated[
         str | None, typer.Option(help='The member roles\' external id ("" = the discovery one).')
@@ -151,7 +164,11 @@ def integrations_update(
         str | None, typer.Option(help='Comma-separated regions ("" for the default, *).')
     ] = None,
     sync_interval: Annotated[
-        float | None, typer.Option(help="Seconds between syncs (60 to 86400).")
+        float | None,
+        typer.Option(
+            help="Seconds between full syncs (60 to 86400; default 900, or 86400 with an event "
+            "queue)."
+        ),
     ] = None,
     max_delete_fraction: Annotated[
         float | None,
@@ -174,6 +191,9 @@ def integrations_update(
     if external_id is not None:
         integration.discovery_access.external_id = external_id
         paths.append("discovery_access.external_id")
+    if event_queue is not None:
+        integration.discovery_access.event_queue = event_queue
+        paths.append("discovery_access.event_queue")
     if member_role is not None:
         integration.member_access.role_name = member_role
         paths.append("member_access.role_name")

@@ -139,6 +139,10 @@ class _AccessFailureReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_A
     """
     ACCESS_FAILURE_REASON_UNSUPPORTED_PARTITION: _AccessFailureReason.ValueType  # 10
     """The role is in a partition the deployment does not serve (`CANOPY_AWS_PARTITION`)."""
+    ACCESS_FAILURE_REASON_EVENT_QUEUE: _AccessFailureReason.ValueType  # 11
+    """The role works, but discovery cannot follow the integration's event queue: the response's
+    `event_queue` says why.
+    """
 
 class AccessFailureReason(_AccessFailureReason, metaclass=_AccessFailureReasonEnumTypeWrapper):
     """Why access to an AWS account failed."""
@@ -170,6 +174,10 @@ let discovery in.
 """
 ACCESS_FAILURE_REASON_UNSUPPORTED_PARTITION: AccessFailureReason.ValueType  # 10
 """The role is in a partition the deployment does not serve (`CANOPY_AWS_PARTITION`)."""
+ACCESS_FAILURE_REASON_EVENT_QUEUE: AccessFailureReason.ValueType  # 11
+"""The role works, but discovery cannot follow the integration's event queue: the response's
+`event_queue` says why.
+"""
 Global___AccessFailureReason: _TypeAlias = AccessFailureReason  # noqa: Y015
 
 @_typing.final

@@ -33,7 +33,9 @@ class TestDiscoveryAccessRequest(_message.Message):
     """The discovery access of an existing integration."""
     @_builtins.property
     def access(self) -> _integration_pb2.AwsDiscoveryAccess:
-        """Credentials not saved yet; the external id must name a scope the caller owns."""
+        """Credentials not saved yet; the external id must name a scope the caller owns. With an
+        `event_queue`, the queue is checked too (a malformed one is INVALID_ARGUMENT).
+        """
 
     @_builtins.property
     def platform_credentials(self) -> Global___PlatformCredentials:
@@ -90,10 +92,11 @@ class TestDiscoveryAccessResponse(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     PLATFORM_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     TRUSTED_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_QUEUE_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
-    """True if the role was assumed, the organization and its root were read, and the templates
-    trust the account discovery's credentials belong to (for `platform_credentials`: if their
-    identity was read).
+    """True if the role was assumed, the organization and its root were read, the templates
+    trust the account discovery's credentials belong to, and the event queue (if any) can be
+    followed (for `platform_credentials`: if their identity was read).
     """
     account_id: _builtins.str
     """The account the role lives in, 12 digits; empty if the role could not be assumed."""
@@ -116,6 +119,13 @@ class TestDiscoveryAccessResponse(_message.Message):
     the integration service could say; if it differs from `platform_account_id` the test is not
     ok, with reason TRUSTED_ACCOUNT_MISMATCH.
     """
+    @_builtins.property
+    def event_queue(self) -> Global___EventQueueCheck:
+        """What was found of the event queue, when the integration (or `access`) has one; unset
+        otherwise. When the role works but the queue does not, `ok` is false with reason
+        EVENT_QUEUE.
+        """
+
     def __init__(
         self,
         *,
@@ -128,14 +138,72 @@ class TestDiscoveryAccessResponse(_message.Message):
         message: _builtins.str = ...,
         platform_account_id: _builtins.str = ...,
         trusted_account_id: _builtins.str = ...,
+        event_queue: Global___EventQueueCheck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_queue", b"event_queue"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "management_account_id", b"management_account_id", "message", b"message", "ok", b"ok", "organization_id", b"organization_id", "platform_account_id", b"platform_account_id", "reason", b"reason", "root_id", b"root_id", "trusted_account_id", b"trusted_account_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "event_queue", b"event_queue", "management_account_id", b"management_account_id", "message", b"message", "ok", b"ok", "organization_id", b"organization_id", "platform_account_id", b"platform_account_id", "reason", b"reason", "root_id", b"root_id", "trusted_account_id", b"trusted_account_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TestDiscoveryAccessResponse: _TypeAlias = TestDiscoveryAccessResponse  # noqa: Y015
+
+@_typing.final
+class EventQueueCheck(_message.Message):
+    """What TestDiscoveryAccess found of an event queue, read with the discovery role
+    (GetQueueAttributes).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_URL_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    MAX_RECEIVE_COUNT_FIELD_NUMBER: _builtins.int
+    queue_url: _builtins.str
+    """The queue checked, as its URL."""
+    ok: _builtins.bool
+    """True if discovery can follow the queue: it exists, is in the role's account, and the role
+    may read it. A warning (see `reason`) leaves it true.
+    """
+    reason: _builtins.str
+    """When not ok, what is wrong: `EVENT_QUEUE_NOT_FOUND` (no such queue, or deleted),
+    `EVENT_QUEUE_ACCESS_DENIED` (the role may not read it), `EVENT_QUEUE_OTHER_ACCOUNT` (not in
+    the role's account), `EVENT_QUEUE_NOT_CHECKED` (the role could not be assumed),
+    `EVENT_QUEUE_UNREACHABLE`, `EVENT_QUEUE_ERROR` (another answer; see `message`). When ok, a
+    warning or empty: `EVENT_QUEUE_NO_DEAD_LETTER_QUEUE` (no redrive policy, so a message that
+    keeps failing is received again until it expires). The codes are those of the integration's
+    `event_queue_status.reason`.
+    """
+    message: _builtins.str
+    """A human-readable explanation of `reason`, with AWS's answer."""
+    queue_arn: _builtins.str
+    """The queue's ARN, as SQS answered; empty if it was not read."""
+    dead_letter_queue_arn: _builtins.str
+    """The dead-letter queue's ARN from the queue's redrive policy; empty if it has none."""
+    max_receive_count: _builtins.int
+    """Receives after which SQS moves a message to the dead-letter queue; 0 without one."""
+    def __init__(
+        self,
+        *,
+        queue_url: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        queue_arn: _builtins.str = ...,
+        dead_letter_queue_arn: _builtins.str = ...,
+        max_receive_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letter_queue_arn", b"dead_letter_queue_arn", "max_receive_count", b"max_receive_count", "message", b"message", "ok", b"ok", "queue_arn", b"queue_arn", "queue_url", b"queue_url", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventQueueCheck: _TypeAlias = EventQueueCheck  # noqa: Y015
 
 @_typing.final
 class TestMemberAccessRequest(_message.Message):

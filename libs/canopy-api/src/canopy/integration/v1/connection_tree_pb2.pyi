@@ -126,6 +126,10 @@ class _ApplyOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApplyOut
     """A discovery failure was recorded: the integration is ERROR, the tree unchanged."""
     APPLY_OUTCOME_SUSPENSION_RECORDED: _ApplyOutcome.ValueType  # 5
     """A suspension was recorded: the integration is SUSPENDED, the tree unchanged."""
+    APPLY_OUTCOME_EVENT_QUEUE_STATUS_RECORDED: _ApplyOutcome.ValueType  # 6
+    """Discovery's report on the event queue is the integration's `event_queue_status`; the tree
+    is unchanged.
+    """
 
 class ApplyOutcome(_ApplyOutcome, metaclass=_ApplyOutcomeEnumTypeWrapper):
     """The outcome of ApplyDiscoverySnapshot."""
@@ -144,6 +148,10 @@ APPLY_OUTCOME_FAILURE_RECORDED: ApplyOutcome.ValueType  # 4
 """A discovery failure was recorded: the integration is ERROR, the tree unchanged."""
 APPLY_OUTCOME_SUSPENSION_RECORDED: ApplyOutcome.ValueType  # 5
 """A suspension was recorded: the integration is SUSPENDED, the tree unchanged."""
+APPLY_OUTCOME_EVENT_QUEUE_STATUS_RECORDED: ApplyOutcome.ValueType  # 6
+"""Discovery's report on the event queue is the integration's `event_queue_status`; the tree
+is unchanged.
+"""
 Global___ApplyOutcome: _TypeAlias = ApplyOutcome  # noqa: Y015
 
 @_typing.final
@@ -796,8 +804,9 @@ class IntegrationUpdated(_message.Message):
 
     @_builtins.property
     def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Field paths that differ, e.g. `handle_prefix`, `discovery_access`, `connection_config`,
-        `state`.
+        """Field paths that differ, e.g. `handle_prefix`, `discovery_access` (its role or external
+        id), `discovery_access.event_queue`, `connection_config`, `sync_interval` (the interval in
+        effect, or whether it is set), `state`, `event_queue_status`.
         """
 
     def __init__(

@@ -432,7 +432,8 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
     """Required. The integration id (`i_…`)."""
     expected_generation: _builtins.int
     """Required. The integration's `tree_generation` when the crawl began; if the tree has moved
-    on since, the call fails ABORTED and nothing is applied. Ignored with a `suspension`.
+    on since, the call fails ABORTED and nothing is applied. Ignored with a `suspension` or an
+    `event_queue_status`.
     """
     sync_run_id: _builtins.str
     """The sync run that produced the outcome (`r_…`), for logs and error details."""
@@ -458,7 +459,10 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
     def event_queue_status(self) -> _integration_pb2.EventQueueStatus:
         """Discovery's view of the integration's event queue changed: stored as the integration's
         `event_queue_status` (an IntegrationUpdated event when it differs). The tree is not
-        touched and `expected_generation` is ignored.
+        touched and `expected_generation` is ignored. `state` is FOLLOWING, or FAILING with an
+        UPPER_SNAKE `reason` (the others are the integration's own: INVALID_ARGUMENT); `reason` and
+        `message` are empty with FOLLOWING; `update_time` is set by the integration service. A
+        report for an integration that no longer has a queue is ignored (APPLY_OUTCOME_UNCHANGED).
         """
 
     def __init__(

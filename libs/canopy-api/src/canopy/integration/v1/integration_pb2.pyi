@@ -192,7 +192,9 @@ class EventQueueStatus(_message.Message):
     """With FAILING, a human-readable explanation of `reason`; else empty."""
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """When discovery reported this state (unset for NOT_CONFIGURED and PENDING)."""
+        """When the integration service stored discovery's report of this state (unset for
+        NOT_CONFIGURED and PENDING).
+        """
 
     def __init__(
         self,
@@ -306,7 +308,11 @@ class Integration(_message.Message):
 
     @_builtins.property
     def sync_interval(self) -> _duration_pb2.Duration:
-        """How often discovery re-syncs, jittered. Unset means 15 minutes; between 1 minute and 24 hours."""
+        """How often discovery crawls the whole organization, jittered; between 1 minute and 24 hours.
+        Unset means 15 minutes, or 24 hours while `discovery_access.event_queue` is set: then events
+        keep the tree current and the crawl reconciles what they missed. Returned as the interval in
+        effect; an update naming `sync_interval` without a value returns to the default.
+        """
 
     @_builtins.property
     def crawl_limits(self) -> Global___CrawlLimits:
@@ -322,7 +328,9 @@ class Integration(_message.Message):
 
     @_builtins.property
     def event_queue_status(self) -> Global___EventQueueStatus:
-        """Output only. Whether discovery follows `discovery_access.event_queue`."""
+        """Output only. Whether discovery follows `discovery_access.event_queue`: NOT_CONFIGURED
+        without one, PENDING from when it is set or changed until discovery reports on it.
+        """
 
     def __init__(
         self,
@@ -382,10 +390,16 @@ class AwsDiscoveryAccess(_message.Message):
     event_queue: _builtins.str
     """Optional. The SQS queue that receives the organization's change events from an EventBridge
     rule in us-east-1 of the role's account (RenderRoleTemplate's `event_queue` option creates
-    both), as its URL (`https://sqs.us-east-1.amazonaws.com/<account>/<name>`) or ARN
-    (`arn:<partition>:sqs:us-east-1:<account>:<name>`). Discovery reads it with this role and
-    refreshes what each event names. Empty: the tree follows the organization on the schedule
-    only.
+    both), as its URL (`https://sqs.us-east-1.amazonaws.com/<account>/<name>`, or the legacy
+    `https://queue.amazonaws.com/<account>/<name>`) or ARN
+    (`arn:<partition>:sqs:us-east-1:<account>:<name>`). The name is 1–80 characters of
+    `[A-Za-z0-9_-]`; a FIFO queue (`.fifo`) is refused: EventBridge can only send to one with a
+    message group id, which would also serialise the events. Organizations delivers its events in
+    us-east-1 only, and only to the account the calls are made in: the queue must be in
+    us-east-1 (partition `aws`) and in the discovery role's account (else INVALID_ARGUMENT,
+    `EVENT_QUEUE_ACCOUNT_MISMATCH`). Stored and returned as its URL, whatever form was given.
+    Discovery reads it with this role and refreshes what each event names. Empty: the tree
+    follows the organization on the schedule only.
     """
     def __init__(
         self,

@@ -245,8 +245,9 @@ class UpdateIntegrationRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Required. The fields to change: `handle`, `handle_prefix`, `discovery_access`,
         `member_access`, `connection_config`, `sync_interval`, `max_delete_fraction`, `crawl_limits`,
-        or a sub-field of these (`connection_config.regions`); a named field left unset is cleared to
-        its default. Unknown, immutable or output-only paths are INVALID_ARGUMENT.
+        or a sub-field of these (`connection_config.regions`, `discovery_access.event_queue`); a
+        named field left unset is cleared to its default. Unknown, immutable or output-only paths
+        are INVALID_ARGUMENT.
         """
 
     def __init__(
@@ -402,6 +403,7 @@ class RenderRoleTemplateRequest(_message.Message):
     ROLE_NAME_FIELD_NUMBER: _builtins.int
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
     INTEGRATION_ID_FIELD_NUMBER: _builtins.int
+    EVENT_QUEUE_FIELD_NUMBER: _builtins.int
     kind: Global___RoleTemplateKind.ValueType
     """Required. Which template to render."""
     role_name: _builtins.str
@@ -414,6 +416,17 @@ class RenderRoleTemplateRequest(_message.Message):
     """
     integration_id: _builtins.str
     """Optional. An integration to take `role_name` and `external_id` from where they are empty."""
+    event_queue: _builtins.bool
+    """With ROLE_TEMPLATE_KIND_DISCOVERY_ROLE only (else INVALID_ARGUMENT): also create what live
+    updates need, in the same stack, which must then be deployed in us-east-1 (a template rule
+    refuses other regions): an EventBridge rule on the default bus matching the organization's
+    structure changes (AWS Organizations calls recorded by CloudTrail, and account renames made
+    through the Account Management API), an SQS queue it sends them to with a dead-letter queue
+    (after 5 receives; kept 14 days), a queue policy letting only that rule send, and the role's
+    permission to read the queue. The stack's `QueueUrl` output goes in
+    `discovery_access.event_queue`. API-call events need CloudTrail enabled (a trail logging
+    management events in us-east-1). Partition `aws` only.
+    """
     def __init__(
         self,
         *,
@@ -421,10 +434,11 @@ class RenderRoleTemplateRequest(_message.Message):
         role_name: _builtins.str = ...,
         external_id: _builtins.str = ...,
         integration_id: _builtins.str = ...,
+        event_queue: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_id", b"external_id", "integration_id", b"integration_id", "kind", b"kind", "role_name", b"role_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_queue", b"event_queue", "external_id", b"external_id", "integration_id", b"integration_id", "kind", b"kind", "role_name", b"role_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
