@@ -210,27 +210,22 @@ def search_path(aggregators: Sequence[Aggregator], schemas: Sequence[ConfigSchem
     return [a.name for a in aggregators] + sorted(s.name for s in schemas)
 
 
+_HCL_SPECIAL = re.compile(r'["\\\x00-\x1f\x7f-\x9f]')
+_HCL_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _hcl_escape(found: re.Match[str]) -> str:
+    return _HCL_ESCAPES.get(found[0]) or f"\\u{ord(found[0]):04x}"
+
+
 def hcl_string(value: str) -> str:
     """An HCL quoted string literal holding exactly `value`: quotes, backslashes and control
     characters escaped, and `${` / `%{` doubled so that HCL reads no template in it."""
-    out = []
-    for ch in value:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 32 or 127 <= ord(ch) < 160:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    text = "".join(out).replace("${", "$${").replace("%{", "%%{")
-    return f'"{text}"'
+    if _HCL_SPECIAL.search(value):
+        value = _HCL_SPECIAL.sub(_hcl_escape, value)
+    if "{" in value:
+        value = value.replace("${", "$${").replace("%{", "%%{")
+    return f'"{value}"'
 
 
 def _hcl_value(value: str | int | bool | Sequence[str]) -> str:
@@ -297,10 +292,11 @@ def render_spc(
         lines.append(f"#   search_path_prefix = {hcl_string(prefix)}")
     else:
         lines.append("#   (no aggregator: the workspace attaches no folder)")
+    quoted = {schema.name: hcl_string(schema.name) for schema, _ in schemas}
     for schema, config in sorted(schemas, key=lambda pair: pair[0].name):
         lines.append("")
         lines.append(f"# account {schema.account_id} (connection {schema.connection_id})")
-        lines.append(f"connection {hcl_string(schema.name)} {{")
+        lines.append(f"connection {quoted[schema.name]} {{")
         for key, value in plugin_arguments(schema.name, config):
             lines.append(f"  {key.ljust(_ARGUMENT_WIDTH)} = {_hcl_value(value)}")
         lines.append("}")
@@ -315,7 +311,7 @@ def render_spc(
         lines.append('  type        = "aggregator"')
         lines.append(f"  plugin      = {hcl_string(PLUGIN)}")
         lines.append("  connections = [")
-        listed = [f"    {hcl_string(name)}," for name in aggregator.connections]
+        listed = [f"    {quoted[name]}," for name in aggregator.connections]
         listed[-1] = listed[-1].removesuffix(",")
         lines.extend(listed)
         lines.append("  ]")
@@ -333,9 +329,12 @@ def session_name(workspace_id: str) -> str:
     return f"{name[: MAX_SESSION_NAME - 17]}-{digest}"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _ini_value(value: str) -> str:
     # Every value comes from a validated setting; a line break would end the value early.
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _CONTROL.search(value):
         raise ValueError(f"an AWS config value holds a control character: {value!r}")
     return value
 
