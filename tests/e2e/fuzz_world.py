@@ -32,6 +32,7 @@ from canopy.integration.v1 import integration_service_pb2 as irpc
 from canopy.permissions.v1 import directory_pb2 as dirpb
 from canopy.permissions.v1 import directory_service_pb2 as dirrpc
 from canopy.permissions.v1 import permission_service_pb2 as prpc
+from canopy.permissions.v1 import workspace_config_service_pb2 as crpc
 from canopy.permissions.v1 import workspace_schema_service_pb2 as wrpc
 from canopy.type.v1 import types_pb2
 from tests.discovery.conftest import CREDENTIALS, DISCOVERY_ROLE, Org
@@ -806,6 +807,25 @@ SEEDS: dict[str, list[Seed]] = {
         Seed(
             "ops1",
             lambda w: wrpc.WatchWorkspaceSchemasRequest(workspace_id="w_ops1", after_revision=0),
+        ),
+    ],
+    # WorkspaceConfigService
+    "WorkspaceConfigService/RenderWorkspaceConfig": [
+        Seed(
+            "ops1_source_profile",
+            lambda w: crpc.RenderWorkspaceConfigRequest(
+                workspace_id="w_ops1",
+                credential_source=crpc.AwsCredentialSource(source_profile="platform"),
+                connection_patterns=["web_*", "*_prod", "[a-z]?ta*"],
+            ),
+        ),
+        Seed(
+            "ops1_credential_source",
+            lambda w: crpc.RenderWorkspaceConfigRequest(
+                workspace_id="w_ops1",
+                credential_source=crpc.AwsCredentialSource(credential_source="EcsContainer"),
+            ),
+            weight=0.5,
         ),
     ],
 }

@@ -4,6 +4,7 @@ integration, its automatic first sync, the tree, sharing, a prefix change, delet
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -22,6 +23,17 @@ async def call(service: ServiceProcess, method: str, body: dict[str, Any], auth:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout or "{}")
+
+
+def json_stream(text: str) -> list[Any]:
+    """The messages of a streaming call as buf curl prints them: JSON objects one after
+    another."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        at += len(text[at:]) - len(text[at:].lstrip())
+        message, at = decoder.raw_decode(text, at)
+        found.append(message)
+    return found
 
 
 async def test_an_operator_walks_the_guide_with_buf_curl(
@@ -129,6 +141,37 @@ async def test_an_operator_walks_the_guide_with_buf_curl(
         permissions, f"{schemas}/ListWorkspaceSchemas", {"workspace_id": "w_ops1"}, SYSTEM
     )
     assert "web_prod" in [s["name"] for s in listed["schemas"]]
+
+    # The workspace's Steampipe configuration, as the README calls it: a header, then chunks.
+    config_service = "canopy.permissions.v1.WorkspaceConfigService"
+    streamed = await asyncio.to_thread(
+        buf_curl,
+        "-H",
+        SYSTEM,
+        "-d",
+        json.dumps(
+            {
+                "workspace_id": "w_ops1",
+                "credential_source": {"source_profile": "platform"},
+                "connection_patterns": ["web_*"],
+            }
+        ),
+        f"http://{permissions.address}/{config_service}/RenderWorkspaceConfig",
+    )
+    assert streamed.returncode == 0, streamed.stderr
+    messages = json_stream(streamed.stdout)
+    header = messages[0]["header"]
+    assert [f["path"] for f in header["files"]] == ["aws.spc", "aws_config"]
+    assert header["patternMatches"] == [{"pattern": "web_*", "schemas": ["web_prod"]}]
+    files: dict[str, bytes] = {}
+    for message in messages[1:]:
+        chunk = message["chunk"]
+        files[chunk["path"]] = files.get(chunk["path"], b"") + base64.b64decode(chunk["data"])
+    assert b'connection "web_prod" {' in files["aws.spc"]
+    assert b"[profile web_prod]\nrole_arn = arn:aws:iam::" in files["aws_config"]
+    assert [len(files[f["path"]]) for f in header["files"]] == [
+        int(f["size"]) for f in header["files"]
+    ]
 
     await call(
         integration,

@@ -67,6 +67,7 @@ from canopy.permissions.v1 import directory_service_pb2 as dirrpc
 from canopy.permissions.v1 import directory_service_pb2_grpc as dirgrpc
 from canopy.permissions.v1 import permission_service_pb2 as prpc
 from canopy.permissions.v1 import permission_service_pb2_grpc as pgrpc
+from canopy.permissions.v1 import workspace_config_service_pb2 as crpc
 from canopy.permissions.v1 import workspace_schema_service_pb2 as wrpc
 from canopy.permissions.v1 import workspace_schema_service_pb2_grpc as wgrpc
 from canopy_core.request_checks import WHOLE_REQUEST
@@ -76,7 +77,7 @@ from tests.e2e import mutations as mut
 from tests.e2e.fuzz_world import SEEDS, Seed, Stubs, World, build_world, digest, settle
 from tests.e2e.processes import BUF, SERVICES, ServiceProcess
 
-SERVICE_MODULES: Sequence[ModuleType] = (irpc, trpc, drpc, dirrpc, prpc, wrpc)
+SERVICE_MODULES: Sequence[ModuleType] = (irpc, trpc, drpc, dirrpc, prpc, wrpc, crpc)
 PROCESS_OF = {
     "canopy.integration.v1.IntegrationService": "integration",
     "canopy.integration.v1.ConnectionTreeService": "integration",
@@ -84,6 +85,7 @@ PROCESS_OF = {
     "canopy.permissions.v1.DirectoryService": "permissions",
     "canopy.permissions.v1.PermissionService": "permissions",
     "canopy.permissions.v1.WorkspaceSchemaService": "permissions",
+    "canopy.permissions.v1.WorkspaceConfigService": "permissions",
 }
 C = grpc.StatusCode
 # What the contract lets a call answer when every dependency is up and the token is allowed.
@@ -129,7 +131,7 @@ class Rpc:
 
 
 def every_rpc() -> list[Rpc]:
-    """Every RPC of the six Canopy services, unary and server-streaming."""
+    """Every RPC of the seven Canopy services, unary and server-streaming."""
     from google.protobuf import message_factory
 
     found = []
@@ -703,7 +705,7 @@ def _tail(evidence: str, lines: int = 6) -> str:
 
 def test_every_rpc_of_the_suite_has_a_seed() -> None:
     labels = {rpc.label for rpc in every_rpc()}
-    assert len(labels) == 37
+    assert len(labels) == 38
     assert labels == set(SEEDS), (
         f"no seed for {sorted(labels - set(SEEDS))}; stale {sorted(set(SEEDS) - labels)}"
     )

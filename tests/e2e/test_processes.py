@@ -50,6 +50,7 @@ EXPECTED_SERVICES = {
         "canopy.permissions.v1.DirectoryService",
         "canopy.permissions.v1.PermissionService",
         "canopy.permissions.v1.WorkspaceSchemaService",
+        "canopy.permissions.v1.WorkspaceConfigService",
     },
 }
 

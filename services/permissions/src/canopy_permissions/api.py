@@ -9,6 +9,8 @@ from canopy.permissions.v1 import directory_service_pb2 as rpc
 from canopy.permissions.v1 import directory_service_pb2_grpc as rpc_grpc
 from canopy.permissions.v1 import permission_service_pb2 as perm_rpc
 from canopy.permissions.v1 import permission_service_pb2_grpc as perm_grpc
+from canopy.permissions.v1 import workspace_config_service_pb2 as wc_rpc
+from canopy.permissions.v1 import workspace_config_service_pb2_grpc as wc_grpc
 from canopy.permissions.v1 import workspace_schema_service_pb2 as ws_rpc
 from canopy.permissions.v1 import workspace_schema_service_pb2_grpc as ws_grpc
 from canopy.type.v1 import types_pb2
@@ -18,7 +20,7 @@ from canopy_core.db import Database
 from canopy_core.eventlog import EventLog
 from canopy_core.interceptor import RpcContext
 from canopy_core.pagination import PageTokens
-from canopy_permissions import attachments, directory, grants
+from canopy_permissions import attachments, directory, grants, workspace_config
 from canopy_permissions.convert import attachment_to_proto, permissions_to_proto
 from canopy_permissions.model import Org, Plan, Tenant, Workspace
 from canopy_permissions.schemas import schema_to_proto
@@ -302,3 +304,51 @@ class WorkspaceSchemaApi(ws_grpc.WorkspaceSchemaServiceServicer):
             self.db, self.log, current_principal(), request.workspace_id, request.after_revision
         ):
             yield reply
+
+
+CHUNK_BYTES = 1 << 20  # the most file bytes one RenderWorkspaceConfig message carries
+
+
+class WorkspaceConfigApi(wc_grpc.WorkspaceConfigServiceServicer):
+    """`canopy.permissions.v1.WorkspaceConfigService`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def RenderWorkspaceConfig(
+        self, request: wc_rpc.RenderWorkspaceConfigRequest, context: RpcContext
+    ) -> AsyncIterator[wc_rpc.RenderWorkspaceConfigResponse]:
+        given = request.credential_source
+        which = given.WhichOneof("source")
+        rendered = await workspace_config.render_workspace_config(
+            self.db,
+            current_principal(),
+            request.workspace_id,
+            (which, getattr(given, which) if which else ""),
+            list(request.connection_patterns),
+        )
+        yield wc_rpc.RenderWorkspaceConfigResponse(
+            header=wc_rpc.WorkspaceConfigHeader(
+                workspace_id=rendered.workspace_id,
+                revision=rendered.revision,
+                etag=rendered.etag,
+                files=[
+                    wc_rpc.WorkspaceConfigFile(path=f.path, size=len(f.data), sha256=f.sha256)
+                    for f in rendered.files
+                ],
+                search_path=rendered.search_path,
+                pattern_matches=[
+                    wc_rpc.ConnectionPatternMatch(pattern=m.pattern, schemas=m.schemas)
+                    for m in rendered.pattern_matches
+                ],
+            )
+        )
+        for file in rendered.files:
+            for offset in range(0, len(file.data), CHUNK_BYTES):
+                yield wc_rpc.RenderWorkspaceConfigResponse(
+                    chunk=wc_rpc.WorkspaceConfigChunk(
+                        path=file.path,
+                        offset=offset,
+                        data=file.data[offset : offset + CHUNK_BYTES],
+                    )
+                )

@@ -9,18 +9,26 @@ from canopy.permissions.v1 import (
     directory_service_pb2_grpc,
     permission_service_pb2,
     permission_service_pb2_grpc,
+    workspace_config_service_pb2,
+    workspace_config_service_pb2_grpc,
     workspace_schema_service_pb2,
     workspace_schema_service_pb2_grpc,
 )
 from canopy_core.db import load_migrations
 from canopy_core.server import Runtime, ServiceSpec
-from canopy_permissions.api import DirectoryApi, PermissionApi, WorkspaceSchemaApi
+from canopy_permissions.api import (
+    DirectoryApi,
+    PermissionApi,
+    WorkspaceConfigApi,
+    WorkspaceSchemaApi,
+)
 from canopy_permissions.projection import follow_tree_events
 
 SERVICE_NAMES = [
     directory_service_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name,
     permission_service_pb2.DESCRIPTOR.services_by_name["PermissionService"].full_name,
     workspace_schema_service_pb2.DESCRIPTOR.services_by_name["WorkspaceSchemaService"].full_name,
+    workspace_config_service_pb2.DESCRIPTOR.services_by_name["WorkspaceConfigService"].full_name,
 ]
 
 
@@ -35,6 +43,9 @@ async def setup(runtime: Runtime) -> None:
     )
     workspace_schema_service_pb2_grpc.add_WorkspaceSchemaServiceServicer_to_server(
         WorkspaceSchemaApi(db, log, page_tokens), runtime.server
+    )
+    workspace_config_service_pb2_grpc.add_WorkspaceConfigServiceServicer_to_server(
+        WorkspaceConfigApi(db), runtime.server
     )
     channel = runtime.channel(runtime.settings.integration_address)
     runtime.on_stop.append(channel.close)

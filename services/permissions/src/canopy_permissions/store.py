@@ -585,6 +585,37 @@ async def workspace_schemas(conn: asyncpg.Connection, workspace_id: str) -> list
     return [_schema(r) for r in rows]
 
 
+async def schema_folders(conn: asyncpg.Connection, workspace_id: str) -> dict[str, str]:
+    """Connection → the folder that holds it, for each schema of the workspace."""
+    rows = await conn.fetch(
+        "SELECT s.connection_id, t.folder_id FROM workspace_schemas s "
+        "JOIN tree_connections t ON t.id = s.connection_id WHERE s.workspace_id = $1",
+        workspace_id,
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+async def attached_folders(conn: asyncpg.Connection, workspace_id: str) -> dict[str, str]:
+    """Folder → its integration, for each folder attached to the workspace."""
+    rows = await conn.fetch(
+        "SELECT item_id, integration_id FROM attachments "
+        "WHERE workspace_id = $1 AND item_kind = 'folder'",
+        workspace_id,
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+async def folder_parents(
+    conn: asyncpg.Connection, integration_ids: list[str]
+) -> dict[str, str | None]:
+    """Folder → parent folder (None for a root), for every folder of these integrations."""
+    rows = await conn.fetch(
+        "SELECT id, parent_id FROM tree_folders WHERE integration_id = ANY($1::text[])",
+        integration_ids,
+    )
+    return {r[0]: r[1] for r in rows}
+
+
 async def _drop_unheld(conn: asyncpg.Connection, connection_ids: list[str]) -> None:
     """Forget the published form of connections no workspace holds any more."""
     await conn.execute(
