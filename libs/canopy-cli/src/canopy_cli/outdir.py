@@ -14,7 +14,8 @@ the directory fsynced and renamed to `..rev-…`; then a new symlink renamed ove
 one render, old or new, never a part or a mix; the state can never claim a render that is not
 on disk. A failure anywhere before the swap leaves `..data`, and so every file, as it was. The
 render before the current one is kept, so a reader that resolved `..data` just before a swap
-can still open its files.
+can still open its files. Each file's symlink is then renamed afresh (same target), so that
+a watcher of DIR that only looks at `*.spc` names sees the change.
 """
 
 from __future__ import annotations
@@ -237,11 +238,9 @@ class OutputDir:
         _fsync_directory(self.path)
 
     def _link(self, name: str) -> None:
-        path = self.path / name
-        target = f"{DATA}/{name}"
-        if path.is_symlink() and os.readlink(path) == target:
-            return
-        self._swap(name, target)
+        # Renamed afresh even when it is in place: a watcher that filters on `*.spc` (as
+        # Steampipe's does) sees no event for `..data`, but sees this one.
+        self._swap(name, f"{DATA}/{name}")
 
     def _remove_old_generations(self, keep: set[str]) -> None:
         """Every render but the current one and the one before it; leftovers of crashed runs."""
