@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import hcl2
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
+from hcl2.utils import SerializationOptions
 from typer.testing import CliRunner, Result
 
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
@@ -53,7 +55,6 @@ from tests.helpers import free_port, token
 from tests.integration.conftest import ORG_OWNER, ROOT, SYSTEM, account, seed_directory, snapshot
 
 CANOPY = "from canopy_cli.main import app; app()"
-CONNECTION = re.compile(r'^connection\s+"([a-z0-9_]+)"', re.MULTILINE)
 
 
 @dataclass
@@ -251,7 +252,19 @@ def spc_file(out: Path) -> Path:
 
 
 def connections_on_disk(out: Path) -> set[str]:
-    return set(CONNECTION.findall(spc_file(out).read_text()))
+    """The schemas the .spc file connects (its aggregators left out), read with HCL2."""
+    parsed = hcl2.loads(
+        spc_file(out).read_text(),
+        serialization_options=SerializationOptions(
+            strip_string_quotes=True, explicit_blocks=False, with_comments=False
+        ),
+    )
+    return {
+        name
+        for block in parsed.get("connection", [])
+        for name, body in block.items()
+        if body.get("type") != "aggregator"
+    }
 
 
 def state(out: Path) -> dict[str, Any]:
@@ -653,7 +666,8 @@ async def test_sigterm_stops_follow_with_exit_0_and_whole_files(
     canopy = await follow(stack, processes, out)
     await canopy.until(r"revision \d+: rendered .*")
     canopy.process.send_signal(signal.SIGTERM)
-    assert await canopy.wait() == 0
+    code = await canopy.wait()
+    assert code == 0, canopy.stderr
     assert connections_on_disk(out) == {"web"}
 
 

@@ -45,6 +45,8 @@ EXIT_EMPTY_PATTERN = 3
 SHOWN_NAMES = 100
 #: How long a render that found no workspace waits for the stream's `workspace_deleted`.
 DELETION_GRACE = 10.0
+#: How long stopping waits for the stream's thread (it may be between two reconnections).
+STOP_TIMEOUT = 10.0
 
 
 _CANNOT_RESUME = {
@@ -157,10 +159,21 @@ class _Watch:
         self._workspace_id = workspace_id
         self._call: Any = None
         self._stopped = False
+        self._launched = False
         self._thread = threading.Thread(
             target=self._run, args=(after_revision,), name="canopy-watch", daemon=True
         )
-        self._thread.start()
+
+    def start(self) -> None:
+        """Start reading. SIGTERM and SIGINT wait until the thread has started: raised in the
+        middle of `Thread.start`, their exception would leave a thread that `stop` cannot
+        tell is running (and the thread inherits them blocked: they are the main thread's)."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            self._thread.start()
+            self._launched = True
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def _open(self, after_revision: int) -> Any:
         call = self._clients.schemas.WatchWorkspaceSchemas(
@@ -185,10 +198,13 @@ class _Watch:
             self.replies.put(("error", error))
 
     def stop(self) -> None:
-        """Cancel the stream; the thread ends on its own."""
+        """Cancel the stream and wait for the thread to end: a thread still inside a gRPC call
+        when the interpreter exits can crash it."""
         self._stopped = True
         if self._call is not None:
             self._call.cancel()
+        if self._launched and self._thread is not threading.current_thread():
+            self._thread.join(timeout=STOP_TIMEOUT)
 
 
 @dataclass
@@ -307,7 +323,7 @@ class ConfigFollower:
     def run_following(self, coalesce: float) -> int:
         """Render (or resume from DIR), then keep DIR current until the workspace is deleted
         or SIGTERM."""
-        restore = _stop_on_sigterm()
+        sigterm = _SigtermStops()
         watch: _Watch | None = None
         try:
             if self.current is None or self.current.request != self.fingerprint:
@@ -320,6 +336,7 @@ class ConfigFollower:
                 )
             while True:
                 watch = _Watch(self.clients, self.workspace_id, self.covered)
+                watch.start()
                 ended = self._follow(watch, coalesce)
                 watch.stop()
                 if ended:
@@ -332,9 +349,10 @@ class ConfigFollower:
             self._flush()
             return EXIT_DONE
         finally:
+            sigterm.hold()
             if watch is not None:
                 watch.stop()
-            restore()
+            sigterm.restore()
 
     def _follow(self, watch: _Watch, coalesce: float) -> bool:
         """Until the workspace is deleted (True) or its revision is compacted (False)."""
@@ -434,19 +452,28 @@ class ConfigFollower:
         )
 
 
-def _stop_on_sigterm() -> Callable[[], None]:
-    """Turn SIGTERM into `_Stop` in the main thread (a pod stopping its sidecar); returns how
-    to put the previous handler back. Elsewhere (tests call the command from a worker
-    thread) signals are left alone."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+class _SigtermStops:
+    """SIGTERM raises `_Stop` in the main thread (a pod stopping its sidecar) while following,
+    and is ignored while the command is already stopping (so that the stream's thread is
+    always waited for). Elsewhere (tests call the command from a worker thread) signals are
+    left alone."""
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def __init__(self) -> None:
+        self._main = threading.current_thread() is threading.main_thread()
+        self._previous: Any = None
+        if self._main:
+            self._previous = signal.signal(signal.SIGTERM, self._stop)
+
+    @staticmethod
+    def _stop(signum: int, frame: FrameType | None) -> None:
         raise _Stop
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    def hold(self) -> None:
+        """From now on, SIGTERM changes nothing: the command is stopping anyway."""
+        if self._main:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
-
-    return restore
+    def restore(self) -> None:
+        """The handler from before."""
+        if self._main:
+            signal.signal(signal.SIGTERM, self._previous)
