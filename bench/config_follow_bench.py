@@ -64,7 +64,8 @@ UNITS = int(os.environ.get("BENCH_FOLLOW_UNITS", 500))
 CHANGES = int(os.environ.get("BENCH_FOLLOW_CHANGES", 20))
 PREFIX_CHANGES = int(os.environ.get("BENCH_FOLLOW_PREFIX_CHANGES", 3))
 COALESCE = float(os.environ.get("BENCH_FOLLOW_COALESCE", 0.5))
-CONNECTION = re.compile(rb'^connection\s+"([a-z0-9_]+)"', re.MULTILINE)
+BLOCK = re.compile(rb'^connection\s+"([a-z0-9_]+)"\s*\{(.*?)^\}', re.MULTILINE | re.DOTALL)
+AGGREGATOR = re.compile(rb'^\s*type\s*=\s*"aggregator"', re.MULTILINE)
 ORG_OWNER = bearer(o_bench="owner")
 
 
@@ -97,7 +98,9 @@ def organization(renamed: dict[int, str]) -> tree_pb.OrganizationSnapshot:
 
 
 def connections(out: Path) -> set[bytes]:
-    return set(CONNECTION.findall((out / DATA / "aws.spc").read_bytes()))
+    """The schemas the current .spc connects (its aggregators left out)."""
+    text = (out / DATA / "aws.spc").read_bytes()
+    return {name for name, body in BLOCK.findall(text) if not AGGREGATOR.search(body)}
 
 
 def holding(name: bytes) -> Callable[[set[bytes]], bool]:
@@ -111,13 +114,15 @@ def all_prefixed(prefix: bytes) -> Callable[[set[bytes]], bool]:
 async def swapped_to(out: Path, holds: Callable[[set[bytes]], bool], timeout: float = 60) -> float:
     """Wait until the current render satisfies `holds`; when its `..data` was made."""
     deadline = time.monotonic() + timeout
+    checked = None  # each render is read once
     while time.monotonic() < deadline:
         try:
-            before = os.readlink(out / DATA)
-            if holds(connections(out)):
+            current = os.readlink(out / DATA)
+            if current != checked:
                 made = os.lstat(out / DATA).st_mtime_ns / 1e9
-                if os.readlink(out / DATA) == before:
+                if holds(connections(out)) and os.readlink(out / DATA) == current:
                     return made
+                checked = current
         except OSError:
             pass
         await asyncio.sleep(0.005)
