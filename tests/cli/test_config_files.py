@@ -8,6 +8,7 @@ tests/cli/test_workspace_config.py runs the command against the services."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +22,7 @@ from canopy.permissions.v1 import workspace_config_service_pb2 as cpb
 from canopy_cli.config_files import RenderMismatch, assemble
 from canopy_cli.config_follow import pattern_report
 from canopy_cli.main import app
-from canopy_cli.outdir import DATA, STATE
+from canopy_cli.outdir import DATA, LOCK, STATE
 from canopy_cli.spc import SpcError, parse_aggregators, read_patterns
 from tests.cli.conftest import cli_env
 from tests.cli.renderer_standin import CannedRenderer, canned_server
@@ -268,6 +269,24 @@ async def test_a_dir_of_another_workspace_or_with_foreign_files_is_a_usage_error
     assert one_line(mine).startswith(f"canopy: {foreign / 'aws.spc'} is not a file canopy wrote")
     assert (foreign / "aws.spc").read_text() == "# mine\n"
     assert not (foreign / DATA).exists()
+
+
+async def test_a_dir_another_canopy_is_writing_is_refused_and_left_alone(
+    canned: tuple[CannedRenderer, dict[str, str | None]], tmp_path: Path
+) -> None:
+    renderer, env = canned
+    out = tmp_path / "out"
+    assert (await canopy(env, "workspace", "config", "w_ops1", "--out", str(out))).exit_code == 0
+    before = on_disk(out)
+    with (out / LOCK).open("r+") as held:  # what a running `--follow` holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = await canopy(env, "workspace", "config", "w_ops1", "--out", str(out))
+    assert result.exit_code == 2
+    assert one_line(result) == (
+        f"canopy: {out} is being written by another canopy (it holds {out / LOCK})"
+    )
+    assert len(renderer.requests) == 1
+    assert on_disk(out) == before
 
 
 async def test_a_spc_that_does_not_parse_is_one_line_with_line_and_column_and_exit_2(
