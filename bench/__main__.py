@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench import (
+    config_follow_bench,
     crawl_bench,
     eventlog_bench,
     get_connection_bench,
@@ -22,13 +23,22 @@ from bench import (
 )
 from bench.support import postgres
 
+
+async def workspace_config(admin_dsn: str) -> dict[str, Any]:
+    """One workspace's render on the server, then `canopy workspace config --follow` on it."""
+    return {
+        **await workspace_config_bench.run(admin_dsn),
+        **await config_follow_bench.run(admin_dsn),
+    }
+
+
 BENCHES: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
     "eventlog": eventlog_bench.run,
     "snapshot_apply": snapshot_bench.run,
     "get_connection": get_connection_bench.run,
     "schema_streams": sharing_bench.run,
     "crawl": crawl_bench.run,
-    "workspace_config": workspace_config_bench.run,
+    "workspace_config": workspace_config,
 }
 
 

@@ -821,19 +821,80 @@ def test_after_a_rebuild_only_events_newer_than_each_integrations_tree_apply() -
     assert not_yet_projected(events, {}) == events
 
 
-async def test_a_listing_is_one_revision_or_aborted_if_the_workspace_changed(s: Sharing) -> None:
+async def list_pages(
+    s: Sharing, workspace: str, page_size: int = 100, between: Any = None
+) -> list[wrpc.ListWorkspaceSchemasResponse]:
+    """Every page of one listing; `between(i)` is awaited after page i, before the next."""
+    pages: list[wrpc.ListWorkspaceSchemasResponse] = []
+    request = wrpc.ListWorkspaceSchemasRequest(workspace_id=workspace, page_size=page_size)
+    while True:
+        page = await s.schemas.ListWorkspaceSchemas(request, metadata=SYSTEM)
+        pages.append(page)
+        if not page.next_page_token:
+            return pages
+        if between is not None:
+            await between(len(pages) - 1)
+        request.page_token = page.next_page_token
+
+
+def apply_events(schemas: dict[str, wpb.WorkspaceSchema], events: list[wpb.SchemaEvent]) -> None:
+    """The client's rule of ListWorkspaceSchemasResponse: events applied by connection id."""
+    for event in events:
+        kind = event.WhichOneof("event")
+        if kind == "schema_added":
+            schemas[event.schema_added.schema.connection_id] = event.schema_added.schema
+        elif kind == "schema_config_changed":
+            changed = event.schema_config_changed.schema
+            schemas[changed.connection_id] = changed
+        elif kind == "schema_renamed":
+            held = schemas.get(event.schema_renamed.connection_id)
+            if held is not None:
+                renamed = wpb.WorkspaceSchema()
+                renamed.CopyFrom(held)
+                renamed.name = event.schema_renamed.new_name
+                schemas[renamed.connection_id] = renamed
+        elif kind == "schema_removed":
+            schemas.pop(event.schema_removed.connection_id, None)
+
+
+async def watched_through(
+    s: Sharing, workspace: str, after: int, through: int
+) -> list[wpb.SchemaEvent]:
+    """The workspace's events after `after`, read until the stream has covered `through`."""
+    events: list[wpb.SchemaEvent] = []
+    if through <= after:
+        return events
+    call = s.schemas.WatchWorkspaceSchemas(
+        wrpc.WatchWorkspaceSchemasRequest(workspace_id=workspace, after_revision=after),
+        metadata=SYSTEM,
+    )
+    async with asyncio.timeout(60):
+        async for reply in call:
+            events.extend(reply.events)
+            if reply.latest_revision >= through:
+                break
+    call.cancel()
+    return events
+
+
+async def test_a_listings_pages_share_its_revision_and_a_page_after_a_change_completes_it(
+    s: Sharing,
+) -> None:
     created, stream, _ = await setup_attached(s)
     first = await s.schemas.ListWorkspaceSchemas(
         wrpc.ListWorkspaceSchemasRequest(workspace_id="w_ops1", page_size=2), metadata=SYSTEM
     )
+    assert first.page_revision == first.revision
     second = await s.schemas.ListWorkspaceSchemas(
         wrpc.ListWorkspaceSchemasRequest(
             workspace_id="w_ops1", page_size=2, page_token=first.next_page_token
         ),
         metadata=SYSTEM,
     )
-    assert second.revision == first.revision
-    assert [x.name for x in [*first.schemas, *second.schemas]] == ["data", "sandbox", "web"]
+    assert (second.revision, second.page_revision) == (first.revision, first.revision)
+    listed = [*first.schemas, *second.schemas]
+    assert [x.connection_id for x in listed] == sorted(x.connection_id for x in listed)
+    assert sorted(x.name for x in listed) == ["data", "sandbox", "web"]
     await s.integrations.UpdateIntegration(
         rpc.UpdateIntegrationRequest(
             integration=pb.Integration(id=created.id, handle_prefix="aws_"),
@@ -842,6 +903,46 @@ async def test_a_listing_is_one_revision_or_aborted_if_the_workspace_changed(s: 
         metadata=ORG_OWNER,
     )
     await stream.wait_for(6)  # the renames reached the workspace
+    stream.close()
+    # The workspace changed between pages: the second page is still served, as it is now, and
+    # still names the first page's revision to watch after.
+    late = await s.schemas.ListWorkspaceSchemas(
+        wrpc.ListWorkspaceSchemasRequest(
+            workspace_id="w_ops1", page_size=2, page_token=first.next_page_token
+        ),
+        metadata=SYSTEM,
+    )
+    assert late.revision == first.revision
+    assert late.page_revision > first.revision
+    assert [x.connection_id for x in late.schemas] == [x.connection_id for x in second.schemas]
+    assert [x.name for x in late.schemas] == [f"aws_{x.name}" for x in second.schemas]
+    held = {x.connection_id: x for x in [*first.schemas, *late.schemas]}
+    apply_events(held, await watched_through(s, "w_ops1", first.revision, late.page_revision))
+    now = await list_pages(s, "w_ops1")
+    assert held == {x.connection_id: x for page in now for x in page.schemas}
+    assert sorted(x.name for x in held.values()) == ["aws_data", "aws_sandbox", "aws_web"]
+
+
+async def test_a_later_page_of_a_listing_whose_revision_was_compacted_is_out_of_range(
+    s: Sharing,
+) -> None:
+    created, stream, _ = await setup_attached(s)
+    stream.close()
+    first = await s.schemas.ListWorkspaceSchemas(
+        wrpc.ListWorkspaceSchemasRequest(workspace_id="w_ops1", page_size=2), metadata=SYSTEM
+    )
+    await s.integrations.UpdateIntegration(  # events after the listing's revision …
+        rpc.UpdateIntegrationRequest(
+            integration=pb.Integration(id=created.id, handle_prefix="aws_"),
+            update_mask=FieldMask(paths=["handle_prefix"]),
+        ),
+        metadata=ORG_OWNER,
+    )
+    log = s.services["permissions"].runtime.event_log
+    for _ in range(100):  # … that the log then compacts away, with the listing's revision
+        if await log.compact(timedelta(0)) > first.revision:
+            break
+        await asyncio.sleep(0.05)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await s.schemas.ListWorkspaceSchemas(
             wrpc.ListWorkspaceSchemasRequest(
@@ -850,8 +951,113 @@ async def test_a_listing_is_one_revision_or_aborted_if_the_workspace_changed(s: 
             metadata=SYSTEM,
         )
     details = error_details(caught.value)
-    assert (details.code, details.reason) == (grpc.StatusCode.ABORTED, "LISTING_CHANGED")
-    stream.close()
+    assert (details.code, details.reason) == (grpc.StatusCode.OUT_OF_RANGE, "REVISION_COMPACTED")
+    assert details.metadata["after_revision"] == str(first.revision)
+
+
+CHURN_ACCOUNTS = 5_000
+
+
+def churn_snapshot(step: int) -> tree_pb.OrganizationSnapshot:
+    """Step `step` of the organization under churn: every step renames 300 accounts (and some
+    back), removes 20 and adds 20 new ones (accounts past CHURN_ACCOUNTS)."""
+    accounts: list[tuple[str, str, str] | tuple[str, str, str, str]] = []
+    for n in range(CHURN_ACCOUNTS + 20 * step):
+        if step and n % 250 == step % 250:
+            continue  # removed in this step
+        name = f"A{n}"
+        if step and (n * 7 + step) % 17 == 0:
+            name = f"Z{step} {n}"  # renamed in this step: sorts elsewhere by name
+        accounts.append((account(n + 1), ROOT if n % 2 else ou(1 + n % 10), name))
+    return snapshot([(ou(i), ROOT, f"Unit {i}") for i in range(1, 11)], accounts)
+
+
+async def test_a_listing_paged_under_churn_then_watched_from_its_revision_is_the_servers_set(
+    s: Sharing,
+) -> None:
+    created = await create(s)
+    await apply(s, created.id, churn_snapshot(0))
+    await s.schemas.AttachSchema(
+        wrpc.AttachSchemaRequest(workspace_id="w_ops1", folder_id=created.root_folder_id),
+        metadata=WS1,
+    )
+    for _ in range(200):
+        pages = await list_pages(s, "w_ops1")
+        if sum(len(p.schemas) for p in pages) == CHURN_ACCOUNTS:
+            break
+        await asyncio.sleep(0.1)
+    changes = 0
+    stop, changed = asyncio.Event(), asyncio.Event()
+
+    async def churn() -> None:
+        """Renames, removals and additions (snapshots), and prefix changes (every schema
+        renamed), one after another until told to stop."""
+        nonlocal changes
+        prefixes = ["p_", "q_", ""]
+        step = 1
+        while not stop.is_set():
+            if step % 3 == 0:
+                await s.integrations.UpdateIntegration(
+                    rpc.UpdateIntegrationRequest(
+                        integration=pb.Integration(
+                            id=created.id, handle_prefix=prefixes[step // 3 % 3]
+                        ),
+                        update_mask=FieldMask(paths=["handle_prefix"]),
+                    ),
+                    metadata=ORG_OWNER,
+                )
+            else:
+                await apply(s, created.id, churn_snapshot(step))
+            changes += 1
+            changed.set()
+            step += 1
+
+    async def a_change_between(page: int) -> None:
+        # Every fifth page boundary waits for another change to commit: renames run between
+        # pages for sure, not only by chance.
+        if page % 5:
+            return
+        changed.clear()
+        await changed.wait()
+
+    churning = asyncio.create_task(churn())
+    try:
+        pages = await list_pages(s, "w_ops1", between=a_change_between)
+    finally:
+        stop.set()
+        await churning
+    assert changes >= 10
+    revision = pages[0].revision
+    assert {p.revision for p in pages} == {revision}
+    page_revisions = [p.page_revision for p in pages]
+    assert page_revisions == sorted(page_revisions)
+    assert page_revisions[-1] > revision
+    held = {x.connection_id: x for p in pages for x in p.schemas}
+    assert len(held) == sum(len(p.schemas) for p in pages)  # no schema twice
+    # Settle: one last prefix change, projected after everything the churn committed.
+    await s.integrations.UpdateIntegration(
+        rpc.UpdateIntegrationRequest(
+            integration=pb.Integration(id=created.id, handle_prefix="settled_"),
+            update_mask=FieldMask(paths=["handle_prefix"]),
+        ),
+        metadata=ORG_OWNER,
+    )
+    for _ in range(300):
+        final_pages = await list_pages(s, "w_ops1")
+        names = [x.name for p in final_pages for x in p.schemas]
+        unchanged = {p.page_revision for p in final_pages} == {final_pages[0].revision}
+        if unchanged and all(name.startswith("settled_") for name in names):
+            break  # one revision throughout, after the last change: the server's set
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the last prefix change never reached the workspace")
+    final = {x.connection_id: x for p in final_pages for x in p.schemas}
+    assert held != final  # the pages alone are not the workspace's set …
+    events = await watched_through(s, "w_ops1", revision, final_pages[0].revision)
+    assert any(e.WhichOneof("event") == "schema_renamed" for e in events)
+    apply_events(held, events)
+    assert held == final  # … the pages, then the watch from the first page's revision, are.
+    assert len({x.name for x in final.values()}) == len(final)
 
 
 # Positions the outside test forged, which once reached `int(token.after[0])` or compared a str
@@ -911,7 +1117,9 @@ async def test_list_workspace_schemas_refuses_forged_and_wrong_shaped_page_token
         ),
         metadata=SYSTEM,
     )
-    assert [x.name for x in [*first.schemas, *second.schemas]] == ["data", "sandbox", "web"]
+    listed = [*first.schemas, *second.schemas]
+    assert [x.connection_id for x in listed] == sorted(x.connection_id for x in listed)
+    assert sorted(x.name for x in listed) == ["data", "sandbox", "web"]
 
 
 async def test_list_available_connections_refuses_forged_and_wrong_shaped_page_tokens(

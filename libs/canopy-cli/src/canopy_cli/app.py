@@ -38,12 +38,12 @@ class _CanopyGroup(TyperGroup):
                 line += clients.token_hint()
             _exit_with(line)
         except CliError as error:
-            _exit_with(error.message)
+            _exit_with(error.message, error.exit_code)
 
 
-def _exit_with(message: str) -> NoReturn:
+def _exit_with(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"canopy: {message}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 app = typer.Typer(
@@ -67,7 +67,12 @@ schemas_app = typer.Typer(
 app.add_typer(integrations_app, name="integrations")
 app.add_typer(template_app, name="template")
 app.add_typer(grants_app, name="grants")
+workspace_app = typer.Typer(
+    help="A workspace's Steampipe configuration, written to a directory and kept current.",
+    no_args_is_help=True,
+)
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(workspace_app, name="workspace")
 
 
 class Output(enum.StrEnum):

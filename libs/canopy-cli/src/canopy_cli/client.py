@@ -17,6 +17,7 @@ from canopy.integration.v1 import connection_tree_service_pb2_grpc, integration_
 from canopy.permissions.v1 import (
     directory_service_pb2_grpc,
     permission_service_pb2_grpc,
+    workspace_config_service_pb2_grpc,
     workspace_schema_service_pb2_grpc,
 )
 from canopy_core.auth import mint_token, signing_secret
@@ -28,7 +29,10 @@ CALL_TIMEOUT = 60.0
 
 
 class CliError(Exception):
-    """A failure reported as one line on stderr, `canopy: …`, with exit status 1."""
+    """A failure reported as one line on stderr, `canopy: …`, with exit status 1 (or the
+    subclass's `exit_code`)."""
+
+    exit_code = 1
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -289,6 +293,12 @@ class Clients:
         """WorkspaceSchemaService (on the permissions service)."""
         channel = self._channel("permissions", self.permissions_address)
         return workspace_schema_service_pb2_grpc.WorkspaceSchemaServiceStub(channel)
+
+    @property
+    def workspace_config(self) -> workspace_config_service_pb2_grpc.WorkspaceConfigServiceStub:
+        """WorkspaceConfigService (on the permissions service)."""
+        channel = self._channel("permissions", self.permissions_address)
+        return workspace_config_service_pb2_grpc.WorkspaceConfigServiceStub(channel)
 
     def close(self) -> None:
         """Close every channel opened."""

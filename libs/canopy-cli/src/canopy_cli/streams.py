@@ -17,7 +17,7 @@ RECONNECT_FOR = 60.0
 FIRST_DELAY, MAX_DELAY = 0.5, 5.0
 
 
-def _retryable(error: Exception) -> bool:
+def retryable(error: Exception) -> bool:
     """The service went away (shutting down, restarting, unreachable): worth reconnecting."""
     if isinstance(error, Unreachable):
         return True
@@ -50,7 +50,7 @@ def follow(
                 position = max(position, reply.latest_revision)
             return
         except Exception as error:
-            if not connected or not _retryable(error):
+            if not connected or not retryable(error):
                 raise
             now = clock()
             away_since = now if away_since is None else away_since

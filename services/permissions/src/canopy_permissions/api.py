@@ -295,6 +295,7 @@ class WorkspaceSchemaApi(ws_grpc.WorkspaceSchemaServiceServicer):
             schemas=[schema_to_proto(s) for s in page.schemas],
             revision=page.revision,
             next_page_token=page.next_page_token,
+            page_revision=page.page_revision,
         )
 
     async def WatchWorkspaceSchemas(

@@ -14,8 +14,8 @@ from canopy.permissions.v1 import workspace_schema_service_pb2 as rpc
 from canopy_core import requests, wire
 from canopy_core.auth import Principal
 from canopy_core.db import Database
-from canopy_core.errors import Aborted, AlreadyExists, NotFound, PermissionDenied
-from canopy_core.eventlog import EventLog, NewEvent
+from canopy_core.errors import AlreadyExists, NotFound, PermissionDenied
+from canopy_core.eventlog import EventLog, NewEvent, revision_compacted
 from canopy_core.ids import new_id
 from canopy_core.pagination import PagePosition, PageTokens, page_size
 from canopy_core.validation import Violations
@@ -27,10 +27,12 @@ from canopy_permissions.sharing import RemovedReason, Schema, SchemaChange, gran
 
 @dataclass(frozen=True)
 class SchemaPage:
-    """One page of a workspace's schemas and the log revision of the whole listing."""
+    """One page of a workspace's schemas, the revision to watch after (the listing's first
+    page's) and the revision the page was read at."""
 
     schemas: list[Schema]
     revision: int
+    page_revision: int
     next_page_token: str
 
 
@@ -155,7 +157,10 @@ async def detach(
             )
 
 
-SCHEMAS_PAGE = PagePosition("workspace_schemas", (int, str))  # revision, last name
+# Listing revision, last connection id. Pages are cut by connection id, which nothing that
+# happens to a workspace changes; tokens of the name-ordered listing this replaced are refused
+# (another listing name), not misread.
+SCHEMAS_PAGE = PagePosition("workspace_schemas_by_connection", (int, str))
 
 
 async def list_schemas(
@@ -166,7 +171,14 @@ async def list_schemas(
     requested_size: int,
     page_token: str,
 ) -> SchemaPage:
-    """A workspace's schemas by name, and the schema log revision they reflect."""
+    """A page of a workspace's schemas in connection id order, read now, and the revision of
+    the listing's first page, which a client watches after (see ListWorkspaceSchemasResponse).
+
+    Later pages are read at their own time rather than at the first page's snapshot: the
+    service keeps no snapshot between calls, and the log cannot rebuild one (a removal does
+    not carry the settings it removed). Cut by connection id, the pages still cover every
+    schema, and the watch from the first page's revision brings each page up to date.
+    """
     with Violations() as v:
         v.resource_id("workspace_id", workspace_id, "w")
     size = page_size(requested_size)
@@ -177,26 +189,25 @@ async def list_schemas(
         conn.transaction(isolation="repeatable_read", readonly=True),
     ):
         await workspace_member(conn, principal, workspace_id)
-        everything = await store.workspace_schemas(conn, workspace_id)
+        page_revision: int = await conn.fetchval("SELECT revision FROM event_log_head")
         if position is None:
-            revision: int = await conn.fetchval("SELECT revision FROM event_log_head")
-            after_name = ""
+            revision, after_connection_id = page_revision, ""
         else:
-            revision, after_name = position
-            if await store.workspace_head(conn, workspace_id) > revision:
-                raise Aborted(
-                    "the workspace's schemas changed since the first page; list again "
-                    "(or watch from the first page's revision)",
-                    reason="LISTING_CHANGED",
-                    metadata={"revision": str(revision)},
-                )
-    remaining = [s for s in everything if s.name > after_name]
-    page = remaining[:size]
-    more = len(remaining) > size
+            revision, after_connection_id = position
+            compacted_through: int = await conn.fetchval(
+                "SELECT compacted_through FROM event_log_compaction"
+            )
+            if revision < compacted_through:
+                # The watch after `revision` would fail too: start again now, not at the end.
+                raise revision_compacted(revision, compacted_through)
+        rows = await store.workspace_schema_page(conn, workspace_id, after_connection_id, size + 1)
+    page, more = rows[:size], len(rows) > size
     next_token = (
-        page_tokens.seal(SCHEMAS_PAGE, [revision, page[-1].name], arguments) if more else ""
+        page_tokens.seal(SCHEMAS_PAGE, [revision, page[-1].connection_id], arguments)
+        if more
+        else ""
     )
-    return SchemaPage(page, revision, next_token)
+    return SchemaPage(page, revision, page_revision, next_token)
 
 
 async def watch(

@@ -616,6 +616,21 @@ async def folder_parents(
     return {r[0]: r[1] for r in rows}
 
 
+async def workspace_schema_page(
+    conn: asyncpg.Connection, workspace_id: str, after_connection_id: str, limit: int
+) -> list[Schema]:
+    """Up to `limit` of a workspace's schemas with a connection id after the given one, in
+    connection id order (the primary key's)."""
+    rows = await conn.fetch(
+        f"SELECT {_SCHEMA} FROM {_SCHEMAS} WHERE s.workspace_id = $1 AND s.connection_id > $2 "
+        "ORDER BY s.connection_id LIMIT $3",
+        workspace_id,
+        after_connection_id,
+        limit,
+    )
+    return [_schema(r) for r in rows]
+
+
 async def _drop_unheld(conn: asyncpg.Connection, connection_ids: list[str]) -> None:
     """Forget the published form of connections no workspace holds any more."""
     await conn.execute(
@@ -685,13 +700,6 @@ async def set_workspace_heads(conn: asyncpg.Connection, heads: dict[str, int]) -
         list(heads),
         list(heads.values()),
     )
-
-
-async def workspace_head(conn: asyncpg.Connection, workspace_id: str) -> int:
-    value = await conn.fetchval(
-        "SELECT revision FROM workspace_heads WHERE workspace_id = $1", workspace_id
-    )
-    return int(value or 0)
 
 
 async def forget_workspace(conn: asyncpg.Connection, workspace_id: str) -> None:

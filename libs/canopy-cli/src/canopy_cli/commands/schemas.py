@@ -26,16 +26,22 @@ from canopy_cli.streams import follow
 def schemas_list(
     ctx: typer.Context, workspace_id: str, output: OutputOption = Output.table
 ) -> None:
-    """A workspace's schemas, and the revision `schemas watch --after` continues from."""
+    """A workspace's schemas, and the revision `schemas watch --after` continues from.
+
+    Pages come in connection id order and each is read when it is fetched: while the workspace
+    changes, a later page may already show a change after the revision, which the watch from it
+    repeats."""
     request = wrpc.ListWorkspaceSchemasRequest(workspace_id=workspace_id, page_size=PAGE_SIZE)
     found = wrpc.ListWorkspaceSchemasResponse()
     while True:
         page = clients_of(ctx).schemas.ListWorkspaceSchemas(request)
         found.schemas.extend(page.schemas)
-        found.revision = page.revision
+        found.revision = page.revision  # every page repeats the first page's
+        found.page_revision = page.page_revision
         if not page.next_page_token:
             break
         request.page_token = page.next_page_token
+    found.schemas.sort(key=lambda schema: schema.name)  # people look names up
     show(output, found, render.schemas_table(found.schemas, found.revision))
 
 

@@ -168,24 +168,42 @@ Global___ListWorkspaceSchemasRequest: _TypeAlias = ListWorkspaceSchemasRequest  
 
 @_typing.final
 class ListWorkspaceSchemasResponse(_message.Message):
-    """Response of ListWorkspaceSchemas."""
+    """Response of ListWorkspaceSchemas.
+
+    A listing of many pages stays complete while the workspace changes: the pages are ordered by
+    connection id, which no change of the workspace alters (a rename changes a schema's name,
+    never its connection id), and each page is read when it is asked for. So every schema the
+    workspace holds from the first page to the last is on its page, either as it was at
+    `revision` or as it was later (at `page_revision`), and every change after `revision` is in
+    the workspace's stream. The rule: keep the schemas by connection id, then
+    WatchWorkspaceSchemas after `revision` and apply each event by connection id — added and
+    config changed put the schema, renamed sets the name of a schema held (and is skipped for
+    one not held), removed drops it if held. An event may repeat what a later page already
+    showed; applied this way it changes nothing, and once the watch has passed the last page's
+    `page_revision` the set is exactly the workspace's.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEMAS_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_REVISION_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
-    """The schema log revision the listing reflects; every page of one listing reflects the same
-    revision (the page token carries it): if the workspace's schemas change between pages, the
-    next page fails ABORTED `LISTING_CHANGED` and the listing starts again. Watch after it:
-    nothing is lost or repeated.
+    """The revision to watch after: the schema log revision of the listing's first page, which
+    every later page of the listing repeats (the page token carries it). If the log no longer
+    keeps it when a later page is asked for, that page fails OUT_OF_RANGE
+    `REVISION_COMPACTED`: list again from the first page.
     """
     next_page_token: _builtins.str
     """Token of the next page; empty on the last page."""
+    page_revision: _builtins.int
+    """The schema log revision this page was read at: `revision` on the first page, the same or
+    later on the next ones. Every event the listing may show is at or below it.
+    """
     @_builtins.property
     def schemas(self) -> _containers.RepeatedCompositeFieldContainer[_workspace_schema_pb2.WorkspaceSchema]:
-        """The schemas of this page, by name."""
+        """The schemas of this page, in connection id order."""
 
     def __init__(
         self,
@@ -193,10 +211,11 @@ class ListWorkspaceSchemasResponse(_message.Message):
         schemas: _abc.Iterable[_workspace_schema_pb2.WorkspaceSchema] | None = ...,
         revision: _builtins.int = ...,
         next_page_token: _builtins.str = ...,
+        page_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "revision", b"revision", "schemas", b"schemas"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "page_revision", b"page_revision", "revision", b"revision", "schemas", b"schemas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -81,7 +81,9 @@ class WorkspaceSchemaServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListWorkspaceSchemas(self, request, context):
-        """Lists a workspace's schemas and the log revision they reflect.
+        """Lists a workspace's schemas, in pages ordered by connection id, and the log revision to
+        watch after to keep them current: every page of one listing carries the first page's
+        revision (see ListWorkspaceSchemasResponse for the rule a client follows under churn).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

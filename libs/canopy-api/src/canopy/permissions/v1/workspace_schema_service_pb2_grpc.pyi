@@ -45,7 +45,10 @@ class WorkspaceSchemaServiceStub:
     connection still covered by another attachment stays.
     """
     ListWorkspaceSchemas: _grpc.UnaryUnaryMultiCallable[_workspace_schema_service_pb2.ListWorkspaceSchemasRequest, _workspace_schema_service_pb2.ListWorkspaceSchemasResponse]
-    """Lists a workspace's schemas and the log revision they reflect."""
+    """Lists a workspace's schemas, in pages ordered by connection id, and the log revision to
+    watch after to keep them current: every page of one listing carries the first page's
+    revision (see ListWorkspaceSchemasResponse for the rule a client follows under churn).
+    """
     WatchWorkspaceSchemas: _grpc.UnaryStreamMultiCallable[_workspace_schema_service_pb2.WatchWorkspaceSchemasRequest, _workspace_schema_service_pb2.WatchWorkspaceSchemasResponse]
     """Streams a workspace's schema events after a revision: batches of events, and a progress
     message (no events) every few seconds when idle. OUT_OF_RANGE `REVISION_COMPACTED` if the
@@ -69,7 +72,10 @@ class WorkspaceSchemaServiceAsyncStub(WorkspaceSchemaServiceStub):
     connection still covered by another attachment stays.
     """
     ListWorkspaceSchemas: _aio.UnaryUnaryMultiCallable[_workspace_schema_service_pb2.ListWorkspaceSchemasRequest, _workspace_schema_service_pb2.ListWorkspaceSchemasResponse]  # type: ignore[assignment]
-    """Lists a workspace's schemas and the log revision they reflect."""
+    """Lists a workspace's schemas, in pages ordered by connection id, and the log revision to
+    watch after to keep them current: every page of one listing carries the first page's
+    revision (see ListWorkspaceSchemasResponse for the rule a client follows under churn).
+    """
     WatchWorkspaceSchemas: _aio.UnaryStreamMultiCallable[_workspace_schema_service_pb2.WatchWorkspaceSchemasRequest, _workspace_schema_service_pb2.WatchWorkspaceSchemasResponse]  # type: ignore[assignment]
     """Streams a workspace's schema events after a revision: batches of events, and a progress
     message (no events) every few seconds when idle. OUT_OF_RANGE `REVISION_COMPACTED` if the
@@ -108,7 +114,10 @@ class WorkspaceSchemaServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _workspace_schema_service_pb2.ListWorkspaceSchemasRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_workspace_schema_service_pb2.ListWorkspaceSchemasResponse, _abc.Awaitable[_workspace_schema_service_pb2.ListWorkspaceSchemasResponse]]:
-        """Lists a workspace's schemas and the log revision they reflect."""
+        """Lists a workspace's schemas, in pages ordered by connection id, and the log revision to
+        watch after to keep them current: every page of one listing carries the first page's
+        revision (see ListWorkspaceSchemasResponse for the rule a client follows under churn).
+        """
 
     @_abc_1.abstractmethod
     def WatchWorkspaceSchemas(
