@@ -226,11 +226,7 @@ async def run(admin_dsn: str) -> dict[str, Any]:
             raise RuntimeError(f"the workspace never attached the root folder: {failure}")
         attached = 0
         for _ in range(600):  # the schemas arrive as the projection catches up
-            try:
-                attached = await _list_all(schemas)
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.ABORTED:  # LISTING_CHANGED: list again
-                    raise
+            attached = await _list_all(schemas)
             if attached == ACCOUNTS:
                 break
             await asyncio.sleep(0.1)

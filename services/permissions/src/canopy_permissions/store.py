@@ -691,6 +691,9 @@ async def write_schema_changes(
 
 
 async def set_workspace_heads(conn: asyncpg.Connection, heads: dict[str, int]) -> None:
+    """Each workspace's latest schema event. Nothing here reads it any more: it is kept written
+    for replicas of the previous release during a rolling upgrade, whose listings compare it
+    between pages (`LISTING_CHANGED`); a later release drops it."""
     if not heads:
         return
     await conn.execute(
