@@ -695,3 +695,48 @@ async def test_removing_the_queue_from_the_integration_stops_following_it(
     assert attributes["ApproximateNumberOfMessages"] == "1"  # nobody reads it any more
     status = (await integration_of(stack, live.id)).event_queue_status
     assert status.state == pb.EVENT_QUEUE_STATE_NOT_CONFIGURED
+
+
+async def test_an_event_delivered_by_an_eventbridge_rule_is_applied(
+    stack: Stack, org: Org, proxy: FaultProxy
+) -> None:
+    prod = org.ou("Production")
+    web = org.account("Web")
+    queue_url = make_queue(proxy)
+    live = await create_followed(stack, queue_url)
+    await queue_state(stack, live.id, pb.EVENT_QUEUE_STATE_FOLLOWING)
+    events = boto3.client(
+        "events", endpoint_url=proxy.upstream, region_name="us-east-1", **CREDENTIALS
+    )
+    events.put_rule(
+        Name="canopy-organization-events",
+        EventPattern=json.dumps(
+            {
+                "source": ["aws.organizations"],
+                "detail-type": ["AWS API Call via CloudTrail", "AWS Service Event via CloudTrail"],
+                "detail": {"errorCode": [{"exists": False}]},
+            }
+        ),
+    )
+    arn = f"arn:aws:sqs:us-east-1:{ev.MANAGEMENT_ACCOUNT}:canopy-events"
+    events.put_targets(Rule="canopy-organization-events", Targets=[{"Id": "queue", "Arn": arn}])
+
+    org.move(web, prod)
+    move = ev.moved(web, org.root_id, prod)
+    # moto accepts an aws.* source from PutEvents (AWS would not) and delivers the event to the
+    # queue in its own envelope: a new id, and no `account`.
+    answer = events.put_events(
+        Entries=[
+            {
+                "Source": move["source"],
+                "DetailType": move["detail-type"],
+                "Detail": json.dumps(move["detail"]),
+            }
+        ]
+    )
+    assert answer["FailedEntryCount"] == 0
+    delivered = answer["Entries"][0]["EventId"]
+    (run,) = await event_runs(stack, live.id, {delivered})
+    assert [(e.event_name, e.entity_id) for e in run.events] == [("MoveAccount", web)]
+    assert run.apply_outcome == tree_pb.APPLY_OUTCOME_APPLIED
+    await crawl_agrees(stack, live.id)
