@@ -12,7 +12,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench import crawl_bench, eventlog_bench, get_connection_bench, sharing_bench, snapshot_bench
+from bench import (
+    crawl_bench,
+    eventlog_bench,
+    freshness_bench,
+    get_connection_bench,
+    sharing_bench,
+    snapshot_bench,
+)
 from bench.support import postgres
 
 BENCHES: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
@@ -21,6 +28,7 @@ BENCHES: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
     "get_connection": get_connection_bench.run,
     "schema_streams": sharing_bench.run,
     "crawl": crawl_bench.run,
+    "freshness": freshness_bench.run,
 }
 
 

@@ -47,6 +47,18 @@ def moved(account_id: str, source: str, destination: str) -> dict[str, Any]:
     return event
 
 
+def create_started() -> dict[str, Any]:
+    """CreateAccount, still IN_PROGRESS: it names no account yet."""
+    return _fresh("create_account")
+
+
+def close_started(account_id: str) -> dict[str, Any]:
+    """CloseAccount (CloseAccountResult follows)."""
+    event = _fresh("close_account")
+    event["detail"]["requestParameters"] = {"accountId": account_id}
+    return event
+
+
 def created(account_id: str) -> dict[str, Any]:
     """CreateAccountResult, SUCCEEDED (the service event that ends a CreateAccount)."""
     event = _fresh("create_account_result")
