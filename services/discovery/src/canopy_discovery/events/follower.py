@@ -160,15 +160,7 @@ class Follower:
             try:
                 await self._follow()
             except QueueUnreadable as problem:
-                self._failures += 1
-                QUEUE_FAILURES.labels(problem.reason).inc()
-                log.warning(
-                    "cannot read the event queue: %s",
-                    problem,
-                    extra={"integration_id": self.integration_id, "reason": problem.reason},
-                )
-                if not problem.transient or self._failures >= REPORT_AFTER:
-                    await self._report(FAILING, problem.reason, problem.message)
+                await self._unread(problem)
             except NotFound:
                 self._failures += 1  # deleted: the tree log takes the queue away soon
             except CanopyError as exc:
@@ -184,8 +176,23 @@ class Follower:
                     "following the event queue failed",
                     extra={"integration_id": self.integration_id},
                 )
-            delay = min(self.config.retry_max, 2 ** min(self._failures - 1, 16))
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            await self._back_off()
+
+    async def _unread(self, problem: QueueUnreadable) -> None:
+        """Count a failed read; report it, unless it is transient and not yet repeated."""
+        self._failures += 1
+        QUEUE_FAILURES.labels(problem.reason).inc()
+        log.warning(
+            "cannot read the event queue: %s",
+            problem,
+            extra={"integration_id": self.integration_id, "reason": problem.reason},
+        )
+        if not problem.transient or self._failures >= REPORT_AFTER:
+            await self._report(FAILING, problem.reason, problem.message)
+
+    async def _back_off(self) -> None:
+        delay = min(self.config.retry_max, 2 ** min(self._failures - 1, 16))
+        await asyncio.sleep(random.uniform(delay / 2, delay))
 
     async def _follow(self) -> None:
         integration = await self.integrations.get_integration(self.integration_id)
@@ -226,7 +233,15 @@ class Follower:
                     burst = self._burst()
                     continue
                 wait = receive_wait(burst.remaining(time.monotonic()), self.config.wait_seconds)
-                burst.add(await self._receive(sqs, wait))
+                try:
+                    burst.add(await self._receive(sqs, wait))
+                except QueueUnreadable as problem:
+                    if not problem.transient:
+                        raise
+                    # Throttled, or the endpoint is away for a moment: the same clients, and
+                    # the burst so far, try again.
+                    await self._unread(problem)
+                    await self._back_off()
 
     def _burst(self) -> Burst:
         return Burst(self.config.coalesce_window, self.config.max_messages)
@@ -301,18 +316,16 @@ class Follower:
             await asyncio.sleep(timeout / 3)
             await self._set_visibility(sqs, messages, timeout)
 
-    async def _report(self, state: int, reason: str = "", message: str = "") -> None:
+    async def _report(
+        self, state: ipb.EventQueueState.ValueType, reason: str = "", message: str = ""
+    ) -> None:
         """Tell the integration service where the queue stands, when that changed."""
         wanted = (state, reason, message[:MAX_STATUS_MESSAGE])
         if wanted == self._status:
             return
         request = tree_rpc.ApplyDiscoverySnapshotRequest(
             integration_id=self.integration_id,
-            event_queue_status=ipb.EventQueueStatus(
-                state=state,  # type: ignore[arg-type]
-                reason=reason,
-                message=wanted[2],
-            ),
+            event_queue_status=ipb.EventQueueStatus(state=state, reason=reason, message=wanted[2]),
         )
         try:
             await self.integrations.apply(request)
