@@ -16,6 +16,7 @@ from bench import (
     config_follow_bench,
     crawl_bench,
     eventlog_bench,
+    freshness_bench,
     get_connection_bench,
     sharing_bench,
     snapshot_bench,
@@ -39,6 +40,7 @@ BENCHES: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
     "schema_streams": sharing_bench.run,
     "crawl": crawl_bench.run,
     "workspace_config": workspace_config,
+    "freshness": freshness_bench.run,
 }
 
 

@@ -271,7 +271,8 @@ class FaultProxy:
             status = upstream.status
         if call.operation == "AssumeRole" and status == 200:
             self._learn_role(call, answer.decode())
-        if self.mode != "forward" and replayable and status == 200:
+        # A client error is an answer too (an OU or account no longer found), kept for replay.
+        if self.mode != "forward" and replayable and status < 500:
             self.recordings[key] = Recorded(status, content_type, answer.decode())
         return web.Response(status=status, body=answer, content_type=content_type)
 

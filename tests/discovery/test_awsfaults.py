@@ -259,3 +259,24 @@ def test_replay_keys_ignore_signatures_and_parameter_order(moto_url: str, org: O
         again = other_keys.list_accounts_for_parent(MaxResults=20, ParentId=org.root_id)
         assert again["Accounts"] == first["Accounts"]
         assert proxy.replayed == 1  # the first was forwarded and recorded, the second replayed
+
+
+def test_a_recorded_client_error_is_replayed_as_answered(
+    moto_url: str, org: Org, tmp_path: Path
+) -> None:
+    gone = org.ou("Gone")
+    org.delete_ou(gone)
+    with FaultProxy(moto_url, mode="record") as recorder:
+        with pytest.raises(ClientError):
+            client("organizations", recorder.url).describe_organizational_unit(
+                OrganizationalUnitId=gone
+            )
+        recorder.save(tmp_path / "answers.json")
+    with FaultProxy(moto_url, mode="replay") as replayer:
+        replayer.load(tmp_path / "answers.json")
+        with pytest.raises(ClientError) as caught:
+            client("organizations", replayer.url).describe_organizational_unit(
+                OrganizationalUnitId=gone
+            )
+        assert caught.value.response["Error"]["Code"] == "OrganizationalUnitNotFoundException"
+        assert replayer.replayed == 1

@@ -1,6 +1,6 @@
 """The schedule reconciled with the integration service's list of integrations, over real gRPC,
 PostgreSQL and moto: integrations created or deleted while discovery was away longer than the
-tree log keeps events, and entries lost while it ran."""
+tree log keeps events (and event queues set meanwhile), and entries lost while it ran."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from canopy.discovery.v1 import discovery_pb2 as dpb
 from canopy.integration.v1 import integration_pb2 as pb
@@ -124,3 +125,34 @@ async def test_periodic_passes_restore_a_lost_entry_and_leave_the_others_timing_
         assert len(await runs_of(stack, lost.id)) == 2
     finally:
         await stack.close()
+
+
+async def test_a_queue_set_while_discovery_was_away_past_the_retention_is_followed(
+    stack: Stack, org: Org
+) -> None:
+    integration = await create(stack, "aws-queued")
+    await first_run(stack, integration.id)
+    queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/canopy-events"
+
+    async def set_queue() -> None:
+        await stack.integrations.UpdateIntegration(
+            rpc.UpdateIntegrationRequest(
+                integration=pb.Integration(
+                    id=integration.id,
+                    discovery_access=pb.AwsDiscoveryAccess(event_queue=queue_url),
+                ),
+                update_mask=FieldMask(paths=["discovery_access.event_queue"]),
+            ),
+            metadata=OWNER,
+        )
+
+    await away_past_the_retention(stack, set_queue)
+    followed: dict[str, Any] = {}
+    for _ in range(100):
+        async with stack.services["discovery"].runtime.db.connection() as conn:
+            followed = await discovery_store.event_queues(conn)
+        if followed:
+            break
+        await asyncio.sleep(0.1)
+    assert followed[integration.id].queue_url == queue_url
+    assert followed[integration.id].role_arn == integration.discovery_access.role_arn

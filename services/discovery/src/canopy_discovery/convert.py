@@ -38,7 +38,16 @@ def run_to_proto(run: SyncRun) -> pb.SyncRun:
         end_time=timestamp(run.end_time),
         update_time=timestamp(run.update_time),
         etag=run.etag,
+        event_count=run.event_count,
+        full_crawl_reason=run.full_crawl_reason,
     )
+    for event in run.events:
+        message.events.add(
+            event_id=event.event_id,
+            event_name=event.event_name,
+            entity_id=event.entity_id,
+            event_time=timestamp(event.event_time),
+        )
     if run.summary is not None:
         message.summary.ParseFromString(run.summary)
     if run.apply_outcome:

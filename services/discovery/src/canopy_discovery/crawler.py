@@ -306,3 +306,16 @@ async def crawl(
         raise
     except Exception as error:
         raise classify(error) from error
+
+
+def api_caller(
+    client: Any,
+    limits: CrawlLimits,
+    progress: CrawlProgress,
+    report: Callable[[], None] = lambda: None,
+) -> Callable[..., Any]:
+    """An awaitable `call(operation, **params)` answering the call's dict, with a crawl's
+    discipline (one concurrency bound and rate, retries of throttling and transient errors with
+    backoff, a timeout per attempt, the calls counted in `progress`), for reads outside a crawl:
+    targeted refreshes."""
+    return _Crawl(client, limits, progress, report).call

@@ -6,6 +6,9 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+# The events a run lists (it counts them all).
+MAX_COVERED_EVENTS = 100
+
 
 class RunState(enum.Enum):
     """Where a sync run stands."""
@@ -31,6 +34,7 @@ class Trigger(enum.Enum):
     SETTINGS_CHANGED = "SETTINGS_CHANGED"
     MANUAL = "MANUAL"
     RECONCILED = "RECONCILED"
+    ORGANIZATION_EVENTS = "ORGANIZATION_EVENTS"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,16 @@ class Progress:
     api_calls: int = 0
     throttled_calls: int = 0
     elapsed_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class CoveredEvent:
+    """One organization change event a run covered."""
+
+    event_id: str
+    event_name: str
+    entity_id: str
+    event_time: datetime
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,9 @@ class SyncRun:
     start_time: datetime | None = None
     end_time: datetime | None = None
     update_time: datetime | None = None
+    events: tuple[CoveredEvent, ...] = ()  # at most MAX_COVERED_EVENTS of `event_count`
+    event_count: int = 0
+    full_crawl_reason: str = ""  # a refresh fell back to this full crawl, why
 
     @property
     def chain(self) -> tuple[str, str | None]:
@@ -86,3 +103,24 @@ class Schedule:
     active_run_id: str | None
     lease_owner: str | None
     lease_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FollowedQueue:
+    """An integration's event queue, as the replica that follows it holds it."""
+
+    integration_id: str
+    queue_url: str
+    role_arn: str
+    external_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class AppliedSnapshot:
+    """The last snapshot applied to an integration's tree, and the generation it produced."""
+
+    integration_id: str
+    generation: int
+    run_id: str
+    snapshot: bytes  # a serialized OrganizationSnapshot

@@ -10,6 +10,8 @@ without a scope, as a system caller) and
   id first, so that one created after the list was taken is kept);
 - syncs at once each SUSPENDED one whose plan allows it again, and makes due at once each one
   whose plan no longer allows it, for its worker to suspend under the lease (`plans`);
+- follows the event queue of each integration that has one, with its discovery role, and no
+  other (asked once more by id first, as the list may be older than the tree log's news);
 - leaves every other entry, and its timing, alone.
 
 The tree-log consumer schedules a new integration within moments of its creation; one missing
@@ -33,7 +35,7 @@ from canopy_core.event_queues import sync_interval_seconds
 from canopy_core.eventlog import EventLog
 from canopy_discovery import store
 from canopy_discovery.integration_client import IntegrationClient
-from canopy_discovery.model import Trigger
+from canopy_discovery.model import FollowedQueue, Trigger
 from canopy_discovery.plans import Suspension, plan_suspension
 from canopy_discovery.runs import WORK_CHANNEL, cancel_integration, request_sync
 
@@ -53,6 +55,7 @@ class Reconciled:
     unscheduled: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)  # suspended, and allowed again
     to_suspend: list[str] = field(default_factory=list)  # made due, their plan forbids them
+    queues: list[str] = field(default_factory=list)  # whose event queue is followed anew, or not
 
 
 class Reconciler:
@@ -87,7 +90,7 @@ class Reconciler:
             wait = self.interval
             try:
                 done = await self.reconcile()
-                if done.scheduled or done.unscheduled or done.resumed or done.to_suspend:
+                if any(vars(done).values()):
                     log.info(
                         "schedule reconciled with the integration service",
                         extra={
@@ -95,6 +98,7 @@ class Reconciler:
                             "unscheduled": done.unscheduled,
                             "resumed": done.resumed,
                             "to_suspend": done.to_suspend,
+                            "event_queues": done.queues,
                         },
                     )
             except asyncio.CancelledError:
@@ -148,7 +152,27 @@ class Reconciler:
             done.unscheduled.append(integration_id)
         known = [listed[i] for i in sorted(scheduled & set(listed))]
         await self._plan_changes(known, done)
+        await self._event_queues(listed, done)
         return done
+
+    async def _event_queues(self, listed: dict[str, ipb.Integration], done: Reconciled) -> None:
+        """Follow exactly the event queues the integrations have, with their roles."""
+        async with self.db.connection() as conn:
+            followed = await store.event_queues(conn)
+        for integration_id in sorted(set(listed) | set(followed)):
+            if _queue_of(listed.get(integration_id)) == _followed(followed.get(integration_id)):
+                continue
+            try:
+                # The list may predate a change the tree-log consumer has already applied.
+                integration: ipb.Integration | None = await self.integrations.get_integration(
+                    integration_id
+                )
+            except NotFound:
+                integration = None
+            async with self.db.transaction() as conn:
+                url, role, external_id = _queue_of(integration)
+                await store.set_event_queue(conn, integration_id, url, role, external_id)
+            done.queues.append(integration_id)
 
     async def _plan_changes(self, integrations: list[ipb.Integration], done: Reconciled) -> None:
         """Integrations whose plan changed since their worker last checked it."""
@@ -182,3 +206,17 @@ class Reconciler:
                     await store.set_schedule(conn, integration.id, due_now=True)
                     await conn.execute("SELECT pg_notify($1, $2)", WORK_CHANNEL, integration.id)
                 done.to_suspend.append(integration.id)
+
+
+def _queue_of(integration: ipb.Integration | None) -> tuple[str, str, str]:
+    """An integration's queue and the role that reads it; empty without a queue."""
+    if integration is None or not integration.discovery_access.event_queue:
+        return ("", "", "")
+    access = integration.discovery_access
+    return (access.event_queue, access.role_arn, access.external_id)
+
+
+def _followed(queue: FollowedQueue | None) -> tuple[str, str, str]:
+    if queue is None:
+        return ("", "", "")
+    return (queue.queue_url, queue.role_arn, queue.external_id)

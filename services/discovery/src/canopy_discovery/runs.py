@@ -26,7 +26,7 @@ from canopy_discovery import store
 from canopy_discovery.convert import run_to_proto
 from canopy_discovery.errors import PlanNotEligible
 from canopy_discovery.integration_client import IntegrationClient
-from canopy_discovery.model import RunState, SyncRun, Trigger
+from canopy_discovery.model import CoveredEvent, RunState, SyncRun, Trigger
 from canopy_discovery.plans import plan_suspension
 
 WORK_CHANNEL = "canopy_discovery_work"
@@ -75,8 +75,12 @@ async def request_sync(
     trigger: Trigger,
     *,
     confirm_deletions: bool = False,
+    events: tuple[CoveredEvent, ...] = (),
+    event_count: int = 0,
+    full_crawl_reason: str = "",
 ) -> SyncRun:
-    """The integration's live run, or a new QUEUED one; workers are woken at commit."""
+    """The integration's live run, or a new QUEUED one (covering `events`, for `full_crawl_reason`
+    when a refresh fell back to it); workers are woken at commit."""
     schedule = await store.get_schedule(conn, integration_id, for_update=True)
     if schedule is None:
         schedule = await store.upsert_schedule(
@@ -101,6 +105,9 @@ async def request_sync(
             state=RunState.QUEUED,
             trigger=trigger,
             confirm_deletions=confirm_deletions,
+            events=events,
+            event_count=event_count,
+            full_crawl_reason=full_crawl_reason,
         ),
     )
     await append_run_event(conn, log, run)
@@ -128,11 +135,14 @@ async def cancel_active_runs(
 
 
 async def cancel_integration(conn: asyncpg.Connection, log: EventLog, integration_id: str) -> None:
-    """The integration is gone: cancel its live runs and take it off the schedule."""
+    """The integration is gone: cancel its live runs, take it off the schedule and stop
+    following its event queue."""
     await cancel_active_runs(
         conn, log, integration_id, "INTEGRATION_DELETED", "the integration was deleted"
     )
     await store.delete_schedule(conn, integration_id)
+    await store.delete_event_queue(conn, integration_id)
+    await store.delete_applied_snapshot(conn, integration_id)
 
 
 # -- the RPCs' use cases -------------------------------------------------------------------------

@@ -34,7 +34,14 @@ from canopy_discovery import store
 from canopy_discovery.aws import AwsSettings, DiscoveryFailure
 from canopy_discovery.crawler import CrawlLimits, CrawlProgress, crawl
 from canopy_discovery.integration_client import IntegrationClient
-from canopy_discovery.model import Progress, RunState, Schedule, SyncRun, Trigger
+from canopy_discovery.model import (
+    AppliedSnapshot,
+    Progress,
+    RunState,
+    Schedule,
+    SyncRun,
+    Trigger,
+)
 from canopy_discovery.plans import Suspension, plan_suspension
 from canopy_discovery.runs import WORK_CHANNEL, cancel_active_runs, cancel_integration, record
 
@@ -46,6 +53,9 @@ OUTCOME_STATES = {
     tree_pb.APPLY_OUTCOME_NEEDS_CONFIRMATION: RunState.NEEDS_CONFIRMATION,
     tree_pb.APPLY_OUTCOME_FAILURE_RECORDED: RunState.FAILED,
 }
+
+# Outcomes after which the tree is the snapshot that was sent.
+KEPT_OUTCOMES = frozenset({tree_pb.APPLY_OUTCOME_APPLIED, tree_pb.APPLY_OUTCOME_UNCHANGED})
 
 
 @dataclass(frozen=True)
@@ -413,6 +423,14 @@ class Scheduler:
             if latest is None or latest.state is not RunState.RUNNING:
                 return
             await record(conn, self.log, replace(final, confirm_deletions=latest.confirm_deletions))
+            if reply is not None and reply.outcome in KEPT_OUTCOMES:
+                # What targeted refreshes patch (canopy_discovery.events), with the generation
+                # it left the tree at; stored before the run ends, so no refresh misses it.
+                assert isinstance(outcome, tree_pb.OrganizationSnapshot)
+                applied = AppliedSnapshot(
+                    integration.id, reply.generation, run.id, outcome.SerializeToString()
+                )
+                await store.save_applied_snapshot(conn, applied)
             await store.release(
                 conn,
                 integration.id,

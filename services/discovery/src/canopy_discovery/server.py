@@ -1,4 +1,5 @@
-"""The discovery service: its RPCs, the scheduler's workers, and the tree-event trigger."""
+"""The discovery service: its RPCs, the scheduler's workers, the tree-event trigger, and the
+followers of event queues."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from canopy_core.server import Runtime, ServiceSpec
 from canopy_discovery.api import Context, DiscoveryApi
 from canopy_discovery.aws import AwsSettings
 from canopy_discovery.crawler import CrawlLimits
+from canopy_discovery.events.consumer import ConsumerConfig, EventConsumer
+from canopy_discovery.events.follower import FollowerConfig
 from canopy_discovery.integration_client import IntegrationClient
 from canopy_discovery.reconcile import Reconciler
 from canopy_discovery.scheduler import Scheduler, SchedulerConfig
@@ -82,6 +85,26 @@ async def setup(runtime: Runtime) -> None:
             ),
         ),
     )
+    consumer = EventConsumer(
+        runtime.db,
+        runtime.event_log,
+        integrations,
+        aws,
+        ConsumerConfig(
+            max_followers=settings.event_queue_followers,
+            lease_ttl=settings.lease_ttl,
+            poll_interval=settings.scheduler_poll_interval.total_seconds(),
+            follower=FollowerConfig(
+                coalesce_window=settings.event_coalesce_window.total_seconds(),
+                wait_seconds=settings.event_queue_wait,
+                visibility_timeout=max(1, int(settings.event_visibility_timeout.total_seconds())),
+                retry_max=settings.event_queue_retry_max.total_seconds(),
+                max_share=settings.event_refresh_max_share,
+                min_entities=settings.event_refresh_min_entities,
+                default_limits=scheduler.config.default_limits,
+            ),
+        ),
+    )
     reconciler = Reconciler(
         runtime.db, runtime.event_log, integrations, directory, settings.schedule_reconcile_interval
     )
@@ -91,6 +114,7 @@ async def setup(runtime: Runtime) -> None:
         name="tree-events",
     )
     runtime.add_task(reconciler.run(), name="schedule-reconciler")
+    runtime.add_task(consumer.run(), name="event-queues")
 
 
 def spec() -> ServiceSpec:

@@ -45,3 +45,32 @@ class DiscoverySettings(ServiceSettings):
         description="How often the schedule is reconciled with the integration service's list "
         "of integrations (also at start, and after a compacted gap in the tree log).",
     )
+
+    event_queue_followers: int = Field(
+        default=32, ge=0, le=1024, description="Event queues one replica follows at most."
+    )
+    event_coalesce_window: Duration = Field(
+        default=timedelta(seconds=2),
+        description="How long the events of a burst are gathered before one refresh reads what "
+        "they name (from the first event of the burst).",
+    )
+    event_queue_wait: int = Field(
+        default=20, ge=1, le=20, description="SQS long polling: seconds a receive waits."
+    )
+    event_visibility_timeout: Duration = Field(
+        default=timedelta(seconds=60),
+        description="How long received messages stay hidden from other receivers; extended "
+        "while their refresh waits, so only a dead replica's messages come back.",
+    )
+    event_queue_retry_max: Duration = Field(
+        default=timedelta(seconds=60),
+        description="Longest wait between attempts to read a queue that fails.",
+    )
+    event_refresh_max_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="A burst naming more than this share of the tree's accounts and OUs (and "
+        "more than event_refresh_min_entities) is followed by a full crawl instead.",
+    )
+    event_refresh_min_entities: int = Field(default=20, ge=0)

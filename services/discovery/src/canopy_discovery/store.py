@@ -1,4 +1,5 @@
-"""SQL of the discovery service: the schedule with its leases, and sync runs."""
+"""SQL of the discovery service: the schedule with its leases, sync runs, the event queues
+followed (with leases of their own) and the last snapshot applied per integration."""
 
 from __future__ import annotations
 
@@ -7,11 +8,21 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from canopy_core.ids import new_etag
-from canopy_discovery.model import Progress, RunState, Schedule, SyncRun, Trigger
+from canopy_discovery.model import (
+    AppliedSnapshot,
+    CoveredEvent,
+    FollowedQueue,
+    Progress,
+    RunState,
+    Schedule,
+    SyncRun,
+    Trigger,
+)
 
 _RUN = """id, integration_id, tenant_id, org_id, state, trigger, confirm_deletions, attempt,
     progress, summary, apply_outcome, failure_reason, failure_message, organization_id, etag,
-    created_at, started_at, ended_at, updated_at"""
+    created_at, started_at, ended_at, updated_at, events, event_count, full_crawl_reason"""
+_QUEUE = "integration_id, queue_url, role_arn, external_id, version"
 _SCHEDULE = """integration_id, tenant_id, org_id, interval_seconds, next_run_at, active_run_id,
     lease_owner, lease_expires_at"""
 
@@ -37,7 +48,31 @@ def _run(row: asyncpg.Record) -> SyncRun:
         start_time=row["started_at"],
         end_time=row["ended_at"],
         update_time=row["updated_at"],
+        events=tuple(_covered(event) for event in row["events"]),
+        event_count=row["event_count"],
+        full_crawl_reason=row["full_crawl_reason"],
     )
+
+
+def _covered(event: dict[str, str]) -> CoveredEvent:
+    return CoveredEvent(
+        event_id=event["id"],
+        event_name=event["name"],
+        entity_id=event["entity"],
+        event_time=datetime.fromisoformat(event["time"]),
+    )
+
+
+def _events_json(events: tuple[CoveredEvent, ...]) -> list[dict[str, str]]:
+    return [
+        {
+            "id": event.event_id,
+            "name": event.event_name,
+            "entity": event.entity_id,
+            "time": event.event_time.isoformat(),
+        }
+        for event in events
+    ]
 
 
 def _schedule(row: asyncpg.Record) -> Schedule:
@@ -191,8 +226,8 @@ async def next_due_in(conn: asyncpg.Connection) -> float | None:
 async def insert_run(conn: asyncpg.Connection, run: SyncRun) -> SyncRun:
     row = await conn.fetchrow(
         f"""INSERT INTO sync_runs (id, integration_id, tenant_id, org_id, state, trigger,
-                confirm_deletions, etag)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_RUN}""",
+                confirm_deletions, etag, events, event_count, full_crawl_reason)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {_RUN}""",
         run.id,
         run.integration_id,
         run.tenant_id,
@@ -201,6 +236,9 @@ async def insert_run(conn: asyncpg.Connection, run: SyncRun) -> SyncRun:
         run.trigger.value,
         run.confirm_deletions,
         new_etag(),
+        _events_json(run.events),
+        run.event_count,
+        run.full_crawl_reason,
     )
     return _run(row)
 
@@ -266,3 +304,131 @@ async def active_runs(conn: asyncpg.Connection, integration_id: str) -> list[Syn
         integration_id,
     )
     return [_run(r) for r in rows]
+
+
+# -- event queues --------------------------------------------------------------------------------
+
+
+def _queue(row: asyncpg.Record) -> FollowedQueue:
+    return FollowedQueue(**dict(row.items()))
+
+
+async def set_event_queue(
+    conn: asyncpg.Connection,
+    integration_id: str,
+    queue_url: str,
+    role_arn: str,
+    external_id: str,
+) -> None:
+    """Follow the integration's queue with its role (`queue_url` "" stops following it). A new
+    queue or role bumps the version: whoever follows it starts again with the new one."""
+    if not queue_url:
+        await delete_event_queue(conn, integration_id)
+        return
+    await conn.execute(
+        """INSERT INTO event_queues (integration_id, queue_url, role_arn, external_id)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (integration_id) DO UPDATE SET queue_url = EXCLUDED.queue_url,
+                role_arn = EXCLUDED.role_arn, external_id = EXCLUDED.external_id,
+                version = event_queues.version + 1, updated_at = now()
+            WHERE (event_queues.queue_url, event_queues.role_arn, event_queues.external_id)
+                IS DISTINCT FROM (EXCLUDED.queue_url, EXCLUDED.role_arn, EXCLUDED.external_id)""",
+        integration_id,
+        queue_url,
+        role_arn,
+        external_id,
+    )
+
+
+async def delete_event_queue(conn: asyncpg.Connection, integration_id: str) -> None:
+    await conn.execute("DELETE FROM event_queues WHERE integration_id = $1", integration_id)
+
+
+async def event_queues(conn: asyncpg.Connection) -> dict[str, FollowedQueue]:
+    """Every queue followed, by integration."""
+    rows = await conn.fetch(f"SELECT {_QUEUE} FROM event_queues")
+    return {row["integration_id"]: _queue(row) for row in rows}
+
+
+async def claim_event_queue(
+    conn: asyncpg.Connection, owner: str, lease_ttl: timedelta
+) -> FollowedQueue | None:
+    """Lease one queue no live replica follows (replicas skip each other's)."""
+    row = await conn.fetchrow(
+        f"""UPDATE event_queues SET lease_owner = $1, lease_expires_at = now() + $2::interval
+            WHERE integration_id = (
+                SELECT integration_id FROM event_queues
+                WHERE lease_expires_at IS NULL OR lease_expires_at < now()
+                ORDER BY updated_at
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+            RETURNING {_QUEUE}""",
+        owner,
+        lease_ttl,
+    )
+    return _queue(row) if row else None
+
+
+async def renew_event_queues(
+    conn: asyncpg.Connection, owner: str, integration_ids: list[str], lease_ttl: timedelta
+) -> dict[str, FollowedQueue]:
+    """Extend the leases this replica still holds; the queues (as they are now) it still has."""
+    rows = await conn.fetch(
+        f"""UPDATE event_queues SET lease_expires_at = now() + $3::interval
+            WHERE lease_owner = $1 AND integration_id = ANY($2::text[])
+            RETURNING {_QUEUE}""",
+        owner,
+        integration_ids,
+        lease_ttl,
+    )
+    return {row["integration_id"]: _queue(row) for row in rows}
+
+
+async def release_event_queues(
+    conn: asyncpg.Connection, owner: str, integration_ids: list[str]
+) -> None:
+    """Let other replicas take these queues at once (this one stops following them)."""
+    await conn.execute(
+        "UPDATE event_queues SET lease_owner = NULL, lease_expires_at = NULL "
+        "WHERE lease_owner = $1 AND integration_id = ANY($2::text[])",
+        owner,
+        integration_ids,
+    )
+
+
+# -- applied snapshots ---------------------------------------------------------------------------
+
+
+async def save_applied_snapshot(conn: asyncpg.Connection, applied: AppliedSnapshot) -> None:
+    """Keep the snapshot an apply left the tree at; an older generation never replaces a newer
+    one (a crawl and a refresh may finish in either order)."""
+    await conn.execute(
+        """INSERT INTO applied_snapshots (integration_id, generation, run_id, snapshot)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (integration_id) DO UPDATE SET generation = EXCLUDED.generation,
+                run_id = EXCLUDED.run_id, snapshot = EXCLUDED.snapshot, updated_at = now()
+            WHERE applied_snapshots.generation <= EXCLUDED.generation""",
+        applied.integration_id,
+        applied.generation,
+        applied.run_id,
+        applied.snapshot,
+    )
+
+
+async def get_applied_snapshot(
+    conn: asyncpg.Connection, integration_id: str
+) -> AppliedSnapshot | None:
+    row = await conn.fetchrow(
+        "SELECT integration_id, generation, run_id, snapshot FROM applied_snapshots "
+        "WHERE integration_id = $1",
+        integration_id,
+    )
+    if row is None:
+        return None
+    return AppliedSnapshot(
+        row["integration_id"], row["generation"], row["run_id"], bytes(row["snapshot"])
+    )
+
+
+async def delete_applied_snapshot(conn: asyncpg.Connection, integration_id: str) -> None:
+    await conn.execute("DELETE FROM applied_snapshots WHERE integration_id = $1", integration_id)

@@ -1,5 +1,6 @@
 """Following the integration service's tree log: what puts an integration on the schedule,
-syncs it at once, or takes it off. The cursor is stored with the schedule changes it causes."""
+syncs it at once, or takes it off, and which event queues discovery follows. The cursor is
+stored with the schedule changes it causes."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ CURSOR = Cursor("integration-tree-events")
 # the organization has not changed, so it is not crawled again for it.
 RESYNC_FIELDS = frozenset({"discovery_access", "member_access", "connection_config"})
 
+# Changes after which the integration's event queue is followed anew (or no longer).
+QUEUE_FIELDS = frozenset({"discovery_access", "discovery_access.event_queue"})
+
+
+async def follow_queue(conn: asyncpg.Connection, integration: ipb.Integration) -> None:
+    """Follow the integration's event queue with its discovery role, or stop if it has none."""
+    access = integration.discovery_access
+    await store.set_event_queue(
+        conn, integration.id, access.event_queue, access.role_arn, access.external_id
+    )
+
 
 def _interval(integration: ipb.Integration) -> int:
     return sync_interval_seconds(integration)
@@ -55,6 +67,7 @@ async def handle_events(
                 _interval(integration),
                 Trigger.CREATED,
             )
+            await follow_queue(conn, integration)
         elif kind == "integration_updated":
             update = event.integration_updated
             changed = set(update.changed_fields)
@@ -72,6 +85,8 @@ async def handle_events(
                     _interval(update.after),
                     Trigger.SETTINGS_CHANGED,
                 )
+            if changed & QUEUE_FIELDS:
+                await follow_queue(conn, update.after)
         elif kind == "integration_deleted":
             await cancel_integration(conn, event_log, event.integration_id)
 

@@ -4,10 +4,12 @@ isort:skip_file
 Discovery: crawling cloud organizations and syncing integrations with them."""
 
 from canopy.integration.v1 import connection_tree_pb2 as _connection_tree_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -85,6 +87,11 @@ class _SyncTriggerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SyncTrigg
     integration it had not scheduled (e.g. created while discovery was away longer than the tree
     log keeps events), or one whose plan allows syncing again.
     """
+    SYNC_TRIGGER_ORGANIZATION_EVENTS: _SyncTrigger.ValueType  # 6
+    """Change events from the integration's event queue (`discovery_access.event_queue`): a
+    targeted refresh of the accounts and OUs they name, or, when `full_crawl_reason` is set, the
+    full crawl it fell back to.
+    """
 
 class SyncTrigger(_SyncTrigger, metaclass=_SyncTriggerEnumTypeWrapper):
     """What started a sync run."""
@@ -103,6 +110,11 @@ SYNC_TRIGGER_RECONCILED: SyncTrigger.ValueType  # 5
 """Discovery's periodic check against the integration service's list of integrations found an
 integration it had not scheduled (e.g. created while discovery was away longer than the tree
 log keeps events), or one whose plan allows syncing again.
+"""
+SYNC_TRIGGER_ORGANIZATION_EVENTS: SyncTrigger.ValueType  # 6
+"""Change events from the integration's event queue (`discovery_access.event_queue`): a
+targeted refresh of the accounts and OUs they name, or, when `full_crawl_reason` is set, the
+full crawl it fell back to.
 """
 Global___SyncTrigger: _TypeAlias = SyncTrigger  # noqa: Y015
 
@@ -203,6 +215,9 @@ class SyncRun(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    FULL_CRAWL_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Unique id, `r_` followed by a time-sortable suffix."""
     integration_id: _builtins.str
@@ -229,6 +244,15 @@ class SyncRun(_message.Message):
     """Output only. How many workers have started this run: more than 1 when a worker died
     mid-crawl and another took the run over once its lease expired.
     """
+    event_count: _builtins.int
+    """Output only. With trigger ORGANIZATION_EVENTS, how many change events the run covered."""
+    full_crawl_reason: _builtins.str
+    """Output only. With trigger ORGANIZATION_EVENTS, set when the run is a full crawl because a
+    targeted refresh could not be made consistent: an UPPER_SNAKE code such as
+    `NO_STORED_SNAPSHOT`, `STORED_SNAPSHOT_OUT_OF_DATE`, `UNKNOWN_PARENT`,
+    `REMOVED_OU_HAS_CHILDREN`, `CONFLICT`, `TOO_MUCH_OF_THE_TREE`, `ORGANIZATION_CHANGED`.
+    Empty for a targeted refresh, whose `progress` counts the accounts and OUs it read.
+    """
     @_builtins.property
     def progress(self) -> Global___SyncProgress:
         """Output only. Counters of the crawl, updated while it runs."""
@@ -253,6 +277,12 @@ class SyncRun(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the run last changed (progress included)."""
 
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrganizationEvent]:
+        """Output only. With trigger ORGANIZATION_EVENTS, the change events the run covered, in the
+        order they were received; at most the first 100 (`event_count` has them all).
+        """
+
     def __init__(
         self,
         *,
@@ -273,14 +303,57 @@ class SyncRun(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         attempt: _builtins.int = ...,
+        events: _abc.Iterable[Global___OrganizationEvent] | None = ...,
+        event_count: _builtins.int = ...,
+        full_crawl_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "progress", b"progress", "start_time", b"start_time", "summary", b"summary", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply_outcome", b"apply_outcome", "attempt", b"attempt", "confirm_deletions", b"confirm_deletions", "create_time", b"create_time", "end_time", b"end_time", "etag", b"etag", "failure_message", b"failure_message", "failure_reason", b"failure_reason", "id", b"id", "integration_id", b"integration_id", "organization_id", b"organization_id", "progress", b"progress", "start_time", b"start_time", "state", b"state", "summary", b"summary", "trigger", b"trigger", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply_outcome", b"apply_outcome", "attempt", b"attempt", "confirm_deletions", b"confirm_deletions", "create_time", b"create_time", "end_time", b"end_time", "etag", b"etag", "event_count", b"event_count", "events", b"events", "failure_message", b"failure_message", "failure_reason", b"failure_reason", "full_crawl_reason", b"full_crawl_reason", "id", b"id", "integration_id", b"integration_id", "organization_id", b"organization_id", "progress", b"progress", "start_time", b"start_time", "state", b"state", "summary", b"summary", "trigger", b"trigger", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SyncRun: _TypeAlias = SyncRun  # noqa: Y015
+
+@_typing.final
+class OrganizationEvent(_message.Message):
+    """One change event of the organization (an EventBridge event from the integration's event
+    queue) that a sync run covered.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_NAME_FIELD_NUMBER: _builtins.int
+    ENTITY_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The EventBridge event id (else CloudTrail's `eventID`)."""
+    event_name: _builtins.str
+    """The call or service event, e.g. `MoveAccount`, `CreateAccountResult`,
+    `UpdateOrganizationalUnit`, `PutAccountName`.
+    """
+    entity_id: _builtins.str
+    """The account (12 digits) or OU (`ou-…`) the event names."""
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When AWS recorded the call (CloudTrail's `eventTime`)."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        event_name: _builtins.str = ...,
+        entity_id: _builtins.str = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "event_id", b"event_id", "event_name", b"event_name", "event_time", b"event_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrganizationEvent: _TypeAlias = OrganizationEvent  # noqa: Y015
 
 @_typing.final
 class SyncProgress(_message.Message):
