@@ -21,6 +21,7 @@ BENCHES: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
     "get_connection": get_connection_bench.run,
     "schema_streams": sharing_bench.run,
     "crawl": crawl_bench.run,
+    "crawl_throttled": crawl_bench.run_throttled,
 }
 
 
