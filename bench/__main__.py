@@ -41,6 +41,7 @@ BENCHES: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
     "crawl": crawl_bench.run,
     "workspace_config": workspace_config,
     "freshness": freshness_bench.run,
+    "crawl_throttled": crawl_bench.run_throttled,
 }
 
 

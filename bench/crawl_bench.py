@@ -42,6 +42,22 @@ bound ignores the ramp at the start (too few known parents to fill the concurren
 so no real crawl reaches it: for this tree a schedule with no cost at all beyond the latency
 takes about 1.11 x the bound at concurrency 32. `ratio_to_lower_bound` is wall seconds over it.
 
+`crawl_throttled` (`run_throttled`, a bench of its own with the same setup) measures the crawl
+under throttling it is not told about: the replay throttles every Organizations operation by a
+token bucket of its own, refilled at RATE calls a second (each of THROTTLE_RATES) and holding at
+most THROTTLE_BURST seconds of it (10 tokens at 100 a second; full when the crawl starts). A call
+that finds its operation's bucket empty on arrival takes no token and is answered, after the same
+LATENCY, as AWS answers: HTTP 400, `{"__type": "TooManyRequestsException", "Message": "You have
+sent too many requests in too short a period of time. Try again later."}`. The crawler runs at
+concurrency 32 with no rate limit of its own. Per rate (the median of RUNS crawls):
+`calls` are the Organizations calls answered successfully (the crawl needs every one),
+`calls_over_rate_seconds` is the time the busiest operation's calls take at that rate (max over
+operations of its calls / RATE: with a bucket per operation, that is the bound, not all calls /
+RATE), `ratio_to_calls_over_rate` the crawl's wall time over it, and `throttled_share` the
+throttled answers over `calls` (retries are sent again, so `requests` = calls + throttled).
+`unthrottled` is the same crawl without throttling, in the same run: at the higher rates the
+crawl's own shape (its ramp, its critical path), not the rate, bounds it.
+
 Per run, besides: `first_organizations_call_after_seconds` (crawl start to the first
 Organizations request reaching the replay: session, AssumeRole, clients), `cpu_seconds` (this
 process, all threads) and `gc_pause_seconds` (spent in the garbage collector) during the crawl.
@@ -62,8 +78,10 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+import urllib.request
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +102,10 @@ LEVELS = (5, 20, 75, 150, 250)  # 500 OUs, five levels deep
 ACCOUNTS = 5_000  # the management account included
 LATENCY = 0.05  # seconds added to every call by the replaying proxy
 CONCURRENCY = 32
+# The hidden per-operation rates of `crawl_throttled`, in calls a second, and how much of a
+# second's worth of calls each operation's bucket holds.
+THROTTLE_RATES = (100.0, 250.0)
+THROTTLE_BURST = 0.1
 RUNS = 3  # of the concurrency-32 crawl, which takes about two seconds; the median is reported
 MANAGEMENT_ACCOUNT = "123456789012"  # moto's default account
 ROLE_ARN = f"arn:aws:iam::{MANAGEMENT_ACCOUNT}:role/canopy-discovery"
@@ -248,34 +270,46 @@ def serve_replay(recording: Path, upstream: str, latency: float) -> None:
     """The child: replay `recording` with `latency` added to every call until stdin closes.
 
     Prints `{"url": …}` once listening; then answers each stdin line with one JSON line:
-    `clear` zeroes the counters, `stats` reports them, `arrivals` lists (monotonic time,
-    operation) of every request since the last `clear`.
+    `clear` zeroes the counters and stops throttling, `throttle RATE BURST` throttles every
+    Organizations operation from now on by a token bucket of its own (see `tests.awsfaults.Rule`),
+    `stats` reports the counters, `arrivals` lists (monotonic time, operation) of every request
+    since the last `clear`.
     """
     logging.getLogger("aiohttp").setLevel(logging.ERROR)
     proxy = FaultProxy(upstream, mode="replay")
     proxy.load(recording)
     proxy.add(Rule(latency=latency))
+    throttles: list[Rule] = []
     with proxy:
         print(json.dumps({"url": proxy.url}), flush=True)
         for line in sys.stdin:
-            command = line.strip()
+            command, *args = line.split()
             if command == "clear":
                 proxy.clear()
                 proxy.add(Rule(latency=latency))
+                throttles = []
+                print("{}", flush=True)
+            elif command == "throttle":
+                rate, burst = (float(arg) for arg in args)
+                throttles.append(proxy.add(Rule(service="organizations", rate=rate, burst=burst)))
                 print("{}", flush=True)
             elif command == "arrivals":
                 print(json.dumps(proxy.arrivals), flush=True)
             elif command == "stats":
                 counts = dict(proxy.counts)
                 organization_arrivals = [t for t, op in proxy.arrivals if op not in _STS]
+                throttled: Counter[str] = Counter()
+                for rule in throttles:
+                    throttled.update(rule.throttled_by_operation)
                 stats = {
                     "requests": sum(counts.values()),
                     "first_arrival": min((t for t, _ in proxy.arrivals), default=None),
                     "first_organizations_arrival": min(organization_arrivals, default=None),
                     "last_arrival": max((t for t, _ in proxy.arrivals), default=None),
                     "by_operation": counts,
+                    "throttled_by_operation": dict(throttled),
                     "replayed": proxy.replayed,
-                    "misses": sum(counts.values()) - proxy.replayed,
+                    "misses": sum(counts.values()) - proxy.replayed - throttled.total(),
                     "max_in_flight": proxy.max_in_flight,
                 }
                 print(json.dumps(stats), flush=True)
@@ -296,6 +330,7 @@ class Outcome:
     snapshot: tree_pb.OrganizationSnapshot | None = None
     cpu_seconds: float = 0.0  # this process's CPU time during the crawl, all threads
     gc_pause_seconds: float = 0.0  # spent in the garbage collector during the crawl
+    throttled_calls: int = 0  # as the crawler counted them
 
 
 class GcPauses:
@@ -341,6 +376,7 @@ async def canopy_crawl(url: str, limits: CrawlLimits) -> Outcome:
         snapshot,
         cpu_seconds=time.process_time() - cpu,
         gc_pause_seconds=pauses.seconds,
+        throttled_calls=last.throttled_calls,
     )
 
 
@@ -503,9 +539,57 @@ class Measured:
         return figures
 
 
-async def run(admin_dsn: str) -> dict[str, Any]:
-    """Build, record, replay; the figures of the three crawls."""
-    del admin_dsn  # no database: the crawl alone
+class Replayed:
+    """The recorded organization served by a replay process, and how to measure crawls of it."""
+
+    def __init__(
+        self, replay: ReplayProcess, live: Outcome, path: int, summary: dict[str, Any]
+    ) -> None:
+        self.replay = replay
+        self.live = live
+        self.path = path
+        self.summary = summary  # the organization, the recording crawl, the environment
+        self.expected = _sorted_ids(live.snapshot) if live.snapshot else None
+
+    async def served(self, crawler: Callable[[], Awaitable[Outcome]]) -> Measured:
+        """One crawl against the replay, with what the replay saw of it."""
+        await self.replay.command("clear")
+        return await self.measure(crawler)
+
+    async def measure(self, crawler: Callable[[], Awaitable[Outcome]]) -> Measured:
+        """One crawl against the replay as it is set up now."""
+        outcome = await crawler()
+        if outcome.snapshot is not None and _sorted_ids(outcome.snapshot) != self.expected:
+            raise AssertionError("the replayed crawl differs from the recorded one")
+        found = (outcome.accounts, outcome.organizational_units)
+        if found != (self.live.accounts, self.live.organizational_units):
+            raise AssertionError("a replayed crawl found a different organization")
+        return Measured(outcome, await self.replay.command("stats"))
+
+    async def median(
+        self,
+        name: str,
+        crawler: Callable[[], Awaitable[Outcome]],
+        setup: Callable[[], Awaitable[Any]] | None = None,
+    ) -> Measured:
+        """The median of RUNS crawls, each after `clear` (and `setup`, if any)."""
+        runs = []
+        for _ in range(RUNS):
+            await self.replay.command("clear")
+            if setup is not None:
+                await setup()
+            runs.append(await self.measure(crawler))
+            _log(f"{name}: {runs[-1].outcome.seconds:.2f} s")
+        runs.sort(key=lambda run: run.outcome.seconds)
+        middle = runs[len(runs) // 2]
+        middle.all_seconds = [round(run.outcome.seconds, 3) for run in runs]
+        return middle
+
+
+@asynccontextmanager
+async def replayed_organization() -> AsyncIterator[Replayed]:
+    """Build the organization in moto, record one sequential crawl of it, and serve that
+    recording from a replay process (see the module docstring)."""
     load_average = round(os.getloadavg()[0], 2)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -515,6 +599,9 @@ async def run(admin_dsn: str) -> dict[str, Any]:
     try:
         host, port = server.get_host_and_port()
         moto_url = f"http://{host}:{port}"
+        # moto keeps its state per process: a bench run before this one left its organization.
+        reset = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
+        await asyncio.to_thread(lambda: urllib.request.urlopen(reset).close())
         started = time.perf_counter()
         ous, accounts = await asyncio.to_thread(build_organization, moto_url)
         _log(f"built {ous} OUs and {accounts} accounts in {time.perf_counter() - started:.1f} s")
@@ -524,7 +611,8 @@ async def run(admin_dsn: str) -> dict[str, Any]:
             live = await canopy_crawl(recorder.url, CrawlLimits(max_concurrency=1))
             recorder.save(recording)
             recorded_calls = sum(recorder.counts.values())
-        expected = _sorted_ids(live.snapshot) if live.snapshot else None
+        if (live.accounts, live.organizational_units) != (accounts, ous):
+            raise AssertionError("the recording crawl found a different organization")
         moto_ms = live.seconds / live.api_calls * 1000
         _log(f"recorded: {live.api_calls} calls in {live.seconds:.1f} s ({moto_ms:.1f} ms/call)")
         path = critical_path(recording)
@@ -533,8 +621,7 @@ async def run(admin_dsn: str) -> dict[str, Any]:
         # collect as the discovery service's process does (tune_gc).
         gc.collect()
         tune_gc()
-
-        results: dict[str, Any] = {
+        summary: dict[str, Any] = {
             "environment": {"cpus": os.cpu_count(), "load_average_1m": load_average},
             "accounts": live.accounts,
             "organizational_units": live.organizational_units,
@@ -549,63 +636,128 @@ async def run(admin_dsn: str) -> dict[str, Any]:
                 "proxy_requests": recorded_calls,
             },
         }
-
         replay = await ReplayProcess.start(recording, moto_url)
         try:
-
-            async def served(crawler: Callable[[], Awaitable[Outcome]]) -> Measured:
-                """One crawl against the replay, with what the replay saw of it."""
-                await replay.command("clear")
-                outcome = await crawler()
-                if outcome.snapshot is not None and _sorted_ids(outcome.snapshot) != expected:
-                    raise AssertionError("the replayed crawl differs from the recorded one")
-                if (outcome.accounts, outcome.organizational_units) != (accounts, ous):
-                    raise AssertionError("a replayed crawl found a different organization")
-                return Measured(outcome, await replay.command("stats"))
-
-            async def median(name: str, crawler: Callable[[], Awaitable[Outcome]]) -> Measured:
-                runs = []
-                for _ in range(RUNS):
-                    runs.append(await served(crawler))
-                    _log(f"{name}: {runs[-1].outcome.seconds:.2f} s")
-                runs.sort(key=lambda run: run.outcome.seconds)
-                middle = runs[len(runs) // 2]
-                middle.all_seconds = [round(run.outcome.seconds, 3) for run in runs]
-                return middle
-
-            wide = CrawlLimits(max_concurrency=CONCURRENCY)
-            concurrent = await median(
-                f"concurrency {CONCURRENCY}", lambda: canopy_crawl(replay.url, wide)
-            )
-            floor = await median("minimal client", lambda: minimal_crawl(replay.url, CONCURRENCY))
-            defaults = CrawlLimits()
-            default = await served(lambda: canopy_crawl(replay.url, defaults))
-            _log(f"default limits: {default.outcome.seconds:.2f} s")
-            sequential = await served(lambda: asyncio.to_thread(sequential_crawl, replay.url))
-            _log(f"sequential: {sequential.outcome.seconds:.2f} s")
+            yield Replayed(replay, live, path, summary)
         finally:
             await replay.stop()
-
-        plain = sequential.outcome.seconds
-        results["concurrency_32"] = figures = concurrent.figures(path, CONCURRENCY, None)
-        figures["speedup_vs_sequential"] = round(plain / concurrent.outcome.seconds, 2)
-        figures["targets_met"] = {
-            "ratio_to_lower_bound_at_most_1.3": figures["ratio_to_lower_bound"] <= 1.3,
-            "speedup_vs_sequential_at_least_10": figures["speedup_vs_sequential"] >= 10,
-        }
-        results["default_limits"] = figures = default.figures(
-            path, defaults.max_concurrency, defaults.max_requests_per_second
-        )
-        figures["speedup_vs_sequential"] = round(plain / default.outcome.seconds, 2)
-        results["sequential"] = sequential.figures(path, 1, None)
-        results["minimal_client_concurrency_32"] = floor.figures(path, CONCURRENCY, None)
-        results["concurrency_32"]["ratio_to_minimal_client"] = round(
-            concurrent.outcome.seconds / floor.outcome.seconds, 3
-        )
-        return results
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def run(admin_dsn: str) -> dict[str, Any]:
+    """Build, record, replay; the figures of the four crawls."""
+    del admin_dsn  # no database: the crawl alone
+    async with replayed_organization() as replayed:
+        path = replayed.path
+        results = dict(replayed.summary)
+        wide = CrawlLimits(max_concurrency=CONCURRENCY)
+        concurrent = await replayed.median(
+            f"concurrency {CONCURRENCY}", lambda: canopy_crawl(replayed.replay.url, wide)
+        )
+        floor = await replayed.median(
+            "minimal client", lambda: minimal_crawl(replayed.replay.url, CONCURRENCY)
+        )
+        defaults = CrawlLimits()
+        default = await replayed.served(lambda: canopy_crawl(replayed.replay.url, defaults))
+        _log(f"default limits: {default.outcome.seconds:.2f} s")
+        sequential = await replayed.served(
+            lambda: asyncio.to_thread(sequential_crawl, replayed.replay.url)
+        )
+        _log(f"sequential: {sequential.outcome.seconds:.2f} s")
+
+    plain = sequential.outcome.seconds
+    results["concurrency_32"] = figures = concurrent.figures(path, CONCURRENCY, None)
+    figures["speedup_vs_sequential"] = round(plain / concurrent.outcome.seconds, 2)
+    figures["targets_met"] = {
+        "ratio_to_lower_bound_at_most_1.3": figures["ratio_to_lower_bound"] <= 1.3,
+        "speedup_vs_sequential_at_least_10": figures["speedup_vs_sequential"] >= 10,
+    }
+    results["default_limits"] = figures = default.figures(
+        path, defaults.max_concurrency, defaults.max_requests_per_second
+    )
+    figures["speedup_vs_sequential"] = round(plain / default.outcome.seconds, 2)
+    results["sequential"] = sequential.figures(path, 1, None)
+    results["minimal_client_concurrency_32"] = floor.figures(path, CONCURRENCY, None)
+    results["concurrency_32"]["ratio_to_minimal_client"] = round(
+        concurrent.outcome.seconds / floor.outcome.seconds, 3
+    )
+    return results
+
+
+async def run_throttled(admin_dsn: str) -> dict[str, Any]:
+    """Build, record, replay; the figures of crawls the replay throttles at THROTTLE_RATES."""
+    del admin_dsn  # no database: the crawl alone
+    async with replayed_organization() as replayed:
+        url = replayed.replay.url
+        limits = CrawlLimits(max_concurrency=CONCURRENCY)  # no ceiling: the rates are hidden
+        unthrottled = await replayed.median("unthrottled", lambda: canopy_crawl(url, limits))
+        throttled: dict[float, Measured] = {}
+        for rate in THROTTLE_RATES:
+            command = f"throttle {rate} {max(1.0, rate * THROTTLE_BURST)}"
+            throttled[rate] = await replayed.median(
+                f"throttled at {rate:g}/s per operation",
+                lambda: canopy_crawl(url, limits),
+                setup=lambda command=command: replayed.replay.command(command),  # type: ignore[misc]
+            )
+        environment = replayed.summary["environment"]
+    results: dict[str, Any] = {
+        "environment": environment,
+        "concurrency": CONCURRENCY,
+        "latency_ms": LATENCY * 1000,
+        "bucket_burst_seconds": THROTTLE_BURST,
+        "unthrottled": {
+            "seconds": round(unthrottled.outcome.seconds, 3),
+            "runs_seconds": unthrottled.all_seconds,
+            "api_calls": unthrottled.outcome.api_calls,
+        },
+        "rates": {},
+    }
+    for rate, measured in throttled.items():
+        results["rates"][f"{rate:g}"] = throttled_figures(
+            measured, rate, unthrottled.outcome.seconds
+        )
+    return results
+
+
+def throttled_figures(measured: Measured, rate: float, unthrottled: float) -> dict[str, Any]:
+    """The figures of one throttled crawl (see the module docstring)."""
+    outcome, served = measured.outcome, measured.served
+    refused: dict[str, int] = served["throttled_by_operation"]
+    answered = {
+        operation: count - refused.get(operation, 0)
+        for operation, count in served["by_operation"].items()
+        if operation not in _STS
+    }
+    calls = sum(answered.values())
+    busiest = max(answered, key=lambda operation: answered[operation])
+    bound = answered[busiest] / rate
+    throttled = sum(refused.values())
+    ratio = outcome.seconds / bound
+    share = throttled / calls
+    return {
+        "rate_per_operation": rate,
+        "bucket_burst": max(1.0, rate * THROTTLE_BURST),
+        "seconds": round(outcome.seconds, 3),
+        "runs_seconds": measured.all_seconds,
+        "calls": calls,
+        "calls_by_operation": answered,
+        "calls_over_rate_seconds": round(bound, 3),
+        "ratio_to_calls_over_rate": round(ratio, 3),
+        "ratio_to_unthrottled": round(outcome.seconds / unthrottled, 3),
+        "throttled_calls": throttled,
+        "throttled_calls_counted_by_crawler": outcome.throttled_calls,
+        "throttled_by_operation": refused,
+        "throttled_share": round(share, 4),
+        "requests": calls + throttled,
+        "cpu_seconds": round(outcome.cpu_seconds, 3),
+        "proxy_misses": served["misses"],
+        "targets_met": {
+            "ratio_to_calls_over_rate_at_most_1.15": ratio <= 1.15,
+            "throttled_share_at_most_0.05": share <= 0.05,
+        },
+    }
 
 
 def main(argv: list[str]) -> None:

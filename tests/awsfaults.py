@@ -6,7 +6,8 @@ if it were the management account; this proxy adds what it lacks, in AWS's own e
 the code under test sees what it would see from AWS. Rules match on service and operation (from
 `X-Amz-Target` for the JSON protocol, `Action=` for the query protocol) and optionally on the role
 whose credentials signed the request (the proxy learns which access key STS issued for which
-role). Record/replay serves Organizations and AssumeRole answers recorded once (a replayed
+role). A rule may also throttle as AWS does, by a token bucket per operation at a rate the client
+is not told. Record/replay serves Organizations and AssumeRole answers recorded once (a replayed
 AssumeRole's credentials expire an hour after it is served), so a benchmark measures the client
 and the injected latency rather than moto's own CPU time.
 
@@ -24,7 +25,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -43,6 +44,12 @@ _LIST_KEYS = {
     "ListChildren": "Children",
 }
 _DROP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "date", "server"}
+# What Organizations answers, with HTTP 400, when a caller exceeds an API's rate (the message of
+# the TooManyRequestsException shape in botocore's model, as AWS sends it).
+THROTTLED_CODE = "TooManyRequestsException"
+THROTTLED_MESSAGE = (
+    "You have sent too many requests in too short a period of time. Try again later."
+)
 
 
 @dataclass
@@ -62,8 +69,29 @@ class Rule:
     fraction: float = 1.0  # share of matching requests that get the error
     first: int | None = None  # only the first N matching requests get the error
     empty_first_page: bool = False  # list calls: an empty first page that carries a NextToken
+    # Throttle: each operation has a token bucket of `burst` tokens (full at first) refilled at
+    # `rate` a second; a matching request that finds its operation's bucket empty on arrival is
+    # answered TooManyRequestsException (after the rule's latency) and takes no token.
+    rate: float | None = None
+    burst: float = 1.0
     matched: int = 0  # matching requests so far
-    injected: int = 0  # errors (or empty pages) injected so far
+    injected: int = 0  # errors (or empty pages, or throttles) injected so far
+    throttled_by_operation: Counter[str] = field(default_factory=Counter)
+    throttled_at: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, operation)
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+
+    def admits(self, operation: str, now: float) -> bool:
+        """Whether a request of `operation` arriving at `now` finds a token (and takes it)."""
+        assert self.rate is not None
+        tokens, updated = self._buckets.get(operation, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - updated) * self.rate)
+        admitted = tokens >= 1.0
+        self._buckets[operation] = (tokens - 1.0 if admitted else tokens, now)
+        if not admitted:
+            self.injected += 1
+            self.throttled_by_operation[operation] += 1
+            self.throttled_at.append((now, operation))
+        return admitted
 
 
 @dataclass(frozen=True)
@@ -208,10 +236,19 @@ class FaultProxy:
             assert request.transport is not None
             request.transport.close()  # the client sees the connection drop, no answer
             return web.Response(status=503)
+        arrived = time.monotonic()
         matching = [rule for rule in list(self.rules) if self._matches(rule, call)]
         for rule in matching:
             rule.matched += 1
+        # Every throttling rule takes its token on arrival, whatever the others decide.
+        throttled = [
+            rule
+            for rule in matching
+            if rule.rate is not None and not rule.admits(call.operation, arrived)
+        ]
         await asyncio.sleep(sum(rule.latency for rule in matching))
+        if throttled:
+            return _error(call, THROTTLED_CODE, THROTTLED_MESSAGE, 400)
         body = call.body
         for rule in matching:
             if rule.empty_first_page and call.operation in _LIST_KEYS:
@@ -223,7 +260,8 @@ class FaultProxy:
                     page = {_LIST_KEYS[call.operation]: [], "NextToken": _EMPTY_TOKEN}
                     return _json_response(200, page)
             elif rule.error and self._fires(rule):
-                return _error(call, rule)
+                status = rule.status or (403 if rule.error == "AccessDenied" else 400)
+                return _error(call, rule.error, rule.message, status, rule.query_error)
         return await self._forward(request, call, body)
 
     def _matches(self, rule: Rule, call: Call) -> bool:
@@ -321,19 +359,19 @@ def _json_response(
     )
 
 
-def _error(call: Call, rule: Rule) -> web.Response:
-    """AWS's error shape for the request's protocol."""
-    assert rule.error is not None
-    status = rule.status or (403 if rule.error == "AccessDenied" else 400)
+def _error(
+    call: Call, code: str, message: str, status: int, query_error: str | None = None
+) -> web.Response:
+    """AWS's error shape for the request's protocol (with SQS's awsQuery code, if given)."""
     kind = "Sender" if status < 500 else "Receiver"
     if call.json_protocol:
-        query = {"x-amzn-query-error": f"{rule.query_error};{kind}"} if rule.query_error else {}
-        payload = {"__type": rule.error, "Message": rule.message}
+        query = {"x-amzn-query-error": f"{query_error};{kind}"} if query_error else {}
+        payload = {"__type": code, "Message": message}
         return _json_response(status, payload, call.content_type, query)
     request_id = uuid.uuid4()
     xml = (
         '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
-        f"<Error><Type>{kind}</Type><Code>{rule.error}</Code><Message>{rule.message}</Message>"
+        f"<Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message>"
         f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>"
     )
     return web.Response(status=status, text=xml, content_type="text/xml")

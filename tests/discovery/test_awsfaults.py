@@ -17,7 +17,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
     EndpointConnectionError,
 )
 
-from tests.awsfaults import FaultProxy, Rule
+from tests.awsfaults import THROTTLED_MESSAGE, FaultProxy, Rule
 from tests.discovery.conftest import CREDENTIALS, DISCOVERY_ROLE, EXTERNAL_ID, Org
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1}, max_pool_connections=20)
@@ -95,6 +95,28 @@ def test_sqs_rule_answers_the_query_compatible_json_shape(proxy: FaultProxy, org
     assert error["Error"]["Type"] == "Sender"
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
     assert "sqs:getqueueattributes" in error["Error"]["Message"]
+
+
+def test_rate_rule_throttles_each_operation_beyond_its_bucket(proxy: FaultProxy, org: Org) -> None:
+    rule = proxy.add(Rule(service="organizations", rate=4.0, burst=2.0))
+    organizations = client("organizations", proxy.url)
+    outcomes = []
+    for _ in range(4):
+        try:
+            organizations.list_roots()
+            outcomes.append("ok")
+        except ClientError as caught:
+            outcomes.append(caught.response["Error"]["Code"])
+            throttled = caught.response
+    # The bucket holds 2 and refills 4 a second: back-to-back calls find it empty after 2.
+    assert outcomes[:2] == ["ok", "ok"]
+    assert "TooManyRequestsException" in outcomes[2:]
+    assert throttled["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert throttled["Error"]["Message"] == THROTTLED_MESSAGE
+    organizations.describe_organization()  # another operation has a bucket of its own
+    time.sleep(0.3)
+    organizations.list_roots()  # a token has come back
+    assert rule.throttled_by_operation == {"ListRoots": outcomes.count("TooManyRequestsException")}
 
 
 def test_first_n_rule_fails_only_the_first_n_matching_requests(proxy: FaultProxy, org: Org) -> None:

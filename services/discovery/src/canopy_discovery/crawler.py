@@ -3,10 +3,13 @@
 Breadth-first from the root, but without waiting for whole levels: each parent's OU listing and
 account listing run concurrently, and a child OU is crawled as soon as a page names it, so the
 crawl's critical path is depth x pages, not levels x the slowest parent. Every call goes through
-one Organizations client, one concurrency bound and one token bucket, so the whole crawl shares
-a single rate budget. Throttling and other transient errors are retried with exponential backoff
-and full jitter; each attempt has a timeout, the whole crawl a deadline. Any failure cancels the
-rest and raises DiscoveryFailure: a crawl never returns part of an organization.
+one Organizations client and one concurrency bound; each operation's calls are paced by the rate
+AWS's throttling has shown it allows (canopy_discovery.rate: unpaced until the first throttle),
+and all calls by the configured ceiling, a token bucket shared by the whole crawl. A throttled
+call is sent again as soon as its operation's rate allows; other transient errors are retried with
+exponential backoff and full jitter. Each attempt has a timeout, the whole crawl a deadline. Any
+failure cancels the rest and raises DiscoveryFailure: a crawl never returns part of an
+organization.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +37,7 @@ from canopy_discovery.aws import (
     not_management_account,
     organizations_client,
 )
+from canopy_discovery.rate import AdaptiveRates
 
 # The largest page Organizations' list calls allow.
 PAGE_SIZE = 20
@@ -42,7 +47,9 @@ PAGE_SIZE = 20
 class CrawlLimits:
     """How hard one crawl may press on AWS, and how long it may take.
 
-    A concurrency below 1 counts as 1; a rate of None (or not above 0) means no rate limit.
+    A concurrency below 1 counts as 1. `max_requests_per_second` is the ceiling of the whole
+    crawl's rate; None (or not above 0) means none: each operation then goes as fast as AWS lets
+    it, learned from its throttling.
     """
 
     max_concurrency: int = 8
@@ -116,7 +123,9 @@ class _Crawl:
         self.report = report
         self.slots = asyncio.Semaphore(max(1, limits.max_concurrency))
         rate = limits.max_requests_per_second
-        self.bucket = TokenBucket(rate) if rate is not None and rate > 0 else None
+        ceiling = rate if rate is not None and rate > 0 else None
+        self.bucket = TokenBucket(ceiling) if ceiling is not None else None
+        self.rates = AdaptiveRates(ceiling)
         self.snapshot = tree_pb.OrganizationSnapshot()
         self.seen: set[str] = set()
         self.tasks: asyncio.TaskGroup | None = None
@@ -129,8 +138,7 @@ class _Crawl:
         while True:
             attempt += 1
             error: Exception
-            # Hold a slot only while a request is in flight, never while backing off.
-            async with self.slots:
+            async with self.sending(operation) as released_at:
                 if self.bucket is not None:
                     await self.bucket.take()
                 self.progress.api_calls += 1
@@ -140,13 +148,37 @@ class _Crawl:
                 except Exception as caught:
                     error = caught
                 else:
+                    self.rates.answered(operation, released_at, throttled=False)
                     return answer  # the caller reports, once it has taken in the answer
-            if is_throttling(error):
+            throttled = is_throttling(error)
+            if throttled:
                 self.progress.throttled_calls += 1
+                self.rates.answered(operation, released_at, throttled=True)
             self.report()
             if not is_transient(error) or attempt >= limits.max_attempts:
                 raise classify(error) from error
-            await asyncio.sleep(backoff(attempt, limits.base_backoff, limits.max_backoff))
+            if not throttled:  # a throttled call waits for its operation's (now lower) rate
+                await asyncio.sleep(backoff(attempt, limits.base_backoff, limits.max_backoff))
+
+    @asynccontextmanager
+    async def sending(self, operation: str) -> AsyncIterator[float]:
+        """Wait for the operation's rate, then hold a slot while the call is in flight (never
+        while backing off); yields when the rate let the call go.
+
+        The rate comes first, outside the slots, so that calls of an operation AWS holds back do
+        not keep other operations' calls from being sent. A call let go by a rate that has been
+        cut while it waited for a slot queues again, to go at the new rate.
+        """
+        while True:
+            released = await self.rates.acquire(operation)
+            await self.slots.acquire()
+            if not self.rates.cut_since(operation, released):
+                break
+            self.slots.release()
+        try:
+            yield released
+        finally:
+            self.slots.release()
 
     async def pages(
         self, operation: str, key: str, parent_id: str, take: Callable[[list[Any]], None]
@@ -315,7 +347,7 @@ def api_caller(
     report: Callable[[], None] = lambda: None,
 ) -> Callable[..., Any]:
     """An awaitable `call(operation, **params)` answering the call's dict, with a crawl's
-    discipline (one concurrency bound and rate, retries of throttling and transient errors with
-    backoff, a timeout per attempt, the calls counted in `progress`), for reads outside a crawl:
-    targeted refreshes."""
+    discipline (one concurrency bound, each operation's rate learned from throttling, retries of
+    transient errors with backoff, a timeout per attempt, the calls counted in `progress`), for
+    reads outside a crawl: targeted refreshes."""
     return _Crawl(client, limits, progress, report).call
