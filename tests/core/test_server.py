@@ -4,6 +4,7 @@ reflection, metrics and a graceful stop. A small probe service stands in for rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from canopy_core import server as server_module
 from canopy_core.context import current_principal
 from canopy_core.errors import FieldViolation, InvalidArgument, NotFound
 from canopy_core.server import RunningService, Runtime, ServiceSpec, serve
@@ -269,3 +271,27 @@ async def test_stop_turns_health_to_not_serving_and_refuses_new_calls(
     await stopping
     error = await expect_error(call(channel, "WhoAmI")(b"", metadata=bearer(token()), timeout=2))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_stopping_does_not_wait_forever_for_a_task_that_will_not_end(
+    service_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(server_module, "STOP_TASKS_TIMEOUT", 0.3)
+    settings = ServiceSettings(**{**service_env, "service_name": "probe"})
+    running = await serve(ServiceSpec("probe", [PROBE], [], setup), settings)
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+    task = asyncio.create_task(stubborn(), name="stubborn")
+    running.runtime.tasks.append(task)
+    await asyncio.sleep(0)
+    await asyncio.wait_for(running.stop(), 10)
+    assert "background tasks did not stop" in caplog.text
+    assert "stubborn" in str([r.__dict__.get("tasks") for r in caplog.records])
+    release.set()
+    task.cancel()
+    await task

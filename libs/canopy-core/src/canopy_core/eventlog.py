@@ -25,6 +25,7 @@ import asyncpg
 
 from canopy_core.db import Database, is_connection_error, run_every
 from canopy_core.errors import InvalidArgument, OutOfRange, Unavailable
+from canopy_core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -373,11 +374,7 @@ class EventLog:
         self._closed = True
         if self._tail is not None:
             self._fail_all(self._tail, Unavailable("the service is shutting down; reconnect"))
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         if self._listen_conn is not None:
             with contextlib.suppress(Exception):

@@ -32,9 +32,13 @@ from canopy_core.interceptor import ServerInterceptor
 from canopy_core.logs import configure_logging
 from canopy_core.pagination import PageTokens, page_tokens_for
 from canopy_core.settings import ServiceSettings
+from canopy_core.tasks import cancel_and_wait
 from canopy_core.tls import channel_credentials
 
 log = logging.getLogger(__name__)
+
+#: How long stopping waits for the service's background tasks to end once cancelled.
+STOP_TASKS_TIMEOUT = 10.0
 
 
 def peer_credentials(settings: ServiceSettings) -> grpc.ChannelCredentials | None:
@@ -160,11 +164,14 @@ class RunningService:
         log.info("stopping", extra={"grace_seconds": settings.shutdown_grace.total_seconds()})
         await self.runtime.event_log.close()
         await self.runtime.server.stop(settings.shutdown_grace.total_seconds())
-        for task in self.runtime.tasks:
-            task.cancel()
-        for task in self.runtime.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Bounded: a task that will not end must not keep the service from stopping.
+        stopping = asyncio.ensure_future(cancel_and_wait(*self.runtime.tasks))
+        done, _ = await asyncio.wait({stopping}, timeout=STOP_TASKS_TIMEOUT)
+        if not done:
+            stuck = [t.get_name() for t in self.runtime.tasks if not t.done()]
+            log.error(
+                "background tasks did not stop; stopping without them", extra={"tasks": stuck}
+            )
         for hook in self.runtime.on_stop:
             with contextlib.suppress(Exception):
                 await hook()

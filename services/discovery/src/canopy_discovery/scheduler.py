@@ -30,6 +30,7 @@ from canopy_core.errors import Aborted, CanopyError, NotFound
 from canopy_core.event_queues import sync_interval_seconds
 from canopy_core.eventlog import EventLog
 from canopy_core.ids import new_id
+from canopy_core.tasks import cancel_and_wait
 from canopy_discovery import store
 from canopy_discovery.aws import AwsSettings, DiscoveryFailure
 from canopy_discovery.crawler import CrawlLimits, CrawlProgress, crawl
@@ -120,11 +121,7 @@ class Scheduler:
         try:
             await asyncio.gather(listener, *workers)
         finally:
-            for task in (listener, *workers):
-                task.cancel()
-            for task in (listener, *workers):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(listener, *workers)
 
     def wake(self) -> None:
         """Look for due work now."""
@@ -261,9 +258,7 @@ class Scheduler:
                 return  # the lease was lost or the run cancelled: someone else owns it now
             raise
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await keeper
+            await cancel_and_wait(keeper)
         await self._finish(schedule, run, integration, outcome, progress)
 
     async def _plan_suspension(self, integration: ipb.Integration) -> Suspension | None:

@@ -22,6 +22,7 @@ from datetime import timedelta
 from canopy_core.db import Database, is_connection_error
 from canopy_core.eventlog import EventLog
 from canopy_core.ids import new_id
+from canopy_core.tasks import cancel_and_wait
 from canopy_discovery import store
 from canopy_discovery.aws import AwsSettings
 from canopy_discovery.events.follower import Follower, FollowerConfig
@@ -124,9 +125,7 @@ class EventConsumer:
         held = self.held.pop(integration_id, None)
         if held is None:
             return
-        held.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await held.task
+        await cancel_and_wait(held.task)
 
     async def _stop_all(self) -> None:
         ids = list(self.held)

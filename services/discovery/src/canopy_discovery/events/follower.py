@@ -41,6 +41,7 @@ from canopy_core.errors import Aborted, CanopyError, NotFound
 from canopy_core.event_queues import EVENTS_REGION, parse_event_queue, sync_interval_seconds
 from canopy_core.eventlog import EventLog
 from canopy_core.ids import new_id
+from canopy_core.tasks import cancel_and_wait
 from canopy_discovery import store
 from canopy_discovery.aws import (
     AwsSettings,
@@ -382,9 +383,7 @@ class Follower:
             await self._failed(sqs, hints, "OTHER", str(error))
             return
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await cancel_and_wait(keeper)
         await self._delete(sqs, hints)
 
     async def _failed(
