@@ -29,6 +29,7 @@ from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as trpc
 from canopy.integration.v1 import integration_pb2 as ipb
 from canopy.integration.v1 import integration_service_pb2 as irpc
+from canopy.permissions.v1 import change_impact_service_pb2 as imprpc
 from canopy.permissions.v1 import directory_pb2 as dirpb
 from canopy.permissions.v1 import directory_service_pb2 as dirrpc
 from canopy.permissions.v1 import permission_service_pb2 as prpc
@@ -470,6 +471,24 @@ async def record_failure(world: World) -> None:
     await world.stubs.tree.ApplyDiscoverySnapshot(_apply_failure(world), metadata=SYSTEM)
 
 
+def _preview_rename(w: World) -> Message:
+    """What renaming a connection of the main integration would do to workspaces."""
+    before = w.connections["Data Prod"]
+    after = tree_pb.Connection()
+    after.CopyFrom(before)
+    after.handle = "data_renamed"
+    return imprpc.PreviewTreeChangeRequest(
+        events=[
+            tree_pb.TreeEvent(
+                integration_id=w.main.id,
+                connection_updated=tree_pb.ConnectionUpdated(
+                    before=before, after=after, changed_fields=["handle"]
+                ),
+            )
+        ]
+    )
+
+
 QUEUE_FOLLOWED = ipb.EventQueueStatus(state=ipb.EVENT_QUEUE_STATE_FOLLOWING)
 
 
@@ -808,6 +827,10 @@ SEEDS: dict[str, list[Seed]] = {
             "ops1",
             lambda w: wrpc.WatchWorkspaceSchemasRequest(workspace_id="w_ops1", after_revision=0),
         ),
+    ],
+    # ChangeImpactService (system callers: the integration service's previews)
+    "ChangeImpactService/PreviewTreeChange": [
+        Seed("rename", _preview_rename, metadata=SYSTEM, weight=0.3),
     ],
     # WorkspaceConfigService
     "WorkspaceConfigService/RenderWorkspaceConfig": [

@@ -63,6 +63,7 @@ from canopy.integration.v1 import connection_tree_service_pb2_grpc as tgrpc
 from canopy.integration.v1 import integration_pb2 as ipb
 from canopy.integration.v1 import integration_service_pb2 as irpc
 from canopy.integration.v1 import integration_service_pb2_grpc as igrpc
+from canopy.permissions.v1 import change_impact_service_pb2 as imprpc
 from canopy.permissions.v1 import directory_service_pb2 as dirrpc
 from canopy.permissions.v1 import directory_service_pb2_grpc as dirgrpc
 from canopy.permissions.v1 import permission_service_pb2 as prpc
@@ -77,7 +78,7 @@ from tests.e2e import mutations as mut
 from tests.e2e.fuzz_world import SEEDS, Seed, Stubs, World, build_world, digest, settle
 from tests.e2e.processes import BUF, SERVICES, ServiceProcess
 
-SERVICE_MODULES: Sequence[ModuleType] = (irpc, trpc, drpc, dirrpc, prpc, wrpc, crpc)
+SERVICE_MODULES: Sequence[ModuleType] = (irpc, trpc, drpc, dirrpc, prpc, wrpc, crpc, imprpc)
 PROCESS_OF = {
     "canopy.integration.v1.IntegrationService": "integration",
     "canopy.integration.v1.ConnectionTreeService": "integration",
@@ -86,6 +87,7 @@ PROCESS_OF = {
     "canopy.permissions.v1.PermissionService": "permissions",
     "canopy.permissions.v1.WorkspaceSchemaService": "permissions",
     "canopy.permissions.v1.WorkspaceConfigService": "permissions",
+    "canopy.permissions.v1.ChangeImpactService": "permissions",
 }
 C = grpc.StatusCode
 # What the contract lets a call answer when every dependency is up and the token is allowed.
@@ -705,7 +707,7 @@ def _tail(evidence: str, lines: int = 6) -> str:
 
 def test_every_rpc_of_the_suite_has_a_seed() -> None:
     labels = {rpc.label for rpc in every_rpc()}
-    assert len(labels) == 38
+    assert len(labels) == 39
     assert labels == set(SEEDS), (
         f"no seed for {sorted(labels - set(SEEDS))}; stale {sorted(set(SEEDS) - labels)}"
     )

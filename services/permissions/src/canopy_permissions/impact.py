@@ -20,6 +20,7 @@ from canopy_core.db import Database
 from canopy_core.errors import Unavailable
 from canopy_core.eventlog import NewEvent
 from canopy_core.preview import BulkEvents, PreviewLog, preview_database
+from canopy_core.validation import Violations
 from canopy_permissions.projection import CURSOR, apply_tree_events
 
 T = TypeVar("T")
@@ -161,10 +162,43 @@ async def wait_for_projection(db: Database, tree_revision: int, timeout: float =
         delay = min(delay * 2, 0.2)
 
 
+def check_events(events: Sequence[tree_pb.TreeEvent]) -> None:
+    """The shape the projection relies on: an event of a known kind, of an integration, about
+    folders and connections of that integration (the service trusts the integration service for
+    the rest: system callers only)."""
+    with Violations() as found:
+        for i, event in enumerate(events):
+            kind = event.WhichOneof("event")
+            at = f"events[{i}]"
+            if kind is None:
+                found.add(at, "set one event")
+                continue
+            found.resource_id(f"{at}.integration_id", event.integration_id, "i")
+            payload = getattr(event, kind)
+            for name in ("folder", "before", "after", "connection", "integration"):
+                if not payload.DESCRIPTOR.fields_by_name.get(name):
+                    continue
+                item = getattr(payload, name)
+                where = f"{at}.{kind}.{name}"
+                if isinstance(item, tree_pb.Folder):
+                    found.resource_id(f"{where}.id", item.id, "f")
+                    if item.parent_folder_id:
+                        found.resource_id(f"{where}.parent_folder_id", item.parent_folder_id, "f")
+                elif isinstance(item, tree_pb.Connection):
+                    found.resource_id(f"{where}.id", item.id, "c")
+                    found.resource_id(f"{where}.folder_id", item.folder_id, "f")
+                else:
+                    found.resource_id(f"{where}.id", item.id, "i")
+                    continue
+                if item.integration_id != event.integration_id:
+                    found.add(f"{where}.integration_id", "must be the event's integration_id")
+
+
 async def preview_tree_change(
     db: Database, events: Sequence[tree_pb.TreeEvent], tree_revision: int
 ) -> impact_pb2.ChangeImpact:
     """What applying these tree events would do to every workspace (nothing is stored)."""
+    check_events(events)
     await wait_for_projection(db, tree_revision)
     if not events:
         return impact_pb2.ChangeImpact()
