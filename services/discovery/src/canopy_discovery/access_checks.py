@@ -187,7 +187,7 @@ def _target_violations(
         found.append(
             FieldViolation(
                 "integration_id",
-                "is required, unless `unsaved` gives the settings of an integration not created"
+                "is required, unless `unsaved` gives the settings of an integration not created",
             )
         )
     for i, account_id in enumerate(account_ids):
