@@ -133,6 +133,7 @@ class FaultProxy:
         self.disappear_after: int | None = None  # after this many requests, fail every one
         self.disappear_mode: Literal["close", "503"] = "close"
         self.roles_by_key: dict[str, str] = {}
+        self.assumed: list[tuple[str, str]] = []  # (RoleArn, ExternalId) of each AssumeRole
         # Role ARN → another upstream: AssumeRole of that role, and every call signed with the
         # keys issued for it, go there (a role that sees another organization).
         self.routes: dict[str, str] = {}
@@ -155,6 +156,7 @@ class FaultProxy:
         self.rules = []
         self.disappear_after = None
         self.counts = Counter()
+        self.assumed = []
         self.arrivals = []
         self.max_in_flight = self.replayed = 0
 
@@ -221,6 +223,9 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         call = _describe(request.headers, await request.read())
         self.counts[call.operation] += 1
+        if call.operation == "AssumeRole":
+            asked = dict(parse_qsl(call.body.decode()))
+            self.assumed.append((asked.get("RoleArn", ""), asked.get("ExternalId", "")))
         self.arrivals.append((time.monotonic(), call.operation))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

@@ -480,3 +480,56 @@ async def test_sync_wait_exits_1_when_the_run_needs_confirmation(cli: Cli, org: 
     confirmed = ok(await cli.run("sync", created["id"], "--confirm-deletions", "--wait"))
     assert "SUCCEEDED APPLIED" in confirmed
     assert "4  connections deleted" in confirmed
+
+
+async def test_test_access_tries_member_roles_before_the_integration_is_created(
+    cli: Cli, org: Org
+) -> None:
+    accounts = [org.account(f"member-{i}") for i in range(3)]
+    org.suspend(accounts[0])
+    sampled = ok(
+        await cli.run(
+            "test-access", "--role-arn", DISCOVERY_ROLE, "--external-id", EXTERNAL_ID,
+            "--members", "--member-role", "canopy-member", "--sample-size", "2",
+        )
+    )  # fmt: skip
+    assert sampled.startswith(f"ok: organization {org.id}")
+    assert f"members: 2 accounts tested in organization {org.id} (3 ACTIVE accounts)" in sampled
+    rows = [line.split() for line in sampled.splitlines() if "canopy-member" in line]
+    assert len(rows) == 2
+    assert all(row[0] in {org.management_account_id, *accounts[1:]} for row in rows)
+    assert all(row[-1] == "ok" for row in rows)
+
+    given = await cli.run(
+        "test-access", "--role-arn", DISCOVERY_ROLE, "--external-id", EXTERNAL_ID,
+        "--members", "--member-role", "canopy-member", "--tenant", "t_acme",
+        "--account-id", accounts[1], "--account-id", accounts[0],
+    )  # fmt: skip
+    assert given.exit_code == 1
+    lines = [line.strip() for line in given.stdout.splitlines()]
+    assert next(line for line in lines if line.startswith(accounts[1])).endswith(" ok")
+    assert "ACCOUNT_NOT_FOUND" in next(line for line in lines if line.startswith(accounts[0]))
+
+    refused = await cli.run(
+        "test-access", "--role-arn", DISCOVERY_ROLE, "--external-id", EXTERNAL_ID,
+        "--members", "--member-role", "canopy-member", "--org", "o_ops",
+    )  # fmt: skip
+    line = one_line_error(refused)
+    assert "INVALID_ARGUMENT (EXTERNAL_ID_OWNER_MISMATCH)" in line
+    assert "unsaved.discovery_access.external_id" in line
+
+    outside = await cli.run(
+        "test-access", "--role-arn", "arn:aws:iam::999999999999:role/canopy-discovery",
+        "--external-id", EXTERNAL_ID, "--members", "--member-role", "canopy-member",
+    )  # fmt: skip
+    assert outside.exit_code == 1
+    assert (
+        "members not tested: the discovery role failed: ORGANIZATION_NOT_IN_USE" in outside.stdout
+    )
+
+    unused = await cli.run(
+        "test-access", "--role-arn", DISCOVERY_ROLE, "--external-id", EXTERNAL_ID,
+        "--member-role", "canopy-member",
+    )  # fmt: skip
+    assert unused.exit_code == 2
+    assert "are for --members" in unused.output

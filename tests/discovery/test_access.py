@@ -162,3 +162,51 @@ async def test_member_access_to_an_unreachable_endpoint_says_unreachable_per_acc
     targets = [("111111111111", member_role("111111111111"))]
     results = await access.test_member_access(aws_settings(closed_port_url()), targets, EXTERNAL_ID)
     assert (results[0].ok, results[0].reason) == (False, "UNREACHABLE")
+
+
+# The organization's accounts, for TestMemberAccess of unsaved settings
+
+
+async def test_organization_accounts_lists_only_active_accounts_across_pages(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    made = org.bulk_accounts(30, org.root_id)
+    org.suspend(made[0])
+    org.set_state(made[1], "PENDING_CLOSURE")
+    org.set_state(made[2], "", status="ACTIVE")  # an answer without State: Status decides
+    result = await access.organization_accounts(proxied, DISCOVERY_ROLE, EXTERNAL_ID)
+    assert (result.ok, result.organization_id) == (True, org.id)
+    assert sorted(result.active_account_ids) == sorted([org.management_account_id, *made[2:]])
+    assert proxy.counts["ListAccounts"] == 2  # 31 accounts, 20 a page
+
+
+async def test_organization_accounts_follows_next_token_past_an_empty_page(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    member = org.account("member")
+    proxy.add(Rule(operation="ListAccounts", empty_first_page=True, first=1))
+    result = await access.organization_accounts(proxied, DISCOVERY_ROLE, EXTERNAL_ID)
+    assert sorted(result.active_account_ids) == sorted([org.management_account_id, member])
+
+
+async def test_organization_accounts_with_discovery_role_refused_names_the_role(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    proxy.add(Rule(operation="AssumeRole", role_arn=DISCOVERY_ROLE, error="AccessDenied"))
+    result = await access.organization_accounts(proxied, DISCOVERY_ROLE, EXTERNAL_ID)
+    assert (result.ok, result.reason, result.active_account_ids) == (
+        False,
+        "ASSUME_ROLE_DENIED",
+        (),
+    )
+    assert DISCOVERY_ROLE in result.message
+    assert proxy.counts["ListAccounts"] == 0
+
+
+async def test_organization_accounts_without_list_accounts_permission_says_access_denied(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    proxy.add(Rule(operation="ListAccounts", error="AccessDeniedException"))
+    result = await access.organization_accounts(proxied, DISCOVERY_ROLE, EXTERNAL_ID)
+    assert (result.ok, result.reason) == (False, "ACCESS_DENIED")
+    assert "ListAccounts" in result.message

@@ -685,6 +685,19 @@ SEEDS: dict[str, list[Seed]] = {
                 sample_size=1,
             ),
         ),
+        Seed(
+            "unsaved",
+            lambda w: drpc.TestMemberAccessRequest(
+                unsaved=drpc.UnsavedMemberAccess(
+                    scope=types_pb2.Scope(org_id="o_ops"),
+                    discovery_access=ipb.AwsDiscoveryAccess(
+                        role_arn=DISCOVERY_ROLE, external_id=EXTERNAL_ID
+                    ),
+                    member_access=ipb.AwsMemberAccess(role_name="canopy-member"),
+                ),
+                sample_size=1,
+            ),
+        ),
     ],
     "DiscoveryService/SyncIntegration": [
         Seed(

@@ -297,6 +297,20 @@ def schema_event_line(event: wpb.SchemaEvent) -> str:
     return f"? revision {event.revision}: {kind}"
 
 
+def member_access_organization(reply: drpc.TestMemberAccessResponse) -> str:
+    """The organization whose accounts unsaved member access was tested in, or why it was not."""
+    organization = reply.organization
+    if not organization.ok:
+        return (
+            f"members not tested: the discovery role failed: "
+            f"{enum_label(organization, 'reason')}: {organization.message}"
+        )
+    return (
+        f"members: {len(reply.results)} accounts tested in organization "
+        f"{organization.organization_id} ({organization.active_account_count} ACTIVE accounts)"
+    )
+
+
 def member_access_table(results: Iterable[dpb.MemberAccessResult]) -> Table:
     """One row per account whose member role was assumed (or not, and why)."""
     table = Table(box=None, header_style="bold")

@@ -15,6 +15,7 @@ from typing import Any
 from canopy_core.event_queues import event_queue_problem, parse_event_queue
 from canopy_discovery.aws import (
     ACCESS_DENIED,
+    ACCOUNT_NOT_FOUND,
     OTHER,
     TRUSTED_ACCOUNT_MISMATCH,
     AwsSettings,
@@ -27,6 +28,7 @@ from canopy_discovery.aws import (
     organizations_client,
     platform_session,
 )
+from canopy_discovery.crawler import account_state
 from canopy_discovery.queue_access import (
     EVENT_QUEUE_ERROR,
     QueueCheck,
@@ -36,6 +38,9 @@ from canopy_discovery.queue_access import (
 
 # One access test never waits longer than this for one AWS call.
 CALL_TIMEOUT = 15.0
+# Listing an organization's accounts, 20 a page: an organization of 10,000 is 500 calls.
+ACCOUNT_LIST_TIMEOUT = 120.0
+ACCOUNTS_PER_PAGE = 20
 EVENT_QUEUE = "EVENT_QUEUE"  # the role works, its queue does not
 
 
@@ -62,6 +67,17 @@ class MemberResult:
     account_id: str
     role_arn: str
     ok: bool
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class OrganizationAccounts:
+    """What a discovery role read of its organization: its ACTIVE accounts, or why it could not."""
+
+    ok: bool
+    organization_id: str = ""
+    active_account_ids: tuple[str, ...] = ()
     reason: str = ""
     message: str = ""
 
@@ -200,6 +216,61 @@ async def _test_role(aws: AwsSettings, role_arn: str, external_id: str) -> _Role
         root_id=roots[0]["Id"],
     )
     return _RoleTest(access, session)
+
+
+async def organization_accounts(
+    aws: AwsSettings, role_arn: str, external_id: str
+) -> OrganizationAccounts:
+    """Assume the discovery role, check it reads the organization as a crawl needs (the same
+    diagnosis as `test_discovery_access`), and list the organization's ACTIVE accounts (State,
+    else Status), in the order AWS lists them."""
+    tested = await _test_role(aws, role_arn, external_id)
+    if not tested.access.ok:
+        return OrganizationAccounts(
+            ok=False, reason=tested.access.reason, message=tested.access.message
+        )
+    active: list[str] = []
+    try:
+        async with asyncio.timeout(ACCOUNT_LIST_TIMEOUT):
+            async with organizations_client(
+                tested.session, aws, call_timeout=CALL_TIMEOUT
+            ) as client:
+                token = ""
+                while True:
+                    page = await _call(
+                        client,
+                        "list_accounts",
+                        MaxResults=ACCOUNTS_PER_PAGE,
+                        **({"NextToken": token} if token else {}),
+                    )
+                    active.extend(
+                        account["Id"]
+                        for account in page.get("Accounts", [])
+                        if account_state(account) == "ACTIVE"
+                    )
+                    token = page.get("NextToken") or ""
+                    if not token:
+                        break
+    except Exception as error:
+        failure = classify(error)
+        return OrganizationAccounts(ok=False, reason=failure.reason, message=failure.message)
+    return OrganizationAccounts(
+        ok=True,
+        organization_id=tested.access.organization_id,
+        active_account_ids=tuple(active),
+    )
+
+
+def account_not_found(account_id: str, role_arn: str, organization_id: str) -> MemberResult:
+    """The result for an account that is not an ACTIVE account of the organization: no role is
+    assumed there."""
+    return MemberResult(
+        account_id,
+        role_arn,
+        ok=False,
+        reason=ACCOUNT_NOT_FOUND,
+        message=f"{account_id} is not an ACTIVE account of organization {organization_id}",
+    )
 
 
 async def _member_access(

@@ -74,6 +74,18 @@ def _access_reply(result: AccessResult) -> rpc.TestDiscoveryAccessResponse:
     )
 
 
+def _unsaved(unsaved: rpc.UnsavedMemberAccess) -> access_checks.UnsavedMemberAccess:
+    return access_checks.UnsavedMemberAccess(
+        tenant_id=unsaved.scope.tenant_id,
+        org_id=unsaved.scope.org_id,
+        discovery_role_arn=unsaved.discovery_access.role_arn,
+        discovery_external_id=unsaved.discovery_access.external_id,
+        event_queue=unsaved.discovery_access.event_queue,
+        member_role_name=unsaved.member_access.role_name,
+        member_external_id=unsaved.member_access.external_id,
+    )
+
+
 class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
     """`canopy.discovery.v1.DiscoveryService`."""
 
@@ -110,14 +122,17 @@ class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
     async def TestMemberAccess(
         self, request: rpc.TestMemberAccessRequest, context: RpcContext
     ) -> rpc.TestMemberAccessResponse:
-        results = await access_checks.member_access(
+        report = await access_checks.member_access(
             self.ctx.integrations,
+            self.ctx.directory,
             self.ctx.aws,
             current_principal(),
             request.integration_id,
+            _unsaved(request.unsaved) if request.HasField("unsaved") else None,
             list(request.account_ids),
             request.sample_size,
         )
+        organization = report.organization
         return rpc.TestMemberAccessResponse(
             results=[
                 pb.MemberAccessResult(
@@ -127,8 +142,19 @@ class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
                     reason=_reason(r.reason) if r.reason else pb.ACCESS_FAILURE_REASON_UNSPECIFIED,
                     message=r.message,
                 )
-                for r in results
-            ]
+                for r in report.results
+            ],
+            organization=None
+            if organization is None
+            else rpc.MemberAccessOrganization(
+                ok=organization.ok,
+                organization_id=organization.organization_id,
+                active_account_count=len(organization.active_account_ids),
+                reason=_reason(organization.reason)
+                if organization.reason
+                else pb.ACCESS_FAILURE_REASON_UNSPECIFIED,
+                message=organization.message,
+            ),
         )
 
     async def SyncIntegration(

@@ -13,6 +13,7 @@ from canopy.discovery.v1 import discovery_pb2 as dpb
 from canopy.discovery.v1 import discovery_service_pb2 as drpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
+from canopy.type.v1 import types_pb2
 from canopy_cli import render
 from canopy_cli.app import (
     Output,
@@ -23,6 +24,20 @@ from canopy_cli.app import (
     template_app,
 )
 from canopy_cli.client import CliError, eprint
+
+
+def _member_scope(tenant: str | None, org: str | None, external_id: str) -> types_pb2.Scope:
+    """--tenant or --org; neither: the owner the external id names."""
+    if tenant and org:
+        raise typer.BadParameter("name at most one of them", param_hint="--tenant / --org")
+    if tenant:
+        return types_pb2.Scope(tenant_id=tenant)
+    owner = org or external_id.partition(":")[0]
+    return (
+        types_pb2.Scope(org_id=owner)
+        if owner.startswith("o_")
+        else types_pb2.Scope(tenant_id=owner)
+    )
 
 
 @app.command("test-access")
@@ -39,10 +54,40 @@ def check_access(
     members: Annotated[
         bool, typer.Option("--members", help="Also assume the member role in a few accounts.")
     ] = False,
+    member_role: Annotated[
+        str | None,
+        typer.Option(help="With --role-arn --members: the member role name not saved yet."),
+    ] = None,
+    member_external_id: Annotated[
+        str | None,
+        typer.Option(help="With --member-role: its external id (default: the discovery one)."),
+    ] = None,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant",
+            help="With --member-role: the tenant the integration will be created in "
+            "(default: the external id's owner).",
+        ),
+    ] = None,
+    org: Annotated[
+        str | None,
+        typer.Option("--org", help="With --member-role: the org it will be created in instead."),
+    ] = None,
+    account_ids: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--account-id", help="With --members: test this account (repeat); default a sample."
+        ),
+    ] = None,
+    sample_size: Annotated[
+        int, typer.Option(help="With --members and no --account-id: accounts to sample (0: 5).")
+    ] = 0,
     output: OutputOption = Output.table,
 ) -> None:
     """Can Canopy assume the discovery role, read the organization and follow its event queue?
-    Exits 1 if not."""
+    With --members, can it assume the member role in accounts of that organization (before
+    creating the integration: --role-arn, --external-id, --member-role)? Exits 1 if not."""
     if integration_id and not (role_arn or external_id or event_queue):
         request = drpc.TestDiscoveryAccessRequest(integration_id=integration_id)
     elif role_arn and external_id and not integration_id:
@@ -56,15 +101,33 @@ def check_access(
             "give --integration-id, or --role-arn with --external-id",
             param_hint="--integration-id / --role-arn / --external-id",
         )
-    if members and not integration_id:
-        raise typer.BadParameter("needs --integration-id", param_hint="--members")
+    member_request = None
+    if members and integration_id:
+        member_request = drpc.TestMemberAccessRequest(integration_id=integration_id)
+    elif members:
+        if not member_role:
+            raise typer.BadParameter("needs --member-role with --role-arn", param_hint="--members")
+        member_request = drpc.TestMemberAccessRequest(
+            unsaved=drpc.UnsavedMemberAccess(
+                scope=_member_scope(tenant, org, external_id or ""),
+                discovery_access=pb.AwsDiscoveryAccess(
+                    role_arn=role_arn or "", external_id=external_id or ""
+                ),
+                member_access=pb.AwsMemberAccess(
+                    role_name=member_role, external_id=member_external_id or ""
+                ),
+            )
+        )
+    elif member_role or member_external_id or tenant or org or account_ids or sample_size:
+        raise typer.BadParameter(
+            "are for --members", param_hint="--member-role / --tenant / --org / --account-id"
+        )
+    if member_request is not None:
+        member_request.account_ids.extend(account_ids or [])
+        member_request.sample_size = sample_size
     discovery = clients_of(ctx).discovery
     reply = discovery.TestDiscoveryAccess(request)
-    member_reply = (
-        discovery.TestMemberAccess(drpc.TestMemberAccessRequest(integration_id=integration_id))
-        if members and integration_id
-        else None
-    )
+    member_reply = discovery.TestMemberAccess(member_request) if member_request else None
     if output == Output.json:
         typer.echo(MessageToJson(reply))
         if member_reply is not None:
@@ -81,8 +144,13 @@ def check_access(
         if reply.HasField("event_queue"):
             typer.echo(render.event_queue_check(reply.event_queue))
         if member_reply is not None:
+            if member_reply.HasField("organization"):
+                typer.echo(render.member_access_organization(member_reply))
             console().print(render.member_access_table(member_reply.results))
-    member_failed = member_reply is not None and not all(r.ok for r in member_reply.results)
+    member_failed = member_reply is not None and (
+        not all(r.ok for r in member_reply.results)
+        or (member_reply.HasField("organization") and not member_reply.organization.ok)
+    )
     if not reply.ok or member_failed:
         raise typer.Exit(1)
 

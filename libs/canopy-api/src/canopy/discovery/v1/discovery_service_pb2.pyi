@@ -6,6 +6,7 @@ isort:skip_file
 from canopy.discovery.v1 import discovery_pb2 as _discovery_pb2
 from canopy.integration.v1 import integration_pb2 as _integration_pb2
 from canopy.integration.v1 import integration_service_pb2 as _integration_service_pb2
+from canopy.type.v1 import types_pb2 as _types_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -208,21 +209,34 @@ Global___EventQueueCheck: _TypeAlias = EventQueueCheck  # noqa: Y015
 
 @_typing.final
 class TestMemberAccessRequest(_message.Message):
-    """Request of TestMemberAccess."""
+    """Request of TestMemberAccess. Name either an `integration_id` or the `unsaved` settings of an
+    integration not created yet: both, or neither, is INVALID_ARGUMENT.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     INTEGRATION_ID_FIELD_NUMBER: _builtins.int
     ACCOUNT_IDS_FIELD_NUMBER: _builtins.int
     SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
+    UNSAVED_FIELD_NUMBER: _builtins.int
     integration_id: _builtins.str
-    """Required. The integration whose member access to test."""
+    """The integration whose member access to test; empty with `unsaved`."""
     sample_size: _builtins.int
-    """With no `account_ids`, how many connections to sample: 0 means 5, at most 100."""
+    """With no `account_ids`, how many accounts to sample: 0 means 5, at most 50. The sample is
+    random (uniform, without replacement): of the integration's connections, or, for
+    `unsaved`, of the organization's ACTIVE accounts. Fewer accounts: every one is tested.
+    """
     @_builtins.property
     def account_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Accounts to test (12 digits each, at most 100); empty means a sample of the integration's
-        connections.
+        """Accounts to test (12 digits each, at most 50). Empty: a sample. For an `integration_id`,
+        each must be one of its connections (else INVALID_ARGUMENT); for `unsaved`, an account
+        that is not an ACTIVE account of the organization is answered ACCOUNT_NOT_FOUND.
+        """
+
+    @_builtins.property
+    def unsaved(self) -> Global___UnsavedMemberAccess:
+        """Settings not saved yet, as CreateIntegration would be given them; empty with an
+        `integration_id`.
         """
 
     def __init__(
@@ -231,14 +245,58 @@ class TestMemberAccessRequest(_message.Message):
         integration_id: _builtins.str = ...,
         account_ids: _abc.Iterable[_builtins.str] | None = ...,
         sample_size: _builtins.int = ...,
+        unsaved: Global___UnsavedMemberAccess | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unsaved", b"unsaved"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_ids", b"account_ids", "integration_id", b"integration_id", "sample_size", b"sample_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_ids", b"account_ids", "integration_id", b"integration_id", "sample_size", b"sample_size", "unsaved", b"unsaved"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TestMemberAccessRequest: _TypeAlias = TestMemberAccessRequest  # noqa: Y015
+
+@_typing.final
+class UnsavedMemberAccess(_message.Message):
+    """The settings of an integration not created yet that TestMemberAccess needs. The caller must
+    be allowed to create an integration in `scope`, and the external ids must name that scope,
+    exactly as CreateIntegration checks them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    DISCOVERY_ACCESS_FIELD_NUMBER: _builtins.int
+    MEMBER_ACCESS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def scope(self) -> _types_pb2.Scope:
+        """Required. The tenant or org the integration would be created in."""
+
+    @_builtins.property
+    def discovery_access(self) -> _integration_pb2.AwsDiscoveryAccess:
+        """Required. The discovery role (`role_arn`, `external_id`) whose organization's accounts are
+        listed; `event_queue` is not used and must be empty.
+        """
+
+    @_builtins.property
+    def member_access(self) -> _integration_pb2.AwsMemberAccess:
+        """Required. The member role assumed in each account (`role_name` required; `external_id`
+        empty means the discovery role's).
+        """
+
+    def __init__(
+        self,
+        *,
+        scope: _types_pb2.Scope | None = ...,
+        discovery_access: _integration_pb2.AwsDiscoveryAccess | None = ...,
+        member_access: _integration_pb2.AwsMemberAccess | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discovery_access", b"discovery_access", "member_access", b"member_access", "scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discovery_access", b"discovery_access", "member_access", b"member_access", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnsavedMemberAccess: _TypeAlias = UnsavedMemberAccess  # noqa: Y015
 
 @_typing.final
 class TestMemberAccessResponse(_message.Message):
@@ -247,22 +305,71 @@ class TestMemberAccessResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_discovery_pb2.MemberAccessResult]:
-        """One result per tested account, in request order (or sample order)."""
+        """One result per tested account: in request order for `account_ids`; for a sample, by
+        account id.
+        """
+
+    @_builtins.property
+    def organization(self) -> Global___MemberAccessOrganization:
+        """For `unsaved`: what the discovery role read of the organization. When it is not ok (the
+        discovery role could not be assumed, or the accounts not listed), no member role was
+        tried and `results` is empty. Unset for an `integration_id`.
+        """
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[_discovery_pb2.MemberAccessResult] | None = ...,
+        organization: Global___MemberAccessOrganization | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TestMemberAccessResponse: _TypeAlias = TestMemberAccessResponse  # noqa: Y015
+
+@_typing.final
+class MemberAccessOrganization(_message.Message):
+    """What TestMemberAccess read of an organization with unsaved discovery access."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    ACTIVE_ACCOUNT_COUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    """True if the discovery role was assumed and the organization's accounts were listed."""
+    organization_id: _builtins.str
+    """The AWS Organization id (`o-…`), when read."""
+    active_account_count: _builtins.int
+    """How many ACTIVE accounts the organization has (the population a sample is drawn from)."""
+    reason: _discovery_pb2.AccessFailureReason.ValueType
+    """When not ok, what is wrong (e.g. ASSUME_ROLE_DENIED for the discovery role)."""
+    message: _builtins.str
+    """When not ok, a human-readable explanation with AWS's error."""
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        organization_id: _builtins.str = ...,
+        active_account_count: _builtins.int = ...,
+        reason: _discovery_pb2.AccessFailureReason.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_account_count", b"active_account_count", "message", b"message", "ok", b"ok", "organization_id", b"organization_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberAccessOrganization: _TypeAlias = MemberAccessOrganization  # noqa: Y015
 
 @_typing.final
 class SyncIntegrationRequest(_message.Message):

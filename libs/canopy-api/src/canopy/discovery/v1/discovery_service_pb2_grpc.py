@@ -83,7 +83,9 @@ class DiscoveryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TestMemberAccess(self, request, context):
-        """Assumes an integration's member role in the given accounts, or in a sample of its accounts.
+        """Assumes an integration's member role in the given accounts, or in a sample of its accounts;
+        or, before an integration is created, a member role in accounts of the organization that
+        unsaved discovery access reaches.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,7 +41,10 @@ class DiscoveryServiceStub:
     Access problems are answered in the response, not as errors.
     """
     TestMemberAccess: _grpc.UnaryUnaryMultiCallable[_discovery_service_pb2.TestMemberAccessRequest, _discovery_service_pb2.TestMemberAccessResponse]
-    """Assumes an integration's member role in the given accounts, or in a sample of its accounts."""
+    """Assumes an integration's member role in the given accounts, or in a sample of its accounts;
+    or, before an integration is created, a member role in accounts of the organization that
+    unsaved discovery access reaches.
+    """
     SyncIntegration: _grpc.UnaryUnaryMultiCallable[_discovery_service_pb2.SyncIntegrationRequest, _discovery_service_pb2.SyncIntegrationResponse]
     """Starts a sync of an integration now, or releases a run waiting for confirmation.
     FAILED_PRECONDITION `PLAN_NOT_ELIGIBLE` while the scope's plan does not allow the integration.
@@ -68,7 +71,10 @@ class DiscoveryServiceAsyncStub(DiscoveryServiceStub):
     Access problems are answered in the response, not as errors.
     """
     TestMemberAccess: _aio.UnaryUnaryMultiCallable[_discovery_service_pb2.TestMemberAccessRequest, _discovery_service_pb2.TestMemberAccessResponse]  # type: ignore[assignment]
-    """Assumes an integration's member role in the given accounts, or in a sample of its accounts."""
+    """Assumes an integration's member role in the given accounts, or in a sample of its accounts;
+    or, before an integration is created, a member role in accounts of the organization that
+    unsaved discovery access reaches.
+    """
     SyncIntegration: _aio.UnaryUnaryMultiCallable[_discovery_service_pb2.SyncIntegrationRequest, _discovery_service_pb2.SyncIntegrationResponse]  # type: ignore[assignment]
     """Starts a sync of an integration now, or releases a run waiting for confirmation.
     FAILED_PRECONDITION `PLAN_NOT_ELIGIBLE` while the scope's plan does not allow the integration.
@@ -104,7 +110,10 @@ class DiscoveryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _discovery_service_pb2.TestMemberAccessRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_discovery_service_pb2.TestMemberAccessResponse, _abc.Awaitable[_discovery_service_pb2.TestMemberAccessResponse]]:
-        """Assumes an integration's member role in the given accounts, or in a sample of its accounts."""
+        """Assumes an integration's member role in the given accounts, or in a sample of its accounts;
+        or, before an integration is created, a member role in accounts of the organization that
+        unsaved discovery access reaches.
+        """
 
     @_abc_1.abstractmethod
     def SyncIntegration(
