@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from aiohttp import ClientSession, web
@@ -51,6 +51,10 @@ THROTTLED_CODE = "TooManyRequestsException"
 THROTTLED_MESSAGE = (
     "You have sent too many requests in too short a period of time. Try again later."
 )
+
+# What Organizations answers, with HTTP 400, a call an IAM policy denies.
+DENIED_CODE = "AccessDeniedException"
+DENIED_MESSAGE = "You don't have permissions to access this resource."
 
 
 @dataclass
@@ -95,6 +99,14 @@ class Rule:
             self.throttled_by_operation[operation] += 1
             self.throttled_at.append((now, operation))
         return admitted
+
+
+def organizations_refusal(**match: Any) -> Rule:
+    """A rule answering the Organizations calls it matches as AWS answers a call the caller's IAM
+    policy denies (AccessDeniedException, HTTP 400)."""
+    return Rule(
+        service="organizations", error=DENIED_CODE, status=400, message=DENIED_MESSAGE, **match
+    )
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from canopy_discovery.crawler import (
     crawl,
     without_subtrees,
 )
-from tests.awsfaults import FaultProxy, Rule
+from tests.awsfaults import FaultProxy, Rule, organizations_refusal
 from tests.discovery.conftest import DISCOVERY_ROLE, EXTERNAL_ID, Org, normalized
 
 FAST = CrawlLimits(max_concurrency=8, base_backoff=0.005, max_backoff=0.02, call_timeout=5)
@@ -271,19 +271,9 @@ NARROW_ROLE = "arn:aws:iam::123456789012:role/canopy-narrow"
 
 
 def refuse(proxy: FaultProxy, unit_id: str, operation: str | None = None, **extra: Any) -> Rule:
-    """AccessDeniedException, as Organizations answers it, to the narrow role's calls naming
-    `unit_id` (all of them, or those of `operation`)."""
+    """Refuse the narrow role's calls naming `unit_id` (all of them, or those of `operation`)."""
     return proxy.add(
-        Rule(
-            service="organizations",
-            operation=operation,
-            role_arn=NARROW_ROLE,
-            entity=unit_id,
-            error="AccessDeniedException",
-            status=400,
-            message="You don't have permissions to access this resource.",
-            **extra,
-        )
+        organizations_refusal(role_arn=NARROW_ROLE, entity=unit_id, operation=operation, **extra)
     )
 
 
@@ -358,14 +348,7 @@ async def test_a_refused_describe_organization_fails_the_crawl_access_denied(
     proxy: FaultProxy, proxied: AwsSettings, org: Org
 ) -> None:
     small_org(org)
-    proxy.add(
-        Rule(
-            operation="DescribeOrganization",
-            role_arn=NARROW_ROLE,
-            error="AccessDeniedException",
-            status=400,
-        )
-    )
+    proxy.add(organizations_refusal(operation="DescribeOrganization", role_arn=NARROW_ROLE))
     with pytest.raises(DiscoveryFailure) as caught:
         await crawl_org(proxied, role_arn=NARROW_ROLE)
     assert caught.value.reason == "ACCESS_DENIED"

@@ -10,6 +10,7 @@ the narrow role's calls naming the OU, recognising the role by the keys STS issu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
-from tests.awsfaults import FaultProxy, Rule
+from tests.awsfaults import FaultProxy, Rule, organizations_refusal
 from tests.discovery.conftest import MANAGEMENT_ACCOUNT, Org
 from tests.discovery.stack import Stack, finished, handles, runs_of, start_stack, sync
 from tests.discovery.test_live_updates import (
@@ -43,15 +44,10 @@ async def stack(service_env: dict[str, Any], proxy: FaultProxy) -> AsyncIterator
 
 
 def refuse_for_narrow_role(proxy: FaultProxy, unit_id: str, **fault: Any) -> Rule:
-    """The narrow role's Organizations calls naming `unit_id` fail (AccessDeniedException, as
-    AWS answers a policy that denies them, unless `fault` says otherwise)."""
-    fault = {
-        "error": "AccessDeniedException",
-        "status": 400,
-        "message": "You don't have permissions to access this resource.",
-        **fault,
-    }
-    return proxy.add(Rule(service="organizations", role_arn=NARROW_ROLE, entity=unit_id, **fault))
+    """The narrow role's Organizations calls naming `unit_id` fail: refused as AWS refuses a
+    call its policy denies, unless `fault` says how else."""
+    rule = organizations_refusal(role_arn=NARROW_ROLE, entity=unit_id)
+    return proxy.add(dataclasses.replace(rule, **fault))
 
 
 async def change_role(stack: Stack, integration_id: str, role_arn: str) -> dpb.SyncRun:
