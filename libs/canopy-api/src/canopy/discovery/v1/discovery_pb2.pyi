@@ -250,7 +250,8 @@ class SyncRun(_message.Message):
     """Output only. With trigger ORGANIZATION_EVENTS, set when the run is a full crawl because a
     targeted refresh could not be made consistent: an UPPER_SNAKE code such as
     `NO_STORED_SNAPSHOT`, `STORED_SNAPSHOT_OUT_OF_DATE`, `UNKNOWN_PARENT`,
-    `REMOVED_OU_HAS_CHILDREN`, `CONFLICT`, `TOO_MUCH_OF_THE_TREE`, `ORGANIZATION_CHANGED`.
+    `REMOVED_OU_HAS_CHILDREN`, `CONFLICT`, `TOO_MUCH_OF_THE_TREE`, `ORGANIZATION_CHANGED`,
+    `ACCESS_DENIED` (AWS refused a read: the crawl decides what the credentials may see).
     Empty for a targeted refresh, whose `progress` counts the accounts and OUs it read.
     """
     @_builtins.property
