@@ -22,7 +22,13 @@ from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
-from tests.awsfaults import FaultProxy, Rule, organizations_refusal
+from tests.awsfaults import (
+    THROTTLED_CODE,
+    THROTTLED_MESSAGE,
+    FaultProxy,
+    Rule,
+    organizations_refusal,
+)
 from tests.discovery.conftest import MANAGEMENT_ACCOUNT, Org
 from tests.discovery.stack import Stack, finished, handles, runs_of, start_stack, sync
 from tests.discovery.test_live_updates import (
@@ -159,8 +165,8 @@ async def test_a_role_refused_on_an_ou_deletes_its_folders_and_connections_every
 @pytest.mark.parametrize(
     "fault",
     [
-        {"error": "TooManyRequestsException", "status": 400},
-        {"error": "ServiceUnavailableException", "status": 503},
+        {"error": THROTTLED_CODE, "status": 400, "message": THROTTLED_MESSAGE},
+        {"error": "ServiceUnavailableException", "status": 503, "message": "Unavailable."},
     ],
     ids=["throttled", "unavailable"],
 )
