@@ -19,6 +19,8 @@ from canopy_discovery import access_checks, runs
 from canopy_discovery.access import AccessResult
 from canopy_discovery.aws import AwsSettings
 from canopy_discovery.convert import run_to_proto
+from canopy_discovery.crawler import CrawlLimits
+from canopy_discovery.dry_run import dry_run
 from canopy_discovery.integration_client import IntegrationClient
 from canopy_discovery.queue_access import QueueCheck
 
@@ -33,6 +35,7 @@ class Context:
     directory: Directory
     aws: AwsSettings
     page_tokens: PageTokens
+    default_limits: CrawlLimits  # the service's crawl limits, under an integration's own
 
 
 def _reason(name: str) -> pb.AccessFailureReason.ValueType:
@@ -131,6 +134,19 @@ class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
     async def SyncIntegration(
         self, request: rpc.SyncIntegrationRequest, context: RpcContext
     ) -> rpc.SyncIntegrationResponse:
+        if request.HasField("preview_update") and not request.validate_only:
+            raise InvalidArgument.field("preview_update", "only with validate_only")
+        if request.validate_only:
+            return rpc.SyncIntegrationResponse(
+                run=await dry_run(
+                    self.ctx.integrations,
+                    self.ctx.directory,
+                    self.ctx.aws,
+                    self.ctx.default_limits,
+                    current_principal(),
+                    request,
+                )
+            )
         run = await runs.sync_integration(
             self.ctx.db,
             self.ctx.log,

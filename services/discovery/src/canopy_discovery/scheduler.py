@@ -245,7 +245,7 @@ class Scheduler:
                 integration.discovery_access.role_arn,
                 integration.discovery_access.external_id,
                 crawl_limits(self.config.default_limits, integration),
-                on_progress=lambda p: _copy_progress(p, progress),
+                on_progress=lambda p: copy_progress(p, progress),
             )
         )
         keeper = asyncio.create_task(self._keep_lease(schedule, run, progress, crawl_task))
@@ -341,7 +341,7 @@ class Scheduler:
                     if not held or current is None or current.state is not RunState.RUNNING:
                         crawl_task.cancel()
                         return
-                    now = _progress(progress)
+                    now = run_progress(progress)
                     if now != published:
                         await record(conn, self.log, replace(current, progress=now))
                         published = now
@@ -391,7 +391,7 @@ class Scheduler:
                 failure = ("APPLY_FAILED", str(exc))
                 break
         ended = datetime.now(UTC)
-        final = replace(current, progress=_progress(progress), end_time=ended)
+        final = replace(current, progress=run_progress(progress), end_time=ended)
         if reply is not None:
             final = replace(
                 final,
@@ -435,7 +435,8 @@ class Scheduler:
             )
 
 
-def _copy_progress(source: CrawlProgress, target: CrawlProgress) -> None:
+def copy_progress(source: CrawlProgress, target: CrawlProgress) -> None:
+    """Copy a crawl's counters (reported as it goes) into `target`."""
     target.organizational_units_found = source.organizational_units_found
     target.accounts_found = source.accounts_found
     target.api_calls = source.api_calls
@@ -444,7 +445,8 @@ def _copy_progress(source: CrawlProgress, target: CrawlProgress) -> None:
     target.refused_organizational_units = source.refused_organizational_units
 
 
-def _progress(progress: CrawlProgress) -> Progress:
+def run_progress(progress: CrawlProgress) -> Progress:
+    """A crawl's counters as a run records them."""
     return Progress(
         organizational_units_found=progress.organizational_units_found,
         accounts_found=progress.accounts_found,

@@ -55,6 +55,12 @@ async def setup(runtime: Runtime) -> None:
     integrations = IntegrationClient(integration_channel)
     directory = DirectoryClient(directory_channel)
     aws = aws_settings(settings)
+    default_limits = CrawlLimits(
+        max_concurrency=settings.crawl_concurrency,
+        max_requests_per_second=settings.crawl_requests_per_second,
+        call_timeout=settings.crawl_call_timeout.total_seconds(),
+        crawl_timeout=settings.crawl_timeout.total_seconds(),
+    )
     ctx = Context(
         db=runtime.db,
         log=runtime.event_log,
@@ -62,6 +68,7 @@ async def setup(runtime: Runtime) -> None:
         directory=directory,
         aws=aws,
         page_tokens=runtime.page_tokens,
+        default_limits=default_limits,
     )
     discovery_service_pb2_grpc.add_DiscoveryServiceServicer_to_server(
         DiscoveryApi(ctx), runtime.server
@@ -77,12 +84,7 @@ async def setup(runtime: Runtime) -> None:
             lease_ttl=settings.lease_ttl,
             poll_interval=settings.scheduler_poll_interval.total_seconds(),
             jitter=settings.schedule_jitter,
-            default_limits=CrawlLimits(
-                max_concurrency=settings.crawl_concurrency,
-                max_requests_per_second=settings.crawl_requests_per_second,
-                call_timeout=settings.crawl_call_timeout.total_seconds(),
-                crawl_timeout=settings.crawl_timeout.total_seconds(),
-            ),
+            default_limits=default_limits,
         ),
     )
     consumer = EventConsumer(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Collection
 
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
@@ -16,7 +16,7 @@ from canopy_core.convert import to_timedelta
 from canopy_core.errors import InvalidArgument
 from canopy_core.interceptor import RpcContext
 from canopy_core.masks import check_mask
-from canopy_integration import apply, integrations, reads, roles, templates, tree
+from canopy_integration import apply, integrations, previews, reads, roles, templates, tree
 from canopy_integration.apply import Failure, Suspension, apply_response
 from canopy_integration.convert import (
     config_from_proto,
@@ -31,7 +31,9 @@ from canopy_integration.convert import (
 from canopy_integration.events import decode
 from canopy_integration.integrations import Context, NewIntegration
 from canopy_integration.model import (
+    Connection,
     EventQueueReport,
+    Folder,
     Integration,
     RootFolderPermissions,
     Scope,
@@ -148,11 +150,19 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
             integrations.WRITABLE_PATHS,
             integrations.OUTPUT_ONLY_PATHS,
         )
+        given = integration_from_proto(request.integration, paths)
+        if request.validate_only:
+            updated, impact = await previews.preview_update_integration(
+                self.ctx, current_principal(), request, given, paths
+            )
+            return rpc.UpdateIntegrationResponse(
+                integration=integration_to_proto(updated), impact=impact
+            )
         updated = await integrations.update_integration(
             self.ctx,
             current_principal(),
             request.integration.id,
-            integration_from_proto(request.integration, paths),
+            given,
             paths,
             request.integration.etag,
         )
@@ -161,13 +171,18 @@ class IntegrationApi(rpc_grpc.IntegrationServiceServicer):
     async def DeleteIntegration(
         self, request: rpc.DeleteIntegrationRequest, context: RpcContext
     ) -> rpc.DeleteIntegrationResponse:
+        principal = current_principal()
+        if request.validate_only:
+            dry = _without_request_id(request)
+            _, impact = await previews.preview(
+                self.ctx,
+                lambda ctx: integrations.delete_integration(
+                    ctx, principal, request.id, request.confirm_handle, request.etag, dry
+                ),
+            )
+            return rpc.DeleteIntegrationResponse(impact=impact)
         await integrations.delete_integration(
-            self.ctx,
-            current_principal(),
-            request.id,
-            request.confirm_handle,
-            request.etag,
-            request,
+            self.ctx, principal, request.id, request.confirm_handle, request.etag, request
         )
         return rpc.DeleteIntegrationResponse()
 
@@ -253,14 +268,19 @@ class ConnectionTreeApi(tree_grpc.ConnectionTreeServiceServicer):
         self, request: tree_rpc.UpdateFolderRequest, context: RpcContext
     ) -> tree_rpc.UpdateFolderResponse:
         paths = check_mask(request.update_mask.paths, tree.FOLDER_WRITABLE, tree.FOLDER_OUTPUT_ONLY)
-        folder, path = await tree.update_folder(
-            self.ctx,
-            current_principal(),
-            request.folder.id,
-            request.folder.handle,
-            paths,
-            request.folder.etag,
-        )
+        principal = current_principal()
+
+        def change(ctx: Context) -> Awaitable[tuple[Folder, list[str]]]:
+            return tree.update_folder(
+                ctx, principal, request.folder.id, request.folder.handle, paths, request.folder.etag
+            )
+
+        if request.validate_only:
+            (folder, path), impact = await previews.preview(self.ctx, change)
+            return tree_rpc.UpdateFolderResponse(
+                folder=folder_to_proto(folder, path), impact=impact
+            )
+        folder, path = await change(self.ctx)
         return tree_rpc.UpdateFolderResponse(folder=folder_to_proto(folder, path))
 
     async def GetConnection(
@@ -303,15 +323,26 @@ class ConnectionTreeApi(tree_grpc.ConnectionTreeServiceServicer):
         paths = check_mask(
             request.update_mask.paths, tree.CONNECTION_WRITABLE, tree.CONNECTION_OUTPUT_ONLY
         )
-        connection, integration = await tree.update_connection(
-            self.ctx,
-            current_principal(),
-            request.connection.id,
-            request.connection.handle,
-            config_from_proto(request.connection.config_overrides),
-            paths,
-            request.connection.etag,
-        )
+        principal = current_principal()
+        overrides = config_from_proto(request.connection.config_overrides)
+
+        def change(ctx: Context) -> Awaitable[tuple[Connection, Integration]]:
+            return tree.update_connection(
+                ctx,
+                principal,
+                request.connection.id,
+                request.connection.handle,
+                overrides,
+                paths,
+                request.connection.etag,
+            )
+
+        if request.validate_only:
+            (connection, integration), impact = await previews.preview(self.ctx, change)
+            return tree_rpc.UpdateConnectionResponse(
+                connection=connection_to_proto(connection, integration), impact=impact
+            )
+        connection, integration = await change(self.ctx)
         return tree_rpc.UpdateConnectionResponse(
             connection=connection_to_proto(connection, integration)
         )
@@ -335,6 +366,21 @@ class ConnectionTreeApi(tree_grpc.ConnectionTreeServiceServicer):
             outcome = Suspension(request.suspension.reason, request.suspension.message)
         elif which == "event_queue_status":
             outcome = report_from_proto(request.event_queue_status)
+        if request.HasField("preview_update") and not request.validate_only:
+            raise InvalidArgument.field("preview_update", "only with validate_only")
+        if request.validate_only:
+            update = None
+            if request.HasField("preview_update"):
+                pending = request.preview_update
+                paths = check_mask(
+                    pending.update_mask.paths,
+                    integrations.WRITABLE_PATHS,
+                    integrations.OUTPUT_ONLY_PATHS,
+                )
+                update = (integration_from_proto(pending.integration, paths), paths)
+            return await previews.preview_apply(
+                self.ctx, current_principal(), request, outcome, update
+            )
         result = await apply.apply_outcome(
             self.ctx,
             current_principal(),
@@ -402,3 +448,11 @@ def tree_to_proto(found: tree.Tree) -> tree_pb.ConnectionTree:
         revision=found.revision,
         root=root,
     )
+
+
+def _without_request_id(request: rpc.DeleteIntegrationRequest) -> rpc.DeleteIntegrationRequest:
+    """The request of a preview, which neither replays nor records a result."""
+    dry = rpc.DeleteIntegrationRequest()
+    dry.CopyFrom(request)
+    dry.ClearField("request_id")
+    return dry

@@ -31,8 +31,10 @@ from canopy_core.validation import Violations
 from canopy_integration import event_queue, handles, initial_permissions, store
 from canopy_integration.config import apply_config_mask, effective_config
 from canopy_integration.convert import integration_to_proto
+from canopy_integration.discovery_client import DiscoveryClient
 from canopy_integration.errors import ConfirmationMismatch, HandleTaken, PlanNotEligible
 from canopy_integration.events import TreeEvents
+from canopy_integration.impact_client import ChangeImpacts
 from canopy_integration.model import (
     CONFIG_FIELDS,
     DeletionReason,
@@ -99,6 +101,8 @@ class Context:
     trusted_account: TrustedAccount  # what role templates trust
     partition: str  # the AWS partition the deployment serves
     page_tokens: PageTokens
+    impacts: ChangeImpacts  # the workspace half of previews
+    discovery: DiscoveryClient  # dry-run crawls for previews
     connections: ConnectionReads = field(init=False)  # GetConnection's reads
 
     def __post_init__(self) -> None:

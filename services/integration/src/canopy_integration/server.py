@@ -18,6 +18,7 @@ from canopy_core.server import Runtime, ServiceSpec
 from canopy_integration import store
 from canopy_integration.api import ConnectionTreeApi, IntegrationApi
 from canopy_integration.discovery_client import DiscoveryClient
+from canopy_integration.impact_client import ChangeImpacts
 from canopy_integration.integrations import Context
 from canopy_integration.settings import IntegrationSettings
 from canopy_integration.trusted_account import TrustedAccount
@@ -37,17 +38,17 @@ async def setup(runtime: Runtime) -> None:
         settings = IntegrationSettings(**settings.model_dump())
     channel = runtime.channel(settings.permissions_address)
     runtime.on_stop.append(channel.close)
+    discovery_channel = runtime.channel(settings.discovery_address)
+    runtime.on_stop.append(discovery_channel.close)
+    discovery = DiscoveryClient(discovery_channel)
+    platform: DiscoveryClient | None = None
     if settings.trusted_account_id is None:
         # Only discovery holds the platform's AWS credentials: it says whose they are.
-        discovery_channel = runtime.channel(settings.discovery_address)
-        runtime.on_stop.append(discovery_channel.close)
-        platform: DiscoveryClient | None = DiscoveryClient(discovery_channel)
+        platform = discovery
         log.info(
             "CANOPY_TRUSTED_ACCOUNT_ID unset: role templates trust the account of the AWS "
             "credentials discovery uses"
         )
-    else:
-        platform = None
     ctx = Context(
         db=runtime.db,
         log=runtime.event_log,
@@ -55,6 +56,8 @@ async def setup(runtime: Runtime) -> None:
         trusted_account=TrustedAccount(settings.trusted_account_id, platform),
         partition=settings.aws_partition,
         page_tokens=runtime.page_tokens,
+        impacts=ChangeImpacts(channel),
+        discovery=discovery,
     )
     integration_service_pb2_grpc.add_IntegrationServiceServicer_to_server(
         IntegrationApi(ctx), runtime.server

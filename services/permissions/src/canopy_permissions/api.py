@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 
+from canopy.permissions.v1 import change_impact_service_pb2 as impact_rpc
+from canopy.permissions.v1 import change_impact_service_pb2_grpc as impact_grpc
 from canopy.permissions.v1 import directory_pb2 as pb
 from canopy.permissions.v1 import directory_service_pb2 as rpc
 from canopy.permissions.v1 import directory_service_pb2_grpc as rpc_grpc
@@ -17,12 +19,13 @@ from canopy.type.v1 import types_pb2
 from canopy_core.context import current_principal
 from canopy_core.convert import timestamp
 from canopy_core.db import Database
+from canopy_core.errors import InvalidArgument
 from canopy_core.eventlog import EventLog
 from canopy_core.interceptor import RpcContext
 from canopy_core.pagination import PageTokens
-from canopy_permissions import attachments, directory, grants, workspace_config
+from canopy_permissions import attachments, directory, grants, impact, workspace_config
 from canopy_permissions.convert import attachment_to_proto, permissions_to_proto
-from canopy_permissions.model import Org, Plan, Tenant, Workspace
+from canopy_permissions.model import Org, Permissions, Plan, Tenant, Workspace
 from canopy_permissions.schemas import schema_to_proto
 
 
@@ -214,15 +217,24 @@ class PermissionApi(perm_grpc.PermissionServiceServicer):
         self, request: perm_rpc.SetPermissionsRequest, context: RpcContext
     ) -> perm_rpc.SetPermissionsResponse:
         field, item_id = _item(request)
+        principal = current_principal()
+        grantees = _grantees(request.grantees)
+        if request.validate_only:
+            dry = perm_rpc.SetPermissionsRequest()
+            dry.CopyFrom(request)
+            dry.ClearField("request_id")  # a preview neither replays nor records a result
+
+            async def change(db: Database, log: EventLog) -> Permissions:
+                return await grants.set_permissions(
+                    db, log, principal, field, item_id, grantees, request.etag, dry
+                )
+
+            previewed, found_impact = await impact.preview(self.db, change)
+            return perm_rpc.SetPermissionsResponse(
+                permissions=permissions_to_proto(previewed), impact=found_impact
+            )
         found = await grants.set_permissions(
-            self.db,
-            self.log,
-            current_principal(),
-            field,
-            item_id,
-            _grantees(request.grantees),
-            request.etag,
-            request,
+            self.db, self.log, principal, field, item_id, grantees, request.etag, request
         )
         return perm_rpc.SetPermissionsResponse(permissions=permissions_to_proto(found))
 
@@ -353,3 +365,19 @@ class WorkspaceConfigApi(wc_grpc.WorkspaceConfigServiceServicer):
                         data=file.data[offset : offset + CHUNK_BYTES],
                     )
                 )
+
+
+class ChangeImpactApi(impact_grpc.ChangeImpactServiceServicer):
+    """`canopy.permissions.v1.ChangeImpactService` (system callers only)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def PreviewTreeChange(
+        self, request: impact_rpc.PreviewTreeChangeRequest, context: RpcContext
+    ) -> impact_rpc.PreviewTreeChangeResponse:
+        current_principal().require_system()
+        if request.tree_revision < 0:
+            raise InvalidArgument.field("tree_revision", "must be zero or positive")
+        found = await impact.preview_tree_change(self.db, request.events, request.tree_revision)
+        return impact_rpc.PreviewTreeChangeResponse(impact=found)

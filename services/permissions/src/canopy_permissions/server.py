@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 
 from canopy.permissions.v1 import (
+    change_impact_service_pb2,
+    change_impact_service_pb2_grpc,
     directory_service_pb2,
     directory_service_pb2_grpc,
     permission_service_pb2,
@@ -17,6 +19,7 @@ from canopy.permissions.v1 import (
 from canopy_core.db import load_migrations
 from canopy_core.server import Runtime, ServiceSpec
 from canopy_permissions.api import (
+    ChangeImpactApi,
     DirectoryApi,
     PermissionApi,
     WorkspaceConfigApi,
@@ -29,6 +32,7 @@ SERVICE_NAMES = [
     permission_service_pb2.DESCRIPTOR.services_by_name["PermissionService"].full_name,
     workspace_schema_service_pb2.DESCRIPTOR.services_by_name["WorkspaceSchemaService"].full_name,
     workspace_config_service_pb2.DESCRIPTOR.services_by_name["WorkspaceConfigService"].full_name,
+    change_impact_service_pb2.DESCRIPTOR.services_by_name["ChangeImpactService"].full_name,
 ]
 
 
@@ -46,6 +50,9 @@ async def setup(runtime: Runtime) -> None:
     )
     workspace_config_service_pb2_grpc.add_WorkspaceConfigServiceServicer_to_server(
         WorkspaceConfigApi(db), runtime.server
+    )
+    change_impact_service_pb2_grpc.add_ChangeImpactServiceServicer_to_server(
+        ChangeImpactApi(db), runtime.server
     )
     channel = runtime.channel(runtime.settings.integration_address)
     runtime.on_stop.append(channel.close)

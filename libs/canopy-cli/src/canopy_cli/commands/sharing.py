@@ -80,9 +80,10 @@ def grants_set(
             "give --grantee (one or more), or --clear to remove every grant",
             param_hint="--grantee / --clear",
         )
-    reply = clients_of(ctx).permissions.SetPermissions(
-        prpc.SetPermissionsRequest(grantees=grantees, **_item(item_id))
-    )
+    request = prpc.SetPermissionsRequest(grantees=grantees)
+    for name, value in _item(item_id).items():
+        setattr(request, name, value)
+    reply = clients_of(ctx).permissions.SetPermissions(request)
     show(output, reply.permissions, render.permissions_table(reply.permissions))
 
 

@@ -4,6 +4,7 @@ isort:skip_file
 Discovery: crawling cloud organizations and syncing integrations with them."""
 
 from canopy.integration.v1 import connection_tree_pb2 as _connection_tree_pb2
+from canopy.type.v1 import impact_pb2 as _impact_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
@@ -218,6 +219,8 @@ class SyncRun(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     EVENT_COUNT_FIELD_NUMBER: _builtins.int
     FULL_CRAWL_REASON_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Unique id, `r_` followed by a time-sortable suffix."""
     integration_id: _builtins.str
@@ -254,6 +257,10 @@ class SyncRun(_message.Message):
     `ACCESS_DENIED` (AWS refused a read: the crawl decides what the credentials may see).
     Empty for a targeted refresh, whose `progress` counts the accounts and OUs it read.
     """
+    dry_run: _builtins.bool
+    """Output only. Set for the dry run of SyncIntegration `validate_only`, which is not stored:
+    its `id` is empty and nothing was applied.
+    """
     @_builtins.property
     def progress(self) -> Global___SyncProgress:
         """Output only. Counters of the crawl, updated while it runs."""
@@ -284,6 +291,10 @@ class SyncRun(_message.Message):
         order they were received; at most the first 100 (`event_count` has them all).
         """
 
+    @_builtins.property
+    def impact(self) -> _impact_pb2.ChangeImpact:
+        """Output only. For a dry run that crawled, what applying its snapshot would do."""
+
     def __init__(
         self,
         *,
@@ -307,10 +318,12 @@ class SyncRun(_message.Message):
         events: _abc.Iterable[Global___OrganizationEvent] | None = ...,
         event_count: _builtins.int = ...,
         full_crawl_reason: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+        impact: _impact_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "progress", b"progress", "start_time", b"start_time", "summary", b"summary", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "impact", b"impact", "progress", b"progress", "start_time", b"start_time", "summary", b"summary", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply_outcome", b"apply_outcome", "attempt", b"attempt", "confirm_deletions", b"confirm_deletions", "create_time", b"create_time", "end_time", b"end_time", "etag", b"etag", "event_count", b"event_count", "events", b"events", "failure_message", b"failure_message", "failure_reason", b"failure_reason", "full_crawl_reason", b"full_crawl_reason", "id", b"id", "integration_id", b"integration_id", "organization_id", b"organization_id", "progress", b"progress", "start_time", b"start_time", "state", b"state", "summary", b"summary", "trigger", b"trigger", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply_outcome", b"apply_outcome", "attempt", b"attempt", "confirm_deletions", b"confirm_deletions", "create_time", b"create_time", "dry_run", b"dry_run", "end_time", b"end_time", "etag", b"etag", "event_count", b"event_count", "events", b"events", "failure_message", b"failure_message", "failure_reason", b"failure_reason", "full_crawl_reason", b"full_crawl_reason", "id", b"id", "impact", b"impact", "integration_id", b"integration_id", "organization_id", b"organization_id", "progress", b"progress", "start_time", b"start_time", "state", b"state", "summary", b"summary", "trigger", b"trigger", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

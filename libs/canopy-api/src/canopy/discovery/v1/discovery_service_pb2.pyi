@@ -5,6 +5,7 @@ isort:skip_file
 
 from canopy.discovery.v1 import discovery_pb2 as _discovery_pb2
 from canopy.integration.v1 import integration_pb2 as _integration_pb2
+from canopy.integration.v1 import integration_service_pb2 as _integration_service_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -272,6 +273,8 @@ class SyncIntegrationRequest(_message.Message):
     INTEGRATION_ID_FIELD_NUMBER: _builtins.int
     CONFIRM_DELETIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    PREVIEW_UPDATE_FIELD_NUMBER: _builtins.int
     integration_id: _builtins.str
     """Required. The integration to sync."""
     confirm_deletions: _builtins.bool
@@ -280,16 +283,30 @@ class SyncIntegrationRequest(_message.Message):
     """
     request_id: _builtins.str
     """Optional idempotency key: a retry with the same id returns the first result."""
+    validate_only: _builtins.bool
+    """A dry run: crawl and diff, apply nothing. The call returns when the crawl has finished,
+    with the run (`dry_run` set) and its `impact`; it does not wait for, or disturb, a queued or
+    running sync.
+    """
+    @_builtins.property
+    def preview_update(self) -> _integration_service_pb2.UpdateIntegrationRequest:
+        """With `validate_only`, crawl with the settings this integration update would give and
+        preview the update and the crawl as one change. System callers only (the integration
+        service sets it to preview UpdateIntegration).
+        """
+
     def __init__(
         self,
         *,
         integration_id: _builtins.str = ...,
         confirm_deletions: _builtins.bool = ...,
         request_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+        preview_update: _integration_service_pb2.UpdateIntegrationRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preview_update", b"preview_update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_deletions", b"confirm_deletions", "integration_id", b"integration_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_deletions", b"confirm_deletions", "integration_id", b"integration_id", "preview_update", b"preview_update", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

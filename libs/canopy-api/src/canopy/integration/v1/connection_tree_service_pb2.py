@@ -24,53 +24,55 @@ _sym_db = _symbol_database.Default()
 
 from canopy.integration.v1 import connection_tree_pb2 as canopy_dot_integration_dot_v1_dot_connection__tree__pb2
 from canopy.integration.v1 import integration_pb2 as canopy_dot_integration_dot_v1_dot_integration__pb2
+from canopy.integration.v1 import integration_service_pb2 as canopy_dot_integration_dot_v1_dot_integration__service__pb2
+from canopy.type.v1 import impact_pb2 as canopy_dot_type_dot_v1_dot_impact__pb2
 from canopy.type.v1 import types_pb2 as canopy_dot_type_dot_v1_dot_types__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3canopy/integration/v1/connection_tree_service.proto\x12\x15\x63\x61nopy.integration.v1\x1a+canopy/integration/v1/connection_tree.proto\x1a\'canopy/integration/v1/integration.proto\x1a\x1a\x63\x61nopy/type/v1/types.proto\x1a google/protobuf/field_mask.proto\"\x1e\n\x10GetFolderRequest\x12\n\n\x02id\x18\x01 \x01(\t\"B\n\x11GetFolderResponse\x12-\n\x06\x66older\x18\x01 \x01(\x0b\x32\x1d.canopy.integration.v1.Folder\"{\n\x12ListFoldersRequest\x12\x18\n\x0eintegration_id\x18\x01 \x01(\tH\x00\x12\x1a\n\x10parent_folder_id\x18\x02 \x01(\tH\x00\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\tB\x08\n\x06parent\"^\n\x13ListFoldersResponse\x12.\n\x07\x66olders\x18\x01 \x03(\x0b\x32\x1d.canopy.integration.v1.Folder\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"u\n\x13UpdateFolderRequest\x12-\n\x06\x66older\x18\x01 \x01(\x0b\x32\x1d.canopy.integration.v1.Folder\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"E\n\x14UpdateFolderResponse\x12-\n\x06\x66older\x18\x01 \x01(\x0b\x32\x1d.canopy.integration.v1.Folder\"\"\n\x14GetConnectionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"N\n\x15GetConnectionResponse\x12\x35\n\nconnection\x18\x01 \x01(\x0b\x32!.canopy.integration.v1.Connection\"x\n\x16ListConnectionsRequest\x12\x18\n\x0eintegration_id\x18\x01 \x01(\tH\x00\x12\x13\n\tfolder_id\x18\x02 \x01(\tH\x00\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\tB\x08\n\x06parent\"j\n\x17ListConnectionsResponse\x12\x36\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32!.canopy.integration.v1.Connection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x81\x01\n\x17UpdateConnectionRequest\x12\x35\n\nconnection\x18\x01 \x01(\x0b\x32!.canopy.integration.v1.Connection\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"Q\n\x18UpdateConnectionResponse\x12\x35\n\nconnection\x18\x01 \x01(\x0b\x32!.canopy.integration.v1.Connection\"2\n\x18GetConnectionTreeRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\"P\n\x19GetConnectionTreeResponse\x12\x33\n\x04tree\x18\x01 \x01(\x0b\x32%.canopy.integration.v1.ConnectionTree\"\xa9\x03\n\x1d\x41pplyDiscoverySnapshotRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x1b\n\x13\x65xpected_generation\x18\x02 \x01(\x03\x12\x13\n\x0bsync_run_id\x18\x03 \x01(\t\x12?\n\x08snapshot\x18\x04 \x01(\x0b\x32+.canopy.integration.v1.OrganizationSnapshotH\x00\x12:\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\'.canopy.integration.v1.DiscoveryFailureH\x00\x12@\n\nsuspension\x18\x08 \x01(\x0b\x32*.canopy.integration.v1.DiscoverySuspensionH\x00\x12\x45\n\x12\x65vent_queue_status\x18\t \x01(\x0b\x32\'.canopy.integration.v1.EventQueueStatusH\x00\x12\x19\n\x11\x63onfirm_deletions\x18\x06 \x01(\x08\x12\x12\n\nrequest_id\x18\x07 \x01(\tB\t\n\x07outcome\"\xd9\x01\n\x1e\x41pplyDiscoverySnapshotResponse\x12\x34\n\x07outcome\x18\x01 \x01(\x0e\x32#.canopy.integration.v1.ApplyOutcome\x12\x34\n\x07summary\x18\x02 \x01(\x0b\x32#.canopy.integration.v1.ApplySummary\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x12\x37\n\x0bintegration\x18\x04 \x01(\x0b\x32\".canopy.integration.v1.Integration\"|\n\x16WatchTreeEventsRequest\x12\x16\n\x0e\x61\x66ter_revision\x18\x01 \x01(\x03\x12\x18\n\x0eintegration_id\x18\x02 \x01(\tH\x00\x12&\n\x05scope\x18\x03 \x01(\x0b\x32\x15.canopy.type.v1.ScopeH\x00\x42\x08\n\x06\x66ilter\"d\n\x17WatchTreeEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .canopy.integration.v1.TreeEvent\x12\x17\n\x0flatest_revision\x18\x02 \x01(\x03\x32\x8d\x08\n\x15\x43onnectionTreeService\x12^\n\tGetFolder\x12\'.canopy.integration.v1.GetFolderRequest\x1a(.canopy.integration.v1.GetFolderResponse\x12\x64\n\x0bListFolders\x12).canopy.integration.v1.ListFoldersRequest\x1a*.canopy.integration.v1.ListFoldersResponse\x12g\n\x0cUpdateFolder\x12*.canopy.integration.v1.UpdateFolderRequest\x1a+.canopy.integration.v1.UpdateFolderResponse\x12j\n\rGetConnection\x12+.canopy.integration.v1.GetConnectionRequest\x1a,.canopy.integration.v1.GetConnectionResponse\x12p\n\x0fListConnections\x12-.canopy.integration.v1.ListConnectionsRequest\x1a..canopy.integration.v1.ListConnectionsResponse\x12s\n\x10UpdateConnection\x12..canopy.integration.v1.UpdateConnectionRequest\x1a/.canopy.integration.v1.UpdateConnectionResponse\x12v\n\x11GetConnectionTree\x12/.canopy.integration.v1.GetConnectionTreeRequest\x1a\x30.canopy.integration.v1.GetConnectionTreeResponse\x12\x85\x01\n\x16\x41pplyDiscoverySnapshot\x12\x34.canopy.integration.v1.ApplyDiscoverySnapshotRequest\x1a\x35.canopy.integration.v1.ApplyDiscoverySnapshotResponse\x12r\n\x0fWatchTreeEvents\x12-.canopy.integration.v1.WatchTreeEventsRequest\x1a..canopy.integration.v1.WatchTreeEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3canopy/integration/v1/connection_tree_service.proto\x12\x15\x63\x61nopy.integration.v1\x1a+canopy/integration/v1/connection_tree.proto\x1a\'canopy/integration/v1/integration.proto\x1a/canopy/integration/v1/integration_service.proto\x1a\x1b\x63\x61nopy/type/v1/impact.proto\x1a\x1a\x63\x61nopy/type/v1/types.proto\x1a google/protobuf/field_mask.proto\"\x1e\n\x10GetFolderRequest\x12\n\n\x02id\x18\x01 \x01(\t\"B\n\x11GetFolderResponse\x12-\n\x06\x66older\x18\x01 \x01(\x0b\x32\x1d.canopy.integration.v1.Folder\"{\n\x12ListFoldersRequest\x12\x18\n\x0eintegration_id\x18\x01 \x01(\tH\x00\x12\x1a\n\x10parent_folder_id\x18\x02 \x01(\tH\x00\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\tB\x08\n\x06parent\"^\n\x13ListFoldersResponse\x12.\n\x07\x66olders\x18\x01 \x03(\x0b\x32\x1d.canopy.integration.v1.Folder\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8c\x01\n\x13UpdateFolderRequest\x12-\n\x06\x66older\x18\x01 \x01(\x0b\x32\x1d.canopy.integration.v1.Folder\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"s\n\x14UpdateFolderResponse\x12-\n\x06\x66older\x18\x01 \x01(\x0b\x32\x1d.canopy.integration.v1.Folder\x12,\n\x06impact\x18\x02 \x01(\x0b\x32\x1c.canopy.type.v1.ChangeImpact\"\"\n\x14GetConnectionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"N\n\x15GetConnectionResponse\x12\x35\n\nconnection\x18\x01 \x01(\x0b\x32!.canopy.integration.v1.Connection\"x\n\x16ListConnectionsRequest\x12\x18\n\x0eintegration_id\x18\x01 \x01(\tH\x00\x12\x13\n\tfolder_id\x18\x02 \x01(\tH\x00\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\tB\x08\n\x06parent\"j\n\x17ListConnectionsResponse\x12\x36\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32!.canopy.integration.v1.Connection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x98\x01\n\x17UpdateConnectionRequest\x12\x35\n\nconnection\x18\x01 \x01(\x0b\x32!.canopy.integration.v1.Connection\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"\x7f\n\x18UpdateConnectionResponse\x12\x35\n\nconnection\x18\x01 \x01(\x0b\x32!.canopy.integration.v1.Connection\x12,\n\x06impact\x18\x02 \x01(\x0b\x32\x1c.canopy.type.v1.ChangeImpact\"2\n\x18GetConnectionTreeRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\"P\n\x19GetConnectionTreeResponse\x12\x33\n\x04tree\x18\x01 \x01(\x0b\x32%.canopy.integration.v1.ConnectionTree\"\x89\x04\n\x1d\x41pplyDiscoverySnapshotRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x1b\n\x13\x65xpected_generation\x18\x02 \x01(\x03\x12\x13\n\x0bsync_run_id\x18\x03 \x01(\t\x12?\n\x08snapshot\x18\x04 \x01(\x0b\x32+.canopy.integration.v1.OrganizationSnapshotH\x00\x12:\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\'.canopy.integration.v1.DiscoveryFailureH\x00\x12@\n\nsuspension\x18\x08 \x01(\x0b\x32*.canopy.integration.v1.DiscoverySuspensionH\x00\x12\x45\n\x12\x65vent_queue_status\x18\t \x01(\x0b\x32\'.canopy.integration.v1.EventQueueStatusH\x00\x12\x19\n\x11\x63onfirm_deletions\x18\x06 \x01(\x08\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x15\n\rvalidate_only\x18\n \x01(\x08\x12G\n\x0epreview_update\x18\x0b \x01(\x0b\x32/.canopy.integration.v1.UpdateIntegrationRequestB\t\n\x07outcome\"\x87\x02\n\x1e\x41pplyDiscoverySnapshotResponse\x12\x34\n\x07outcome\x18\x01 \x01(\x0e\x32#.canopy.integration.v1.ApplyOutcome\x12\x34\n\x07summary\x18\x02 \x01(\x0b\x32#.canopy.integration.v1.ApplySummary\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x12\x37\n\x0bintegration\x18\x04 \x01(\x0b\x32\".canopy.integration.v1.Integration\x12,\n\x06impact\x18\x05 \x01(\x0b\x32\x1c.canopy.type.v1.ChangeImpact\"|\n\x16WatchTreeEventsRequest\x12\x16\n\x0e\x61\x66ter_revision\x18\x01 \x01(\x03\x12\x18\n\x0eintegration_id\x18\x02 \x01(\tH\x00\x12&\n\x05scope\x18\x03 \x01(\x0b\x32\x15.canopy.type.v1.ScopeH\x00\x42\x08\n\x06\x66ilter\"d\n\x17WatchTreeEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .canopy.integration.v1.TreeEvent\x12\x17\n\x0flatest_revision\x18\x02 \x01(\x03\x32\x8d\x08\n\x15\x43onnectionTreeService\x12^\n\tGetFolder\x12\'.canopy.integration.v1.GetFolderRequest\x1a(.canopy.integration.v1.GetFolderResponse\x12\x64\n\x0bListFolders\x12).canopy.integration.v1.ListFoldersRequest\x1a*.canopy.integration.v1.ListFoldersResponse\x12g\n\x0cUpdateFolder\x12*.canopy.integration.v1.UpdateFolderRequest\x1a+.canopy.integration.v1.UpdateFolderResponse\x12j\n\rGetConnection\x12+.canopy.integration.v1.GetConnectionRequest\x1a,.canopy.integration.v1.GetConnectionResponse\x12p\n\x0fListConnections\x12-.canopy.integration.v1.ListConnectionsRequest\x1a..canopy.integration.v1.ListConnectionsResponse\x12s\n\x10UpdateConnection\x12..canopy.integration.v1.UpdateConnectionRequest\x1a/.canopy.integration.v1.UpdateConnectionResponse\x12v\n\x11GetConnectionTree\x12/.canopy.integration.v1.GetConnectionTreeRequest\x1a\x30.canopy.integration.v1.GetConnectionTreeResponse\x12\x85\x01\n\x16\x41pplyDiscoverySnapshot\x12\x34.canopy.integration.v1.ApplyDiscoverySnapshotRequest\x1a\x35.canopy.integration.v1.ApplyDiscoverySnapshotResponse\x12r\n\x0fWatchTreeEvents\x12-.canopy.integration.v1.WatchTreeEventsRequest\x1a..canopy.integration.v1.WatchTreeEventsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'canopy.integration.v1.connection_tree_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETFOLDERREQUEST']._serialized_start=226
-  _globals['_GETFOLDERREQUEST']._serialized_end=256
-  _globals['_GETFOLDERRESPONSE']._serialized_start=258
-  _globals['_GETFOLDERRESPONSE']._serialized_end=324
-  _globals['_LISTFOLDERSREQUEST']._serialized_start=326
-  _globals['_LISTFOLDERSREQUEST']._serialized_end=449
-  _globals['_LISTFOLDERSRESPONSE']._serialized_start=451
-  _globals['_LISTFOLDERSRESPONSE']._serialized_end=545
-  _globals['_UPDATEFOLDERREQUEST']._serialized_start=547
-  _globals['_UPDATEFOLDERREQUEST']._serialized_end=664
-  _globals['_UPDATEFOLDERRESPONSE']._serialized_start=666
-  _globals['_UPDATEFOLDERRESPONSE']._serialized_end=735
-  _globals['_GETCONNECTIONREQUEST']._serialized_start=737
-  _globals['_GETCONNECTIONREQUEST']._serialized_end=771
-  _globals['_GETCONNECTIONRESPONSE']._serialized_start=773
-  _globals['_GETCONNECTIONRESPONSE']._serialized_end=851
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=853
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=973
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=975
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=1081
-  _globals['_UPDATECONNECTIONREQUEST']._serialized_start=1084
-  _globals['_UPDATECONNECTIONREQUEST']._serialized_end=1213
-  _globals['_UPDATECONNECTIONRESPONSE']._serialized_start=1215
-  _globals['_UPDATECONNECTIONRESPONSE']._serialized_end=1296
-  _globals['_GETCONNECTIONTREEREQUEST']._serialized_start=1298
-  _globals['_GETCONNECTIONTREEREQUEST']._serialized_end=1348
-  _globals['_GETCONNECTIONTREERESPONSE']._serialized_start=1350
-  _globals['_GETCONNECTIONTREERESPONSE']._serialized_end=1430
-  _globals['_APPLYDISCOVERYSNAPSHOTREQUEST']._serialized_start=1433
-  _globals['_APPLYDISCOVERYSNAPSHOTREQUEST']._serialized_end=1858
-  _globals['_APPLYDISCOVERYSNAPSHOTRESPONSE']._serialized_start=1861
-  _globals['_APPLYDISCOVERYSNAPSHOTRESPONSE']._serialized_end=2078
-  _globals['_WATCHTREEEVENTSREQUEST']._serialized_start=2080
-  _globals['_WATCHTREEEVENTSREQUEST']._serialized_end=2204
-  _globals['_WATCHTREEEVENTSRESPONSE']._serialized_start=2206
-  _globals['_WATCHTREEEVENTSRESPONSE']._serialized_end=2306
-  _globals['_CONNECTIONTREESERVICE']._serialized_start=2309
-  _globals['_CONNECTIONTREESERVICE']._serialized_end=3346
+  _globals['_GETFOLDERREQUEST']._serialized_start=304
+  _globals['_GETFOLDERREQUEST']._serialized_end=334
+  _globals['_GETFOLDERRESPONSE']._serialized_start=336
+  _globals['_GETFOLDERRESPONSE']._serialized_end=402
+  _globals['_LISTFOLDERSREQUEST']._serialized_start=404
+  _globals['_LISTFOLDERSREQUEST']._serialized_end=527
+  _globals['_LISTFOLDERSRESPONSE']._serialized_start=529
+  _globals['_LISTFOLDERSRESPONSE']._serialized_end=623
+  _globals['_UPDATEFOLDERREQUEST']._serialized_start=626
+  _globals['_UPDATEFOLDERREQUEST']._serialized_end=766
+  _globals['_UPDATEFOLDERRESPONSE']._serialized_start=768
+  _globals['_UPDATEFOLDERRESPONSE']._serialized_end=883
+  _globals['_GETCONNECTIONREQUEST']._serialized_start=885
+  _globals['_GETCONNECTIONREQUEST']._serialized_end=919
+  _globals['_GETCONNECTIONRESPONSE']._serialized_start=921
+  _globals['_GETCONNECTIONRESPONSE']._serialized_end=999
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=1001
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=1121
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=1123
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=1229
+  _globals['_UPDATECONNECTIONREQUEST']._serialized_start=1232
+  _globals['_UPDATECONNECTIONREQUEST']._serialized_end=1384
+  _globals['_UPDATECONNECTIONRESPONSE']._serialized_start=1386
+  _globals['_UPDATECONNECTIONRESPONSE']._serialized_end=1513
+  _globals['_GETCONNECTIONTREEREQUEST']._serialized_start=1515
+  _globals['_GETCONNECTIONTREEREQUEST']._serialized_end=1565
+  _globals['_GETCONNECTIONTREERESPONSE']._serialized_start=1567
+  _globals['_GETCONNECTIONTREERESPONSE']._serialized_end=1647
+  _globals['_APPLYDISCOVERYSNAPSHOTREQUEST']._serialized_start=1650
+  _globals['_APPLYDISCOVERYSNAPSHOTREQUEST']._serialized_end=2171
+  _globals['_APPLYDISCOVERYSNAPSHOTRESPONSE']._serialized_start=2174
+  _globals['_APPLYDISCOVERYSNAPSHOTRESPONSE']._serialized_end=2437
+  _globals['_WATCHTREEEVENTSREQUEST']._serialized_start=2439
+  _globals['_WATCHTREEEVENTSREQUEST']._serialized_end=2563
+  _globals['_WATCHTREEEVENTSRESPONSE']._serialized_start=2565
+  _globals['_WATCHTREEEVENTSRESPONSE']._serialized_end=2665
+  _globals['_CONNECTIONTREESERVICE']._serialized_start=2668
+  _globals['_CONNECTIONTREESERVICE']._serialized_end=3705
 # @@protoc_insertion_point(module_scope)

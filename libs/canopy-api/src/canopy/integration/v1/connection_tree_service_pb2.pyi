@@ -5,6 +5,8 @@ isort:skip_file
 
 from canopy.integration.v1 import connection_tree_pb2 as _connection_tree_pb2
 from canopy.integration.v1 import integration_pb2 as _integration_pb2
+from canopy.integration.v1 import integration_service_pb2 as _integration_service_pb2
+from canopy.type.v1 import impact_pb2 as _impact_pb2
 from canopy.type.v1 import types_pb2 as _types_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -144,6 +146,11 @@ class UpdateFolderRequest(_message.Message):
 
     FOLDER_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    validate_only: _builtins.bool
+    """Validate and preview only: checked exactly as the real update, nothing is stored, and
+    `impact` says what the update would do to every workspace.
+    """
     @_builtins.property
     def folder(self) -> _connection_tree_pb2.Folder:
         """Required. The folder, with `id`, the new values of the fields in `update_mask`, and
@@ -161,10 +168,11 @@ class UpdateFolderRequest(_message.Message):
         *,
         folder: _connection_tree_pb2.Folder | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["folder", b"folder", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["folder", b"folder", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["folder", b"folder", "update_mask", b"update_mask", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,18 +185,24 @@ class UpdateFolderResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FOLDER_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def folder(self) -> _connection_tree_pb2.Folder:
-        """The folder after the update."""
+        """The folder after the update (with `validate_only`, as it would be; not stored)."""
+
+    @_builtins.property
+    def impact(self) -> _impact_pb2.ChangeImpact:
+        """With `validate_only`, what the update would do to the tree and to every workspace."""
 
     def __init__(
         self,
         *,
         folder: _connection_tree_pb2.Folder | None = ...,
+        impact: _impact_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["folder", b"folder"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["folder", b"folder", "impact", b"impact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["folder", b"folder"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["folder", b"folder", "impact", b"impact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -316,6 +330,11 @@ class UpdateConnectionRequest(_message.Message):
 
     CONNECTION_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    validate_only: _builtins.bool
+    """Validate and preview only: checked exactly as the real update, nothing is stored, and
+    `impact` says what the update would do to every workspace.
+    """
     @_builtins.property
     def connection(self) -> _connection_tree_pb2.Connection:
         """Required. The connection, with `id`, the new values of the fields in `update_mask`, and
@@ -334,10 +353,11 @@ class UpdateConnectionRequest(_message.Message):
         *,
         connection: _connection_tree_pb2.Connection | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "update_mask", b"update_mask", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -350,18 +370,24 @@ class UpdateConnectionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONNECTION_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def connection(self) -> _connection_tree_pb2.Connection:
-        """The connection after the update."""
+        """The connection after the update (with `validate_only`, as it would be; not stored)."""
+
+    @_builtins.property
+    def impact(self) -> _impact_pb2.ChangeImpact:
+        """With `validate_only`, what the update would do to the tree and to every workspace."""
 
     def __init__(
         self,
         *,
         connection: _connection_tree_pb2.Connection | None = ...,
+        impact: _impact_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "impact", b"impact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "impact", b"impact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -428,6 +454,8 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
     EVENT_QUEUE_STATUS_FIELD_NUMBER: _builtins.int
     CONFIRM_DELETIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    PREVIEW_UPDATE_FIELD_NUMBER: _builtins.int
     integration_id: _builtins.str
     """Required. The integration id (`i_…`)."""
     expected_generation: _builtins.int
@@ -441,6 +469,10 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
     """Apply the snapshot even if it deletes more than `max_delete_fraction` of the connections."""
     request_id: _builtins.str
     """Optional idempotency key: a retry with the same id returns the first result."""
+    validate_only: _builtins.bool
+    """Validate and preview only: nothing is stored, `impact` says what applying would do (with
+    NEEDS_CONFIRMATION, what confirming would do). The generation check still applies.
+    """
     @_builtins.property
     def snapshot(self) -> _connection_tree_pb2.OrganizationSnapshot:
         """A complete snapshot of the organization."""
@@ -465,6 +497,12 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
         report for an integration that no longer has a queue is ignored (APPLY_OUTCOME_UNCHANGED).
         """
 
+    @_builtins.property
+    def preview_update(self) -> _integration_service_pb2.UpdateIntegrationRequest:
+        """With `validate_only`, preview this integration update first, then the snapshot, as one
+        change (the integration service sets it to preview an update that needs a crawl).
+        """
+
     def __init__(
         self,
         *,
@@ -477,10 +515,12 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
         event_queue_status: _integration_pb2.EventQueueStatus | None = ...,
         confirm_deletions: _builtins.bool = ...,
         request_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+        preview_update: _integration_service_pb2.UpdateIntegrationRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event_queue_status", b"event_queue_status", "failure", b"failure", "outcome", b"outcome", "snapshot", b"snapshot", "suspension", b"suspension"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_queue_status", b"event_queue_status", "failure", b"failure", "outcome", b"outcome", "preview_update", b"preview_update", "snapshot", b"snapshot", "suspension", b"suspension"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_deletions", b"confirm_deletions", "event_queue_status", b"event_queue_status", "expected_generation", b"expected_generation", "failure", b"failure", "integration_id", b"integration_id", "outcome", b"outcome", "request_id", b"request_id", "snapshot", b"snapshot", "suspension", b"suspension", "sync_run_id", b"sync_run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_deletions", b"confirm_deletions", "event_queue_status", b"event_queue_status", "expected_generation", b"expected_generation", "failure", b"failure", "integration_id", b"integration_id", "outcome", b"outcome", "preview_update", b"preview_update", "request_id", b"request_id", "snapshot", b"snapshot", "suspension", b"suspension", "sync_run_id", b"sync_run_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["snapshot", "failure", "suspension", "event_queue_status"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
@@ -498,6 +538,7 @@ class ApplyDiscoverySnapshotResponse(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     INTEGRATION_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     outcome: _connection_tree_pb2.ApplyOutcome.ValueType
     """What happened."""
     generation: _builtins.int
@@ -510,6 +551,10 @@ class ApplyDiscoverySnapshotResponse(_message.Message):
     def integration(self) -> _integration_pb2.Integration:
         """The integration after the call."""
 
+    @_builtins.property
+    def impact(self) -> _impact_pb2.ChangeImpact:
+        """With `validate_only`, what applying would do to the tree and to every workspace."""
+
     def __init__(
         self,
         *,
@@ -517,10 +562,11 @@ class ApplyDiscoverySnapshotResponse(_message.Message):
         summary: _connection_tree_pb2.ApplySummary | None = ...,
         generation: _builtins.int = ...,
         integration: _integration_pb2.Integration | None = ...,
+        impact: _impact_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["integration", b"integration", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact", "integration", b"integration", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "integration", b"integration", "outcome", b"outcome", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "impact", b"impact", "integration", b"integration", "outcome", b"outcome", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

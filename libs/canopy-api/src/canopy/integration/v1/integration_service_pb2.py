@@ -23,47 +23,48 @@ _sym_db = _symbol_database.Default()
 
 
 from canopy.integration.v1 import integration_pb2 as canopy_dot_integration_dot_v1_dot_integration__pb2
+from canopy.type.v1 import impact_pb2 as canopy_dot_type_dot_v1_dot_impact__pb2
 from canopy.type.v1 import types_pb2 as canopy_dot_type_dot_v1_dot_types__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/canopy/integration/v1/integration_service.proto\x12\x15\x63\x61nopy.integration.v1\x1a\'canopy/integration/v1/integration.proto\x1a\x1a\x63\x61nopy/type/v1/types.proto\x1a google/protobuf/field_mask.proto\"\xb2\x01\n\x18\x43reateIntegrationRequest\x12\x37\n\x0bintegration\x18\x01 \x01(\x0b\x32\".canopy.integration.v1.Integration\x12I\n\x13initial_permissions\x18\x02 \x01(\x0b\x32,.canopy.integration.v1.RootFolderPermissions\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"T\n\x19\x43reateIntegrationResponse\x12\x37\n\x0bintegration\x18\x01 \x01(\x0b\x32\".canopy.integration.v1.Integration\"#\n\x15GetIntegrationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Q\n\x16GetIntegrationResponse\x12\x37\n\x0bintegration\x18\x01 \x01(\x0b\x32\".canopy.integration.v1.Integration\"\x88\x01\n\x17ListIntegrationsRequest\x12$\n\x05scope\x18\x01 \x01(\x0b\x32\x15.canopy.type.v1.Scope\x12 \n\x18include_org_integrations\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"m\n\x18ListIntegrationsResponse\x12\x38\n\x0cintegrations\x18\x01 \x03(\x0b\x32\".canopy.integration.v1.Integration\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x84\x01\n\x18UpdateIntegrationRequest\x12\x37\n\x0bintegration\x18\x01 \x01(\x0b\x32\".canopy.integration.v1.Integration\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"T\n\x19UpdateIntegrationResponse\x12\x37\n\x0bintegration\x18\x01 \x01(\x0b\x32\".canopy.integration.v1.Integration\"`\n\x18\x44\x65leteIntegrationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x63onfirm_handle\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x1b\n\x19\x44\x65leteIntegrationResponse\"a\n\x19GenerateExternalIdRequest\x12$\n\x05scope\x18\x01 \x01(\x0b\x32\x15.canopy.type.v1.Scope\x12\x13\n\x06suffix\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\t\n\x07_suffix\"1\n\x1aGenerateExternalIdResponse\x12\x13\n\x0b\x65xternal_id\x18\x01 \x01(\t\"\xa7\x01\n\x19RenderRoleTemplateRequest\x12\x35\n\x04kind\x18\x01 \x01(\x0e\x32\'.canopy.integration.v1.RoleTemplateKind\x12\x11\n\trole_name\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\x16\n\x0eintegration_id\x18\x04 \x01(\t\x12\x13\n\x0b\x65vent_queue\x18\x05 \x01(\x08\"b\n\x1aRenderRoleTemplateResponse\x12\x15\n\rtemplate_yaml\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x1a\n\x12trusted_account_id\x18\x03 \x01(\t*\x8b\x01\n\x10RoleTemplateKind\x12\"\n\x1eROLE_TEMPLATE_KIND_UNSPECIFIED\x10\x00\x12%\n!ROLE_TEMPLATE_KIND_DISCOVERY_ROLE\x10\x01\x12,\n(ROLE_TEMPLATE_KIND_MEMBER_ROLE_STACK_SET\x10\x02\x32\xd6\x06\n\x12IntegrationService\x12v\n\x11\x43reateIntegration\x12/.canopy.integration.v1.CreateIntegrationRequest\x1a\x30.canopy.integration.v1.CreateIntegrationResponse\x12m\n\x0eGetIntegration\x12,.canopy.integration.v1.GetIntegrationRequest\x1a-.canopy.integration.v1.GetIntegrationResponse\x12s\n\x10ListIntegrations\x12..canopy.integration.v1.ListIntegrationsRequest\x1a/.canopy.integration.v1.ListIntegrationsResponse\x12v\n\x11UpdateIntegration\x12/.canopy.integration.v1.UpdateIntegrationRequest\x1a\x30.canopy.integration.v1.UpdateIntegrationResponse\x12v\n\x11\x44\x65leteIntegration\x12/.canopy.integration.v1.DeleteIntegrationRequest\x1a\x30.canopy.integration.v1.DeleteIntegrationResponse\x12y\n\x12GenerateExternalId\x12\x30.canopy.integration.v1.GenerateExternalIdRequest\x1a\x31.canopy.integration.v1.GenerateExternalIdResponse\x12y\n\x12RenderRoleTemplate\x12\x30.canopy.integration.v1.RenderRoleTemplateRequest\x1a\x31.canopy.integration.v1.RenderRoleTemplateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/canopy/integration/v1/integration_service.proto\x12\x15\x63\x61nopy.integration.v1\x1a\'canopy/integration/v1/integration.proto\x1a\x1b\x63\x61nopy/type/v1/impact.proto\x1a\x1a\x63\x61nopy/type/v1/types.proto\x1a google/protobuf/field_mask.proto\"\xb2\x01\n\x18\x43reateIntegrationRequest\x12\x37\n\x0bintegration\x18\x01 \x01(\x0b\x32\".canopy.integration.v1.Integration\x12I\n\x13initial_permissions\x18\x02 \x01(\x0b\x32,.canopy.integration.v1.RootFolderPermissions\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"T\n\x19\x43reateIntegrationResponse\x12\x37\n\x0bintegration\x18\x01 \x01(\x0b\x32\".canopy.integration.v1.Integration\"#\n\x15GetIntegrationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Q\n\x16GetIntegrationResponse\x12\x37\n\x0bintegration\x18\x01 \x01(\x0b\x32\".canopy.integration.v1.Integration\"\x88\x01\n\x17ListIntegrationsRequest\x12$\n\x05scope\x18\x01 \x01(\x0b\x32\x15.canopy.type.v1.Scope\x12 \n\x18include_org_integrations\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"m\n\x18ListIntegrationsResponse\x12\x38\n\x0cintegrations\x18\x01 \x03(\x0b\x32\".canopy.integration.v1.Integration\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9b\x01\n\x18UpdateIntegrationRequest\x12\x37\n\x0bintegration\x18\x01 \x01(\x0b\x32\".canopy.integration.v1.Integration\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"\x82\x01\n\x19UpdateIntegrationResponse\x12\x37\n\x0bintegration\x18\x01 \x01(\x0b\x32\".canopy.integration.v1.Integration\x12,\n\x06impact\x18\x02 \x01(\x0b\x32\x1c.canopy.type.v1.ChangeImpact\"w\n\x18\x44\x65leteIntegrationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x63onfirm_handle\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x15\n\rvalidate_only\x18\x05 \x01(\x08\"I\n\x19\x44\x65leteIntegrationResponse\x12,\n\x06impact\x18\x01 \x01(\x0b\x32\x1c.canopy.type.v1.ChangeImpact\"a\n\x19GenerateExternalIdRequest\x12$\n\x05scope\x18\x01 \x01(\x0b\x32\x15.canopy.type.v1.Scope\x12\x13\n\x06suffix\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\t\n\x07_suffix\"1\n\x1aGenerateExternalIdResponse\x12\x13\n\x0b\x65xternal_id\x18\x01 \x01(\t\"\xa7\x01\n\x19RenderRoleTemplateRequest\x12\x35\n\x04kind\x18\x01 \x01(\x0e\x32\'.canopy.integration.v1.RoleTemplateKind\x12\x11\n\trole_name\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\x16\n\x0eintegration_id\x18\x04 \x01(\t\x12\x13\n\x0b\x65vent_queue\x18\x05 \x01(\x08\"b\n\x1aRenderRoleTemplateResponse\x12\x15\n\rtemplate_yaml\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x1a\n\x12trusted_account_id\x18\x03 \x01(\t*\x8b\x01\n\x10RoleTemplateKind\x12\"\n\x1eROLE_TEMPLATE_KIND_UNSPECIFIED\x10\x00\x12%\n!ROLE_TEMPLATE_KIND_DISCOVERY_ROLE\x10\x01\x12,\n(ROLE_TEMPLATE_KIND_MEMBER_ROLE_STACK_SET\x10\x02\x32\xd6\x06\n\x12IntegrationService\x12v\n\x11\x43reateIntegration\x12/.canopy.integration.v1.CreateIntegrationRequest\x1a\x30.canopy.integration.v1.CreateIntegrationResponse\x12m\n\x0eGetIntegration\x12,.canopy.integration.v1.GetIntegrationRequest\x1a-.canopy.integration.v1.GetIntegrationResponse\x12s\n\x10ListIntegrations\x12..canopy.integration.v1.ListIntegrationsRequest\x1a/.canopy.integration.v1.ListIntegrationsResponse\x12v\n\x11UpdateIntegration\x12/.canopy.integration.v1.UpdateIntegrationRequest\x1a\x30.canopy.integration.v1.UpdateIntegrationResponse\x12v\n\x11\x44\x65leteIntegration\x12/.canopy.integration.v1.DeleteIntegrationRequest\x1a\x30.canopy.integration.v1.DeleteIntegrationResponse\x12y\n\x12GenerateExternalId\x12\x30.canopy.integration.v1.GenerateExternalIdRequest\x1a\x31.canopy.integration.v1.GenerateExternalIdResponse\x12y\n\x12RenderRoleTemplate\x12\x30.canopy.integration.v1.RenderRoleTemplateRequest\x1a\x31.canopy.integration.v1.RenderRoleTemplateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'canopy.integration.v1.integration_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLETEMPLATEKIND']._serialized_start=1583
-  _globals['_ROLETEMPLATEKIND']._serialized_end=1722
-  _globals['_CREATEINTEGRATIONREQUEST']._serialized_start=178
-  _globals['_CREATEINTEGRATIONREQUEST']._serialized_end=356
-  _globals['_CREATEINTEGRATIONRESPONSE']._serialized_start=358
-  _globals['_CREATEINTEGRATIONRESPONSE']._serialized_end=442
-  _globals['_GETINTEGRATIONREQUEST']._serialized_start=444
-  _globals['_GETINTEGRATIONREQUEST']._serialized_end=479
-  _globals['_GETINTEGRATIONRESPONSE']._serialized_start=481
-  _globals['_GETINTEGRATIONRESPONSE']._serialized_end=562
-  _globals['_LISTINTEGRATIONSREQUEST']._serialized_start=565
-  _globals['_LISTINTEGRATIONSREQUEST']._serialized_end=701
-  _globals['_LISTINTEGRATIONSRESPONSE']._serialized_start=703
-  _globals['_LISTINTEGRATIONSRESPONSE']._serialized_end=812
-  _globals['_UPDATEINTEGRATIONREQUEST']._serialized_start=815
-  _globals['_UPDATEINTEGRATIONREQUEST']._serialized_end=947
-  _globals['_UPDATEINTEGRATIONRESPONSE']._serialized_start=949
-  _globals['_UPDATEINTEGRATIONRESPONSE']._serialized_end=1033
-  _globals['_DELETEINTEGRATIONREQUEST']._serialized_start=1035
-  _globals['_DELETEINTEGRATIONREQUEST']._serialized_end=1131
-  _globals['_DELETEINTEGRATIONRESPONSE']._serialized_start=1133
-  _globals['_DELETEINTEGRATIONRESPONSE']._serialized_end=1160
-  _globals['_GENERATEEXTERNALIDREQUEST']._serialized_start=1162
-  _globals['_GENERATEEXTERNALIDREQUEST']._serialized_end=1259
-  _globals['_GENERATEEXTERNALIDRESPONSE']._serialized_start=1261
-  _globals['_GENERATEEXTERNALIDRESPONSE']._serialized_end=1310
-  _globals['_RENDERROLETEMPLATEREQUEST']._serialized_start=1313
-  _globals['_RENDERROLETEMPLATEREQUEST']._serialized_end=1480
-  _globals['_RENDERROLETEMPLATERESPONSE']._serialized_start=1482
-  _globals['_RENDERROLETEMPLATERESPONSE']._serialized_end=1580
-  _globals['_INTEGRATIONSERVICE']._serialized_start=1725
-  _globals['_INTEGRATIONSERVICE']._serialized_end=2579
+  _globals['_ROLETEMPLATEKIND']._serialized_start=1751
+  _globals['_ROLETEMPLATEKIND']._serialized_end=1890
+  _globals['_CREATEINTEGRATIONREQUEST']._serialized_start=207
+  _globals['_CREATEINTEGRATIONREQUEST']._serialized_end=385
+  _globals['_CREATEINTEGRATIONRESPONSE']._serialized_start=387
+  _globals['_CREATEINTEGRATIONRESPONSE']._serialized_end=471
+  _globals['_GETINTEGRATIONREQUEST']._serialized_start=473
+  _globals['_GETINTEGRATIONREQUEST']._serialized_end=508
+  _globals['_GETINTEGRATIONRESPONSE']._serialized_start=510
+  _globals['_GETINTEGRATIONRESPONSE']._serialized_end=591
+  _globals['_LISTINTEGRATIONSREQUEST']._serialized_start=594
+  _globals['_LISTINTEGRATIONSREQUEST']._serialized_end=730
+  _globals['_LISTINTEGRATIONSRESPONSE']._serialized_start=732
+  _globals['_LISTINTEGRATIONSRESPONSE']._serialized_end=841
+  _globals['_UPDATEINTEGRATIONREQUEST']._serialized_start=844
+  _globals['_UPDATEINTEGRATIONREQUEST']._serialized_end=999
+  _globals['_UPDATEINTEGRATIONRESPONSE']._serialized_start=1002
+  _globals['_UPDATEINTEGRATIONRESPONSE']._serialized_end=1132
+  _globals['_DELETEINTEGRATIONREQUEST']._serialized_start=1134
+  _globals['_DELETEINTEGRATIONREQUEST']._serialized_end=1253
+  _globals['_DELETEINTEGRATIONRESPONSE']._serialized_start=1255
+  _globals['_DELETEINTEGRATIONRESPONSE']._serialized_end=1328
+  _globals['_GENERATEEXTERNALIDREQUEST']._serialized_start=1330
+  _globals['_GENERATEEXTERNALIDREQUEST']._serialized_end=1427
+  _globals['_GENERATEEXTERNALIDRESPONSE']._serialized_start=1429
+  _globals['_GENERATEEXTERNALIDRESPONSE']._serialized_end=1478
+  _globals['_RENDERROLETEMPLATEREQUEST']._serialized_start=1481
+  _globals['_RENDERROLETEMPLATEREQUEST']._serialized_end=1648
+  _globals['_RENDERROLETEMPLATERESPONSE']._serialized_start=1650
+  _globals['_RENDERROLETEMPLATERESPONSE']._serialized_end=1748
+  _globals['_INTEGRATIONSERVICE']._serialized_start=1893
+  _globals['_INTEGRATIONSERVICE']._serialized_end=2747
 # @@protoc_insertion_point(module_scope)

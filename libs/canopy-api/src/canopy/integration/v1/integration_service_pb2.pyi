@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from canopy.integration.v1 import integration_pb2 as _integration_pb2
+from canopy.type.v1 import impact_pb2 as _impact_pb2
 from canopy.type.v1 import types_pb2 as _types_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -235,6 +236,13 @@ class UpdateIntegrationRequest(_message.Message):
 
     INTEGRATION_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    validate_only: _builtins.bool
+    """Validate and preview only (AIP-163): the request is checked exactly as the real one (same
+    errors), nothing is stored, no event is appended, and `impact` says what the update would do.
+    A change of `discovery_access` or `member_access` is previewed against AWS: the organization
+    is crawled with the new settings and the impact includes what that crawl would prune.
+    """
     @_builtins.property
     def integration(self) -> _integration_pb2.Integration:
         """Required. The integration, with `id`, the new values of the fields in `update_mask`, and
@@ -255,10 +263,11 @@ class UpdateIntegrationRequest(_message.Message):
         *,
         integration: _integration_pb2.Integration | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["integration", b"integration", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["integration", b"integration", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["integration", b"integration", "update_mask", b"update_mask", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -271,18 +280,24 @@ class UpdateIntegrationResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INTEGRATION_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def integration(self) -> _integration_pb2.Integration:
-        """The integration after the update."""
+        """The integration after the update (with `validate_only`, as it would be; not stored)."""
+
+    @_builtins.property
+    def impact(self) -> _impact_pb2.ChangeImpact:
+        """With `validate_only`, what the update would do to the tree and to every workspace."""
 
     def __init__(
         self,
         *,
         integration: _integration_pb2.Integration | None = ...,
+        impact: _impact_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["integration", b"integration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact", "integration", b"integration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["integration", b"integration"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact", "integration", b"integration"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -298,6 +313,7 @@ class DeleteIntegrationRequest(_message.Message):
     CONFIRM_HANDLE_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Required. The integration id (`i_…`)."""
     confirm_handle: _builtins.str
@@ -308,6 +324,10 @@ class DeleteIntegrationRequest(_message.Message):
     """The integration's etag; empty means unconditional; stale → ABORTED."""
     request_id: _builtins.str
     """Optional idempotency key: a retry with the same id returns the first result."""
+    validate_only: _builtins.bool
+    """Validate and preview only: checked exactly as the real delete (confirmation and etag
+    included), nothing is deleted, and `impact` lists what would go.
+    """
     def __init__(
         self,
         *,
@@ -315,10 +335,11 @@ class DeleteIntegrationRequest(_message.Message):
         confirm_handle: _builtins.str = ...,
         etag: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_handle", b"confirm_handle", "etag", b"etag", "id", b"id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_handle", b"confirm_handle", "etag", b"etag", "id", b"id", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -330,12 +351,19 @@ class DeleteIntegrationResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    IMPACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def impact(self) -> _impact_pb2.ChangeImpact:
+        """With `validate_only`, what the delete would do to the tree and to every workspace."""
+
     def __init__(
         self,
+        *,
+        impact: _impact_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

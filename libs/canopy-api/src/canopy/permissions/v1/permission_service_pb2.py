@@ -22,37 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from canopy.type.v1 import impact_pb2 as canopy_dot_type_dot_v1_dot_impact__pb2
 from canopy.type.v1 import types_pb2 as canopy_dot_type_dot_v1_dot_types__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.canopy/permissions/v1/permission_service.proto\x12\x15\x63\x61nopy.permissions.v1\x1a\x1a\x63\x61nopy/type/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x02\n\x0fItemPermissions\x12\x13\n\tfolder_id\x18\x01 \x01(\tH\x00\x12\x17\n\rconnection_id\x18\x02 \x01(\tH\x00\x12$\n\x05scope\x18\x03 \x01(\x0b\x32\x15.canopy.type.v1.Scope\x12\x33\n\rdirect_grants\x18\x04 \x03(\x0b\x32\x1c.canopy.permissions.v1.Grant\x12?\n\x10inherited_grants\x18\x05 \x03(\x0b\x32%.canopy.permissions.v1.InheritedGrant\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x07 \x01(\tB\x06\n\x04item\"b\n\x05Grant\x12(\n\x07grantee\x18\x01 \x01(\x0b\x32\x17.canopy.type.v1.Grantee\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x0eInheritedGrant\x12+\n\x05grant\x18\x01 \x01(\x0b\x32\x1c.canopy.permissions.v1.Grant\x12\x16\n\x0e\x66rom_folder_id\x18\x02 \x01(\t\"\x9c\x01\n\x13\x41vailableConnection\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06handle\x18\x02 \x01(\t\x12\x16\n\x0eintegration_id\x18\x03 \x01(\t\x12\x11\n\tfolder_id\x18\x04 \x01(\t\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12\r\n\x05title\x18\x06 \x01(\t\x12\x10\n\x08\x61ttached\x18\x07 \x01(\x08\"M\n\x15GetPermissionsRequest\x12\x13\n\tfolder_id\x18\x01 \x01(\tH\x00\x12\x17\n\rconnection_id\x18\x02 \x01(\tH\x00\x42\x06\n\x04item\"U\n\x16GetPermissionsResponse\x12;\n\x0bpermissions\x18\x01 \x01(\x0b\x32&.canopy.permissions.v1.ItemPermissions\"\x9a\x01\n\x15SetPermissionsRequest\x12\x13\n\tfolder_id\x18\x01 \x01(\tH\x00\x12\x17\n\rconnection_id\x18\x02 \x01(\tH\x00\x12)\n\x08grantees\x18\x03 \x03(\x0b\x32\x17.canopy.type.v1.Grantee\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\tB\x06\n\x04item\"U\n\x16SetPermissionsResponse\x12;\n\x0bpermissions\x18\x01 \x01(\x0b\x32&.canopy.permissions.v1.ItemPermissions\"^\n\x1fListAvailableConnectionsRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"|\n ListAvailableConnectionsResponse\x12?\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32*.canopy.permissions.v1.AvailableConnection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xff\x02\n\x11PermissionService\x12m\n\x0eGetPermissions\x12,.canopy.permissions.v1.GetPermissionsRequest\x1a-.canopy.permissions.v1.GetPermissionsResponse\x12m\n\x0eSetPermissions\x12,.canopy.permissions.v1.SetPermissionsRequest\x1a-.canopy.permissions.v1.SetPermissionsResponse\x12\x8b\x01\n\x18ListAvailableConnections\x12\x36.canopy.permissions.v1.ListAvailableConnectionsRequest\x1a\x37.canopy.permissions.v1.ListAvailableConnectionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.canopy/permissions/v1/permission_service.proto\x12\x15\x63\x61nopy.permissions.v1\x1a\x1b\x63\x61nopy/type/v1/impact.proto\x1a\x1a\x63\x61nopy/type/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x02\n\x0fItemPermissions\x12\x13\n\tfolder_id\x18\x01 \x01(\tH\x00\x12\x17\n\rconnection_id\x18\x02 \x01(\tH\x00\x12$\n\x05scope\x18\x03 \x01(\x0b\x32\x15.canopy.type.v1.Scope\x12\x33\n\rdirect_grants\x18\x04 \x03(\x0b\x32\x1c.canopy.permissions.v1.Grant\x12?\n\x10inherited_grants\x18\x05 \x03(\x0b\x32%.canopy.permissions.v1.InheritedGrant\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x07 \x01(\tB\x06\n\x04item\"b\n\x05Grant\x12(\n\x07grantee\x18\x01 \x01(\x0b\x32\x17.canopy.type.v1.Grantee\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x0eInheritedGrant\x12+\n\x05grant\x18\x01 \x01(\x0b\x32\x1c.canopy.permissions.v1.Grant\x12\x16\n\x0e\x66rom_folder_id\x18\x02 \x01(\t\"\x9c\x01\n\x13\x41vailableConnection\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06handle\x18\x02 \x01(\t\x12\x16\n\x0eintegration_id\x18\x03 \x01(\t\x12\x11\n\tfolder_id\x18\x04 \x01(\t\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12\r\n\x05title\x18\x06 \x01(\t\x12\x10\n\x08\x61ttached\x18\x07 \x01(\x08\"M\n\x15GetPermissionsRequest\x12\x13\n\tfolder_id\x18\x01 \x01(\tH\x00\x12\x17\n\rconnection_id\x18\x02 \x01(\tH\x00\x42\x06\n\x04item\"U\n\x16GetPermissionsResponse\x12;\n\x0bpermissions\x18\x01 \x01(\x0b\x32&.canopy.permissions.v1.ItemPermissions\"\xb1\x01\n\x15SetPermissionsRequest\x12\x13\n\tfolder_id\x18\x01 \x01(\tH\x00\x12\x17\n\rconnection_id\x18\x02 \x01(\tH\x00\x12)\n\x08grantees\x18\x03 \x03(\x0b\x32\x17.canopy.type.v1.Grantee\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x15\n\rvalidate_only\x18\x06 \x01(\x08\x42\x06\n\x04item\"\x83\x01\n\x16SetPermissionsResponse\x12;\n\x0bpermissions\x18\x01 \x01(\x0b\x32&.canopy.permissions.v1.ItemPermissions\x12,\n\x06impact\x18\x02 \x01(\x0b\x32\x1c.canopy.type.v1.ChangeImpact\"^\n\x1fListAvailableConnectionsRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"|\n ListAvailableConnectionsResponse\x12?\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32*.canopy.permissions.v1.AvailableConnection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xff\x02\n\x11PermissionService\x12m\n\x0eGetPermissions\x12,.canopy.permissions.v1.GetPermissionsRequest\x1a-.canopy.permissions.v1.GetPermissionsResponse\x12m\n\x0eSetPermissions\x12,.canopy.permissions.v1.SetPermissionsRequest\x1a-.canopy.permissions.v1.SetPermissionsResponse\x12\x8b\x01\n\x18ListAvailableConnections\x12\x36.canopy.permissions.v1.ListAvailableConnectionsRequest\x1a\x37.canopy.permissions.v1.ListAvailableConnectionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'canopy.permissions.v1.permission_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEMPERMISSIONS']._serialized_start=135
-  _globals['_ITEMPERMISSIONS']._serialized_end=425
-  _globals['_GRANT']._serialized_start=427
-  _globals['_GRANT']._serialized_end=525
-  _globals['_INHERITEDGRANT']._serialized_start=527
-  _globals['_INHERITEDGRANT']._serialized_end=612
-  _globals['_AVAILABLECONNECTION']._serialized_start=615
-  _globals['_AVAILABLECONNECTION']._serialized_end=771
-  _globals['_GETPERMISSIONSREQUEST']._serialized_start=773
-  _globals['_GETPERMISSIONSREQUEST']._serialized_end=850
-  _globals['_GETPERMISSIONSRESPONSE']._serialized_start=852
-  _globals['_GETPERMISSIONSRESPONSE']._serialized_end=937
-  _globals['_SETPERMISSIONSREQUEST']._serialized_start=940
-  _globals['_SETPERMISSIONSREQUEST']._serialized_end=1094
-  _globals['_SETPERMISSIONSRESPONSE']._serialized_start=1096
-  _globals['_SETPERMISSIONSRESPONSE']._serialized_end=1181
-  _globals['_LISTAVAILABLECONNECTIONSREQUEST']._serialized_start=1183
-  _globals['_LISTAVAILABLECONNECTIONSREQUEST']._serialized_end=1277
-  _globals['_LISTAVAILABLECONNECTIONSRESPONSE']._serialized_start=1279
-  _globals['_LISTAVAILABLECONNECTIONSRESPONSE']._serialized_end=1403
-  _globals['_PERMISSIONSERVICE']._serialized_start=1406
-  _globals['_PERMISSIONSERVICE']._serialized_end=1789
+  _globals['_ITEMPERMISSIONS']._serialized_start=164
+  _globals['_ITEMPERMISSIONS']._serialized_end=454
+  _globals['_GRANT']._serialized_start=456
+  _globals['_GRANT']._serialized_end=554
+  _globals['_INHERITEDGRANT']._serialized_start=556
+  _globals['_INHERITEDGRANT']._serialized_end=641
+  _globals['_AVAILABLECONNECTION']._serialized_start=644
+  _globals['_AVAILABLECONNECTION']._serialized_end=800
+  _globals['_GETPERMISSIONSREQUEST']._serialized_start=802
+  _globals['_GETPERMISSIONSREQUEST']._serialized_end=879
+  _globals['_GETPERMISSIONSRESPONSE']._serialized_start=881
+  _globals['_GETPERMISSIONSRESPONSE']._serialized_end=966
+  _globals['_SETPERMISSIONSREQUEST']._serialized_start=969
+  _globals['_SETPERMISSIONSREQUEST']._serialized_end=1146
+  _globals['_SETPERMISSIONSRESPONSE']._serialized_start=1149
+  _globals['_SETPERMISSIONSRESPONSE']._serialized_end=1280
+  _globals['_LISTAVAILABLECONNECTIONSREQUEST']._serialized_start=1282
+  _globals['_LISTAVAILABLECONNECTIONSREQUEST']._serialized_end=1376
+  _globals['_LISTAVAILABLECONNECTIONSRESPONSE']._serialized_start=1378
+  _globals['_LISTAVAILABLECONNECTIONSRESPONSE']._serialized_end=1502
+  _globals['_PERMISSIONSERVICE']._serialized_start=1505
+  _globals['_PERMISSIONSERVICE']._serialized_end=1888
 # @@protoc_insertion_point(module_scope)

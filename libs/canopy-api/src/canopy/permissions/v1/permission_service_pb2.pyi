@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from canopy.type.v1 import impact_pb2 as _impact_pb2
 from canopy.type.v1 import types_pb2 as _types_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -243,6 +244,7 @@ class SetPermissionsRequest(_message.Message):
     GRANTEES_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     folder_id: _builtins.str
     """A folder id (`f_…`)."""
     connection_id: _builtins.str
@@ -251,6 +253,10 @@ class SetPermissionsRequest(_message.Message):
     """The `etag` from GetPermissions; empty means unconditional; stale → ABORTED."""
     request_id: _builtins.str
     """Optional idempotency key: a retry with the same id returns the first result."""
+    validate_only: _builtins.bool
+    """Validate and preview only: checked exactly as the real call, nothing is stored, and
+    `impact` says which workspaces would gain or lose which schemas.
+    """
     @_builtins.property
     def grantees(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Grantee]:
         """The new direct grantees, replacing the current ones; empty removes every direct grant.
@@ -265,10 +271,11 @@ class SetPermissionsRequest(_message.Message):
         grantees: _abc.Iterable[_types_pb2.Grantee] | None = ...,
         etag: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "folder_id", b"folder_id", "item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "etag", b"etag", "folder_id", b"folder_id", "grantees", b"grantees", "item", b"item", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "etag", b"etag", "folder_id", b"folder_id", "grantees", b"grantees", "item", b"item", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["folder_id", "connection_id"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
@@ -283,18 +290,24 @@ class SetPermissionsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PERMISSIONS_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def permissions(self) -> Global___ItemPermissions:
-        """The item's grants after the change."""
+        """The item's grants after the change (with `validate_only`, as they would be; not stored)."""
+
+    @_builtins.property
+    def impact(self) -> _impact_pb2.ChangeImpact:
+        """With `validate_only`, what the change would do to every workspace."""
 
     def __init__(
         self,
         *,
         permissions: Global___ItemPermissions | None = ...,
+        impact: _impact_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["permissions", b"permissions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact", "permissions", b"permissions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["permissions", b"permissions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact", "permissions", b"permissions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
