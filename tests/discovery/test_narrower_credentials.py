@@ -1,7 +1,9 @@
 """Credentials that see less, as the guide says: after UpdateIntegration gives discovery a role
 that AWS refuses on an OU, the next sync deletes that OU's folders and connections (and their
 schemas in workspaces), records the refused OU in the run, and stops at the deletion guard when
-that is most of the tree; a role whose failures on the OU are transient deletes nothing.
+that is most of the tree; a role whose failures on the OU are transient deletes nothing. Previewing
+the change (UpdateIntegration `validate_only`, a dry-run crawl with the new role) shows exactly
+those deletions first.
 
 Over real gRPC, PostgreSQL and a moto server. moto does not enforce IAM: the fault proxy refuses
 the narrow role's calls naming the OU, recognising the role by the keys STS issued for it.
@@ -22,6 +24,7 @@ from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
+from canopy.type.v1 import impact_pb2
 from tests.awsfaults import (
     THROTTLED_CODE,
     THROTTLED_MESSAGE,
@@ -160,6 +163,49 @@ async def test_a_role_refused_on_an_ou_deletes_its_folders_and_connections_every
     again = await change_role(stack, integration.id, integration.discovery_access.role_arn)
     assert again.progress.organizational_units_refused == 0
     assert (again.summary.folders_created, again.summary.connections_created) == (2, 2)
+
+
+async def test_previewing_a_role_refused_on_an_ou_shows_what_changing_it_then_deletes(
+    stack: Stack, org: Org, proxy: FaultProxy
+) -> None:
+    org.account("Web")
+    secret = org.ou("Secret")
+    vault_ou = org.ou("Vault", secret)
+    spy = org.account("Spy", secret)
+    vault = org.account("Vault", vault_ou)
+    integration = await create_followed(stack, "", "aws-prod")
+    await attach_root(stack, "w_ops1", integration.root_folder_id)
+    await asyncio.sleep(0.5)  # the attachment's schema events
+    before = await handles(stack, integration.id)
+    refuse_for_narrow_role(proxy, secret)
+
+    preview = await stack.integrations.UpdateIntegration(
+        rpc.UpdateIntegrationRequest(
+            integration=pb.Integration(
+                id=integration.id, discovery_access=pb.AwsDiscoveryAccess(role_arn=NARROW_ROLE)
+            ),
+            update_mask=FieldMask(paths=["discovery_access.role_arn"]),
+            validate_only=True,
+        ),
+        metadata=ORG_OWNER,
+    )
+    impact = preview.impact
+    assert impact.crawl_failure_reason == ""
+    assert (impact.totals.folders_deleted, impact.totals.connections_deleted) == (2, 2)
+    deleted = {
+        item.external_id
+        for item in impact.tree_items
+        if item.change == impact_pb2.TREE_CHANGE_KIND_DELETED
+    }
+    assert deleted == {secret, vault_ou, spy, vault}
+    (workspace,) = impact.workspaces
+    assert workspace.workspace_id == "w_ops1"
+    assert sorted(schema.name for schema in workspace.schemas) == ["spy", "vault"]
+    assert await handles(stack, integration.id) == before  # a preview changes nothing
+
+    run = await change_role(stack, integration.id, NARROW_ROLE)
+    assert (run.summary.folders_deleted, run.summary.connections_deleted) == (2, 2)
+    assert set(before) - set(await handles(stack, integration.id)) == {spy, vault}
 
 
 @pytest.mark.parametrize(
