@@ -4,9 +4,9 @@ replays answers.
 moto does not check role trust or external ids, never throttles, and answers a member account as
 if it were the management account; this proxy adds what it lacks, in AWS's own error shapes, so
 the code under test sees what it would see from AWS. Rules match on service and operation (from
-`X-Amz-Target` for the JSON protocol, `Action=` for the query protocol) and optionally on the role
+`X-Amz-Target` for the JSON protocol, `Action=` for the query protocol), optionally on the role
 whose credentials signed the request (the proxy learns which access key STS issued for which
-role). A rule may also throttle as AWS does, by a token bucket per operation at a rate the client
+role) and on the OU or account a JSON request names (a role refused on one OU). A rule may also throttle as AWS does, by a token bucket per operation at a rate the client
 is not told. Record/replay serves Organizations and AssumeRole answers recorded once (a replayed
 AssumeRole's credentials expire an hour after it is served), so a benchmark measures the client
 and the injected latency rather than moto's own CPU time.
@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from aiohttp import ClientSession, web
@@ -43,6 +43,7 @@ _LIST_KEYS = {
     "ListAccounts": "Accounts",
     "ListChildren": "Children",
 }
+_ENTITY_KEYS = ("ParentId", "ChildId", "OrganizationalUnitId", "AccountId")
 _DROP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "date", "server"}
 # What Organizations answers, with HTTP 400, when a caller exceeds an API's rate (the message of
 # the TooManyRequestsException shape in botocore's model, as AWS sends it).
@@ -50,6 +51,10 @@ THROTTLED_CODE = "TooManyRequestsException"
 THROTTLED_MESSAGE = (
     "You have sent too many requests in too short a period of time. Try again later."
 )
+
+# What Organizations answers, with HTTP 400, a call an IAM policy denies.
+DENIED_CODE = "AccessDeniedException"
+DENIED_MESSAGE = "You don't have permissions to access this resource."
 
 
 @dataclass
@@ -59,6 +64,8 @@ class Rule:
     service: str | None = None  # "organizations", "sts"
     operation: str | None = None  # "ListAccountsForParent", "AssumeRole"…
     role_arn: str | None = None  # AssumeRole of this role, or calls signed with keys issued for it
+    # Organizations calls naming this id (ParentId, ChildId, OrganizationalUnitId, AccountId)
+    entity: str | None = None
     latency: float = 0.0  # seconds added before the answer
     error: str | None = None  # answer with this AWS error code instead of forwarding
     message: str = "Injected by awsfaults."
@@ -92,6 +99,14 @@ class Rule:
             self.throttled_by_operation[operation] += 1
             self.throttled_at.append((now, operation))
         return admitted
+
+
+def organizations_refusal(**match: Any) -> Rule:
+    """A rule answering the Organizations calls it matches as AWS answers a call the caller's IAM
+    policy denies (AccessDeniedException, HTTP 400)."""
+    return Rule(
+        service="organizations", error=DENIED_CODE, status=400, message=DENIED_MESSAGE, **match
+    )
 
 
 @dataclass(frozen=True)
@@ -272,6 +287,8 @@ class FaultProxy:
     def _matches(self, rule: Rule, call: Call) -> bool:
         if rule.service not in (None, call.service) or rule.operation not in (None, call.operation):
             return False
+        if rule.entity is not None and rule.entity not in _entities(call):
+            return False
         if rule.role_arn is not None:
             if call.operation == "AssumeRole":
                 return dict(parse_qsl(call.body.decode())).get("RoleArn") == rule.role_arn
@@ -339,6 +356,14 @@ def _describe(headers: Mapping[str, str], body: bytes) -> Call:
         return Call(service, operation, access_key, body, True, content_type)
     action = dict(parse_qsl(body.decode(errors="replace"))).get("Action", "")
     return Call(service, action, access_key, body, json_protocol=False)
+
+
+def _entities(call: Call) -> set[str]:
+    """The OU, account or root ids a JSON protocol request names."""
+    if not call.json_protocol:
+        return set()
+    sent = json.loads(call.body or b"{}")
+    return {str(sent[key]) for key in _ENTITY_KEYS if key in sent}
 
 
 def _recording_key(call: Call, body: bytes) -> str:

@@ -163,6 +163,31 @@ def test_role_rule_fails_calls_signed_with_that_roles_credentials_only(
     assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
 
 
+def test_entity_rule_refuses_one_roles_listings_of_one_ou_only(proxy: FaultProxy, org: Org) -> None:
+    hidden = org.ou("Hidden")
+    shown = org.ou("Shown")
+    narrow_role = f"arn:aws:iam::{org.management_account_id}:role/canopy-narrow"
+    proxy.add(
+        Rule(
+            service="organizations",
+            role_arn=narrow_role,
+            entity=hidden,
+            error="AccessDeniedException",
+            status=400,
+        )
+    )
+    narrow = client("organizations", proxy.url, **assumed(proxy.url, narrow_role))
+    broad = client("organizations", proxy.url, **assumed(proxy.url, DISCOVERY_ROLE))
+    for call in (narrow.list_accounts_for_parent, narrow.list_organizational_units_for_parent):
+        with pytest.raises(ClientError) as caught:
+            call(ParentId=hidden)
+        assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
+    with pytest.raises(ClientError):
+        narrow.describe_organizational_unit(OrganizationalUnitId=hidden)
+    assert narrow.list_accounts_for_parent(ParentId=shown)["Accounts"] == []
+    assert broad.list_accounts_for_parent(ParentId=hidden)["Accounts"] == []
+
+
 def test_latency_rule_delays_matching_requests(proxy: FaultProxy, org: Org) -> None:
     proxy.add(Rule(operation="ListRoots", latency=0.3))
     organizations = client("organizations", proxy.url)

@@ -7,26 +7,37 @@ import ssl
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy_discovery import aws as aws_module
 from canopy_discovery.aws import AwsSettings, DiscoveryFailure, assumed_session, session_credentials
-from canopy_discovery.crawler import CrawlLimits, CrawlProgress, TokenBucket, crawl
-from tests.awsfaults import FaultProxy, Rule
+from canopy_discovery.crawler import (
+    CrawlLimits,
+    CrawlProgress,
+    TokenBucket,
+    crawl,
+    without_subtrees,
+)
+from tests.awsfaults import FaultProxy, Rule, organizations_refusal
 from tests.discovery.conftest import DISCOVERY_ROLE, EXTERNAL_ID, Org, normalized
 
 FAST = CrawlLimits(max_concurrency=8, base_backoff=0.005, max_backoff=0.02, call_timeout=5)
 
 
 async def crawl_org(
-    aws: AwsSettings, limits: CrawlLimits = FAST, progress: list[CrawlProgress] | None = None
+    aws: AwsSettings,
+    limits: CrawlLimits = FAST,
+    progress: list[CrawlProgress] | None = None,
+    role_arn: str = DISCOVERY_ROLE,
 ) -> tree_pb.OrganizationSnapshot:
-    """Crawl with the management account's discovery role; the snapshot sorted by id."""
+    """Crawl with the management account's discovery role (or `role_arn`); the snapshot sorted
+    by id."""
     snapshot = await crawl(
         aws,
-        DISCOVERY_ROLE,
+        role_arn,
         EXTERNAL_ID,
         limits,
         on_progress=progress.append if progress is not None else None,
@@ -252,6 +263,130 @@ async def test_role_outside_the_management_account_fails_not_management(
     with pytest.raises(DiscoveryFailure) as caught:
         await crawl_org(proxied)
     assert caught.value.reason == "NOT_MANAGEMENT_OR_DELEGATED_ADMIN"
+
+
+# Credentials that see less
+
+NARROW_ROLE = "arn:aws:iam::123456789012:role/canopy-narrow"
+
+
+def refuse(proxy: FaultProxy, unit_id: str, operation: str | None = None, **extra: Any) -> Rule:
+    """Refuse the narrow role's calls naming `unit_id` (all of them, or those of `operation`)."""
+    return proxy.add(
+        organizations_refusal(role_arn=NARROW_ROLE, entity=unit_id, operation=operation, **extra)
+    )
+
+
+async def test_an_ou_the_role_is_refused_on_is_left_out_with_everything_below_it(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    engineering = org.ou("Engineering")
+    platform = org.ou("Platform", engineering)
+    sandbox = org.ou("Sandbox")
+    payments = org.account("payments", platform)
+    security = org.account("security", engineering)
+    org.account("play", sandbox)
+    # Only the account listing is refused: the child OU it did list goes too.
+    rule = refuse(proxy, engineering, "ListAccountsForParent")
+    assert await crawl_org(proxied) == org.expected()  # the broad role sees everything
+    progress: list[CrawlProgress] = []
+    narrow = await crawl_org(proxied, progress=progress, role_arn=NARROW_ROLE)
+    expected = org.expected()
+    assert [u for u in expected.organizational_units if u.id not in {engineering, platform}] == (
+        list(narrow.organizational_units)
+    )
+    assert [a for a in expected.accounts if a.id not in {payments, security}] == list(
+        narrow.accounts
+    )
+    assert rule.injected == FAST.refusal_attempts  # sent again, then the refusal counts
+    last = progress[-1]
+    assert last.refused_organizational_units == (engineering,)
+    assert (last.organizational_units_found, last.accounts_found) == (1, 2)
+
+
+async def test_only_the_outermost_of_nested_refused_ous_is_recorded(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    outer, middle, inner = org.ou_chain(3)
+    other = org.ou("Other")
+    refuse(proxy, other)
+    inner_refused = refuse(proxy, inner)
+    # The outer OU's child OUs are listed; its accounts are refused after the inner OU is.
+    refuse(proxy, outer, "ListAccountsForParent", latency=0.2)
+    progress: list[CrawlProgress] = []
+    snapshot = await crawl_org(proxied, progress=progress, role_arn=NARROW_ROLE)
+    assert inner_refused.injected > 0
+    assert [u.id for u in snapshot.organizational_units] == []
+    assert progress[-1].refused_organizational_units == tuple(sorted([outer, other]))
+    assert middle not in progress[-1].refused_organizational_units
+
+
+async def test_a_refusal_that_passes_within_the_retries_hides_nothing(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    small_org(org)
+    unit = org.ou("Flaky")
+    org.account("flaky", unit)
+    refuse(proxy, unit, first=FAST.refusal_attempts - 1)  # IAM catching up with a new policy
+    progress: list[CrawlProgress] = []
+    assert await crawl_org(proxied, progress=progress, role_arn=NARROW_ROLE) == org.expected()
+    assert progress[-1].refused_organizational_units == ()
+
+
+async def test_a_refused_root_listing_fails_the_crawl_access_denied(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    small_org(org)
+    refuse(proxy, org.root_id, "ListAccountsForParent")
+    with pytest.raises(DiscoveryFailure) as caught:
+        await crawl_org(proxied, role_arn=NARROW_ROLE)
+    assert caught.value.reason == "ACCESS_DENIED"
+    assert "ListAccountsForParent" in caught.value.message
+
+
+async def test_a_refused_describe_organization_fails_the_crawl_access_denied(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org
+) -> None:
+    small_org(org)
+    proxy.add(organizations_refusal(operation="DescribeOrganization", role_arn=NARROW_ROLE))
+    with pytest.raises(DiscoveryFailure) as caught:
+        await crawl_org(proxied, role_arn=NARROW_ROLE)
+    assert caught.value.reason == "ACCESS_DENIED"
+    assert proxy.counts["DescribeOrganization"] == FAST.refusal_attempts
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "reason"),
+    [
+        ("TooManyRequestsException", 400, "THROTTLED"),
+        ("ServiceUnavailableException", 503, "UNREACHABLE"),
+    ],
+)
+async def test_a_transient_failure_beside_a_refusal_fails_the_whole_crawl(
+    proxy: FaultProxy, proxied: AwsSettings, org: Org, error: str, status: int, reason: str
+) -> None:
+    refused = org.ou("Refused")
+    flaky = org.ou("Flaky")
+    refuse(proxy, refused)
+    proxy.add(Rule(entity=flaky, operation="ListAccountsForParent", error=error, status=status))
+    limits = CrawlLimits(max_attempts=3, base_backoff=0.001, max_backoff=0.01)
+    with pytest.raises(DiscoveryFailure) as caught:
+        await crawl_org(proxied, limits, role_arn=NARROW_ROLE)
+    assert caught.value.reason == reason
+
+
+def test_without_subtrees_drops_each_ou_its_descendants_and_their_accounts() -> None:
+    snapshot = tree_pb.OrganizationSnapshot(organization_id="o-1", root_id="r-1")
+    for unit_id, parent in [("ou-a", "r-1"), ("ou-b", "ou-a"), ("ou-c", "ou-b"), ("ou-d", "r-1")]:
+        snapshot.organizational_units.add(id=unit_id, parent_id=parent)
+    for account_id, parent in [("1", "r-1"), ("2", "ou-a"), ("3", "ou-c"), ("4", "ou-d")]:
+        snapshot.accounts.add(id=account_id, parent_id=parent)
+    pruned, outermost = without_subtrees(snapshot, ["ou-c", "ou-a"])
+    assert outermost == ("ou-a",)
+    assert [u.id for u in pruned.organizational_units] == ["ou-d"]
+    assert [a.id for a in pruned.accounts] == ["1", "4"]
+    assert (pruned.organization_id, pruned.root_id) == ("o-1", "r-1")
+    assert without_subtrees(snapshot, []) == (snapshot, ())
 
 
 async def test_endpoint_disappearing_mid_crawl_fails_unreachable_with_no_snapshot(

@@ -29,7 +29,7 @@ from canopy.integration.v1 import integration_service_pb2 as rpc
 from canopy.permissions.v1 import workspace_schema_service_pb2 as wrpc
 from canopy.permissions.v1 import workspace_schema_service_pb2_grpc as wgrpc
 from canopy.type.v1 import types_pb2
-from tests.awsfaults import FaultProxy, Rule
+from tests.awsfaults import FaultProxy, Rule, organizations_refusal
 from tests.discovery import org_events as ev
 from tests.discovery.conftest import CREDENTIALS, DISCOVERY_ROLE, Org
 from tests.discovery.stack import Stack, first_run, handles, runs_of, start_stack, sync
@@ -473,6 +473,52 @@ async def test_a_stored_snapshot_behind_the_tree_falls_back_to_a_full_crawl(
     assert (await handles(stack, live.id))[web] == "web_two"
 
 
+async def test_a_refresh_refused_on_an_ou_falls_back_to_a_crawl_that_prunes_it(
+    stack: Stack, org: Org, proxy: FaultProxy
+) -> None:
+    secret = org.ou("Secret")
+    spy = org.account("Spy", secret)
+    web = org.account("Web")
+    queue_url = make_queue(proxy)
+    live = await create_followed(stack, queue_url)
+    await queue_state(stack, live.id, pb.EVENT_QUEUE_STATE_FOLLOWING)
+    # The discovery role's policy now denies every call naming the OU.
+    refused = proxy.add(organizations_refusal(role_arn=DISCOVERY_ROLE, entity=secret))
+    org.rename_ou(secret, "Top Secret")
+    renamed = ev.unit_renamed(secret, "Top Secret", org.id)
+    ev.send(sqs_client(proxy), queue_url, renamed)
+    (run,) = await event_runs(stack, live.id, ids(renamed))
+    assert run.full_crawl_reason == "ACCESS_DENIED"
+    assert run.state == dpb.SYNC_RUN_STATE_SUCCEEDED
+    assert list(run.progress.refused_organizational_unit_ids) == [secret]
+    assert (run.summary.folders_deleted, run.summary.connections_deleted) == (1, 1)
+    assert set(await handles(stack, live.id)) == {web, org.management_account_id}
+    assert refused.injected > 0
+    assert spy not in await handles(stack, live.id)
+
+
+async def test_a_refresh_refused_describing_an_account_falls_back_to_a_crawl_that_still_sees_it(
+    stack: Stack, org: Org, proxy: FaultProxy
+) -> None:
+    prod = org.ou("Production")
+    web = org.account("Web")
+    queue_url = make_queue(proxy)
+    live = await create_followed(stack, queue_url)
+    await queue_state(stack, live.id, pb.EVENT_QUEUE_STATE_FOLLOWING)
+    # A policy that lets the role list the organization but not describe this account.
+    proxy.add(organizations_refusal(operation="DescribeAccount", entity=web))
+    org.move(web, prod)
+    move = ev.moved(web, org.root_id, prod)
+    ev.send(sqs_client(proxy), queue_url, move)
+    (run,) = await event_runs(stack, live.id, ids(move))
+    assert run.full_crawl_reason == "ACCESS_DENIED"
+    assert run.state == dpb.SYNC_RUN_STATE_SUCCEEDED
+    assert run.progress.organizational_units_refused == 0
+    assert run.summary.connections_moved == 1
+    assert run.summary.connections_deleted == 0
+    await crawl_agrees(stack, live.id)
+
+
 async def test_a_burst_naming_too_much_of_the_tree_is_a_full_crawl(
     service_env: dict[str, Any], org: Org, proxy: FaultProxy
 ) -> None:
@@ -643,14 +689,14 @@ async def test_a_message_whose_refresh_keeps_failing_goes_to_the_dead_letter_que
     queue_url = make_queue(proxy, max_receives=2)
     live = await create_followed(stack, queue_url)
     await queue_state(stack, live.id, pb.EVENT_QUEUE_STATE_FOLLOWING)
-    failures = metric("canopy_discovery_refresh_failures_total", reason="ACCESS_DENIED")
+    failures = metric("canopy_discovery_refresh_failures_total", reason="OTHER")
+    # A failure neither transient nor a refusal (a refusal falls back to a full crawl).
     proxy.add(
         Rule(
             service="organizations",
             operation="DescribeAccount",
-            error="AccessDeniedException",
-            status=400,
-            message="You don't have permissions to access this resource.",
+            error="InvalidInputException",
+            message="You provided a value that does not match the required pattern.",
         )
     )
     generation = (await integration_of(stack, live.id)).tree_generation
@@ -668,9 +714,7 @@ async def test_a_message_whose_refresh_keeps_failing_goes_to_the_dead_letter_que
             break
         await asyncio.sleep(0.1)
     assert [json.loads(m["Body"])["id"] for m in moved_there] == [move["id"]]
-    assert metric("canopy_discovery_refresh_failures_total", reason="ACCESS_DENIED") >= (
-        failures + 2
-    )
+    assert metric("canopy_discovery_refresh_failures_total", reason="OTHER") >= failures + 2
     assert (await integration_of(stack, live.id)).tree_generation == generation
     assert not [
         r

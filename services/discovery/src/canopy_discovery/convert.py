@@ -29,6 +29,8 @@ def run_to_proto(run: SyncRun) -> pb.SyncRun:
             api_calls=run.progress.api_calls,
             throttled_calls=run.progress.throttled_calls,
             elapsed=elapsed,
+            organizational_units_refused=run.progress.organizational_units_refused,
+            refused_organizational_unit_ids=run.progress.refused_organizational_unit_ids,
         ),
         failure_reason=run.failure_reason,
         failure_message=run.failure_message,

@@ -7,9 +7,24 @@ one Organizations client and one concurrency bound; each operation's calls are p
 AWS's throttling has shown it allows (canopy_discovery.rate: unpaced until the first throttle),
 and all calls by the configured ceiling, a token bucket shared by the whole crawl. A throttled
 call is sent again as soon as its operation's rate allows; other transient errors are retried with
-exponential backoff and full jitter. Each attempt has a timeout, the whole crawl a deadline. Any
-failure cancels the rest and raises DiscoveryFailure: a crawl never returns part of an
-organization.
+exponential backoff and full jitter. Each attempt has a timeout, the whole crawl a deadline.
+
+What the credentials may not see. Discovery credentials can be narrower than the organization
+(an IAM policy that denies `organizations:List*` on some OUs): as the guide says, what new
+credentials cannot see is deleted from the tree. The rules:
+- AccessDenied(Exception) is not transient, but IAM is eventually consistent: a refused call is
+  sent `refusal_attempts` times in all (with backoff) before the refusal counts.
+- An OU whose ListOrganizationalUnitsForParent or ListAccountsForParent is refused (on any page)
+  is not visible: the OU itself and everything below it, including what its other listing or
+  its child OUs already found, are left out of the snapshot, so the apply prunes their folders
+  and connections as if they were gone, under the same mass-deletion guard. The crawl records
+  the outermost refused OUs (`CrawlProgress.refused_organizational_units`) so a run tells
+  "pruned because not visible" from "deleted in AWS".
+- A refusal of the root's listings, of ListRoots, of DescribeOrganization or of AssumeRole still
+  fails the whole crawl: seeing nothing is broken credentials, not credentials that see less.
+- Any other failure (throttling beyond the retries, 5xx, timeouts, connection errors, an endpoint
+  gone) anywhere cancels the rest and raises DiscoveryFailure: a crawl never returns part of an
+  organization, and nothing is pruned.
 """
 
 from __future__ import annotations
@@ -18,7 +33,8 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +73,7 @@ class CrawlLimits:
     call_timeout: float = 20.0  # seconds per attempt of one API call
     crawl_timeout: float = 600.0  # seconds for the whole crawl, assuming the role included
     max_attempts: int = 8  # per call, for throttling and other transient errors
+    refusal_attempts: int = 3  # per call, for AccessDenied: then the refusal counts
     base_backoff: float = 0.1
     max_backoff: float = 5.0
 
@@ -70,6 +87,8 @@ class CrawlProgress:
     api_calls: int = 0  # every attempt sent, AssumeRole included
     throttled_calls: int = 0
     elapsed: float = 0.0  # seconds
+    # OUs whose listings were refused, each hiding its subtree; at the end only the outermost.
+    refused_organizational_units: tuple[str, ...] = ()
 
 
 class TokenBucket:
@@ -155,7 +174,9 @@ class _Crawl:
                 self.progress.throttled_calls += 1
                 self.rates.answered(operation, released_at, throttled=True)
             self.report()
-            if not is_transient(error) or attempt >= limits.max_attempts:
+            refused = is_access_denied(error)
+            attempts = limits.refusal_attempts if refused else limits.max_attempts
+            if not (refused or is_transient(error)) or attempt >= attempts:
                 raise classify(error) from error
             if not throttled:  # a throttled call waits for its operation's (now lower) rate
                 await asyncio.sleep(backoff(attempt, limits.base_backoff, limits.max_backoff))
@@ -189,7 +210,13 @@ class _Crawl:
             params: dict[str, Any] = {"ParentId": parent_id, "MaxResults": PAGE_SIZE}
             if token:
                 params["NextToken"] = token
-            answer = await self.call(operation, **params)
+            try:
+                answer = await self.call(operation, **params)
+            except DiscoveryFailure as failure:
+                if parent_id == self.snapshot.root_id or not is_access_denied(failure.__cause__):
+                    raise
+                self.refuse(parent_id)
+                return
             take(answer.get(key) or [])
             self.report()
             token = answer.get("NextToken") or ""
@@ -215,6 +242,13 @@ class _Crawl:
                 lambda page: self.add_accounts(parent_id, page),
             )
         )
+
+    def refuse(self, unit_id: str) -> None:
+        """The credentials may not list this OU's children: it and its subtree are not visible."""
+        if unit_id not in self.progress.refused_organizational_units:
+            refused = (*self.progress.refused_organizational_units, unit_id)
+            self.progress.refused_organizational_units = refused
+        self.report()
 
     def add_units(self, parent_id: str, page: list[dict[str, Any]]) -> None:
         """Record a page of OUs and crawl each one at once."""
@@ -276,7 +310,48 @@ class _Crawl:
                 self.visit(self.snapshot.root_id)
         except BaseExceptionGroup as group:
             raise _first_failure(group) from None
+        progress = self.progress
+        if progress.refused_organizational_units:
+            self.snapshot, outermost = without_subtrees(
+                self.snapshot, progress.refused_organizational_units
+            )
+            progress.refused_organizational_units = outermost
+            progress.organizational_units_found = len(self.snapshot.organizational_units)
+            progress.accounts_found = len(self.snapshot.accounts)
+            self.report()
         return self.snapshot
+
+
+def without_subtrees(
+    snapshot: tree_pb.OrganizationSnapshot, unit_ids: Iterable[str]
+) -> tuple[tree_pb.OrganizationSnapshot, tuple[str, ...]]:
+    """The snapshot without the given OUs and everything below them; and those of the OUs not
+    below another one of them, sorted."""
+    children: dict[str, list[str]] = defaultdict(list)
+    parents: dict[str, str] = {}
+    for unit in snapshot.organizational_units:
+        children[unit.parent_id].append(unit.id)
+        parents[unit.id] = unit.parent_id
+    roots = set(unit_ids)
+    hidden: set[str] = set()
+    pending = list(roots)
+    while pending:
+        unit_id = pending.pop()
+        if unit_id not in hidden:
+            hidden.add(unit_id)
+            pending.extend(children[unit_id])
+    outermost = tuple(sorted(u for u in roots if parents.get(u, "") not in hidden))
+    pruned = tree_pb.OrganizationSnapshot()
+    pruned.CopyFrom(snapshot)
+    del pruned.organizational_units[:]
+    del pruned.accounts[:]
+    pruned.organizational_units.extend(
+        unit for unit in snapshot.organizational_units if unit.id not in hidden
+    )
+    pruned.accounts.extend(
+        account for account in snapshot.accounts if account.parent_id not in hidden
+    )
+    return pruned, outermost
 
 
 def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -8,6 +8,8 @@ from datetime import datetime
 
 # The events a run lists (it counts them all).
 MAX_COVERED_EVENTS = 100
+# The refused OUs a run lists (it counts them all).
+MAX_REFUSED_UNITS = 100
 
 
 class RunState(enum.Enum):
@@ -46,6 +48,10 @@ class Progress:
     api_calls: int = 0
     throttled_calls: int = 0
     elapsed_seconds: float = 0.0
+    # The outermost OUs the credentials were refused on (their subtrees are not visible): how
+    # many, and the first MAX_REFUSED_UNITS of their ids.
+    organizational_units_refused: int = 0
+    refused_organizational_unit_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

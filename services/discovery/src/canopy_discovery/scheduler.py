@@ -36,6 +36,7 @@ from canopy_discovery.aws import AwsSettings, DiscoveryFailure
 from canopy_discovery.crawler import CrawlLimits, CrawlProgress, crawl
 from canopy_discovery.integration_client import IntegrationClient
 from canopy_discovery.model import (
+    MAX_REFUSED_UNITS,
     AppliedSnapshot,
     Progress,
     RunState,
@@ -441,6 +442,7 @@ def copy_progress(source: CrawlProgress, target: CrawlProgress) -> None:
     target.api_calls = source.api_calls
     target.throttled_calls = source.throttled_calls
     target.elapsed = source.elapsed
+    target.refused_organizational_units = source.refused_organizational_units
 
 
 def run_progress(progress: CrawlProgress) -> Progress:
@@ -451,4 +453,6 @@ def run_progress(progress: CrawlProgress) -> Progress:
         api_calls=progress.api_calls,
         throttled_calls=progress.throttled_calls,
         elapsed_seconds=round(progress.elapsed, 3),
+        organizational_units_refused=len(progress.refused_organizational_units),
+        refused_organizational_unit_ids=progress.refused_organizational_units[:MAX_REFUSED_UNITS],
     )

@@ -4,6 +4,7 @@ followed (with leases of their own) and the last snapshot applied per integratio
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -37,7 +38,7 @@ def _run(row: asyncpg.Record) -> SyncRun:
         trigger=Trigger(row["trigger"]),
         confirm_deletions=row["confirm_deletions"],
         attempt=row["attempt"],
-        progress=Progress(**row["progress"]),
+        progress=_progress(row["progress"]),
         summary=bytes(row["summary"]) if row["summary"] is not None else None,
         apply_outcome=row["apply_outcome"],
         failure_reason=row["failure_reason"],
@@ -52,6 +53,12 @@ def _run(row: asyncpg.Record) -> SyncRun:
         event_count=row["event_count"],
         full_crawl_reason=row["full_crawl_reason"],
     )
+
+
+def _progress(saved: dict[str, Any]) -> Progress:
+    # Runs saved before refused OUs were recorded lack those keys: the defaults stand for them.
+    refused = tuple(saved.get("refused_organizational_unit_ids", ()))
+    return Progress(**{**saved, "refused_organizational_unit_ids": refused})
 
 
 def _covered(event: dict[str, str]) -> CoveredEvent:
@@ -270,6 +277,8 @@ async def save_run(conn: asyncpg.Connection, run: SyncRun) -> SyncRun:
             "api_calls": p.api_calls,
             "throttled_calls": p.throttled_calls,
             "elapsed_seconds": p.elapsed_seconds,
+            "organizational_units_refused": p.organizational_units_refused,
+            "refused_organizational_unit_ids": list(p.refused_organizational_unit_ids),
         },
         run.summary,
         run.apply_outcome,

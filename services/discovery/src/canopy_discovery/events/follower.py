@@ -430,9 +430,13 @@ class Follower:
             )
             if fallback is None:
                 if refreshed is None:  # read once: a second try only patches a newer snapshot
-                    refreshed = await read_entities(
+                    read = await read_entities(
                         call, snapshot, sorted(touched.account_ids), sorted(touched.unit_ids)
                     )
+                    if isinstance(read, Fallback):
+                        await self._fall_back(integration, touched, read)
+                        return
+                    refreshed = read
                 patched = patch_snapshot(snapshot, refreshed)
                 fallback = patched if isinstance(patched, Fallback) else None
             if fallback is not None:

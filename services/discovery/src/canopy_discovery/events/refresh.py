@@ -6,6 +6,12 @@ moves). Not found means removed from the organization. A parent neither the snap
 refresh knows is read too, and so on up to a known folder: at most MAX_WALK levels, as OUs nest
 five deep. Every call goes through the crawler's discipline (`crawler.api_caller`): one
 concurrency bound, retries of throttling with backoff, a timeout per attempt.
+
+A refusal (AccessDenied, after the crawler's few attempts) of any read falls back to a full
+crawl: what the credentials may see is decided in one place, by the crawl's rules (an OU whose
+listings are refused is not visible and is pruned; a refused root or organization fails). A
+refresh never prunes on its own, and a credential that may list an OU but not describe its
+accounts loses nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
-from canopy_discovery.aws import DiscoveryFailure, classify, error_code
+from canopy_discovery.aws import DiscoveryFailure, classify, error_code, is_access_denied
 from canopy_discovery.crawler import account_state
-from canopy_discovery.events.patching import Refreshed, missing_parents
+from canopy_discovery.events.patching import ACCESS_DENIED, Fallback, Refreshed, missing_parents
 
 Call = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -38,10 +44,29 @@ async def read_entities(
     snapshot: tree_pb.OrganizationSnapshot,
     account_ids: Iterable[str],
     unit_ids: Iterable[str],
-) -> Refreshed:
-    """What the API says of the named accounts and OUs, and of any unknown OUs above them.
+) -> Refreshed | Fallback:
+    """What the API says of the named accounts and OUs, and of any unknown OUs above them; a
+    full crawl instead if AWS refuses a read.
 
-    Raises DiscoveryFailure when a call fails for another reason than not found."""
+    Raises DiscoveryFailure when a call fails for another reason than not found or refused."""
+    try:
+        return await _read_entities(call, snapshot, account_ids, unit_ids)
+    except DiscoveryFailure as failure:
+        if not is_access_denied(failure.__cause__):
+            raise
+        return Fallback(
+            ACCESS_DENIED,
+            f"AWS refused a read of the refresh; the crawl decides what is visible: "
+            f"{failure.message}",
+        )
+
+
+async def _read_entities(
+    call: Call,
+    snapshot: tree_pb.OrganizationSnapshot,
+    account_ids: Iterable[str],
+    unit_ids: Iterable[str],
+) -> Refreshed:
     refreshed = Refreshed()
     known_units = {unit.id: unit for unit in snapshot.organizational_units}
     await _gather(
@@ -63,7 +88,9 @@ async def _gather(reads: list[Coroutine[Any, Any, None]]) -> None:
             for read in reads:
                 tasks.create_task(read)
     except BaseExceptionGroup as group:
-        raise _first(group) from None
+        first = _first(group)
+        # Keep AWS's error as the cause: it tells a refusal from other failures.
+        raise first from first.__cause__
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -253,7 +253,8 @@ class SyncRun(_message.Message):
     """Output only. With trigger ORGANIZATION_EVENTS, set when the run is a full crawl because a
     targeted refresh could not be made consistent: an UPPER_SNAKE code such as
     `NO_STORED_SNAPSHOT`, `STORED_SNAPSHOT_OUT_OF_DATE`, `UNKNOWN_PARENT`,
-    `REMOVED_OU_HAS_CHILDREN`, `CONFLICT`, `TOO_MUCH_OF_THE_TREE`, `ORGANIZATION_CHANGED`.
+    `REMOVED_OU_HAS_CHILDREN`, `CONFLICT`, `TOO_MUCH_OF_THE_TREE`, `ORGANIZATION_CHANGED`,
+    `ACCESS_DENIED` (AWS refused a read: the crawl decides what the credentials may see).
     Empty for a targeted refresh, whose `progress` counts the accounts and OUs it read.
     """
     dry_run: _builtins.bool
@@ -379,6 +380,8 @@ class SyncProgress(_message.Message):
     API_CALLS_FIELD_NUMBER: _builtins.int
     THROTTLED_CALLS_FIELD_NUMBER: _builtins.int
     ELAPSED_FIELD_NUMBER: _builtins.int
+    ORGANIZATIONAL_UNITS_REFUSED_FIELD_NUMBER: _builtins.int
+    REFUSED_ORGANIZATIONAL_UNIT_IDS_FIELD_NUMBER: _builtins.int
     organizational_units_found: _builtins.int
     """Organizational units found so far."""
     accounts_found: _builtins.int
@@ -387,9 +390,22 @@ class SyncProgress(_message.Message):
     """AWS API calls made, retries included."""
     throttled_calls: _builtins.int
     """Calls AWS throttled (and that were retried)."""
+    organizational_units_refused: _builtins.int
+    """OUs the discovery credentials are refused on: AWS answered AccessDenied, each time it was
+    asked, to listing an OU's child OUs or accounts. Such an OU and everything below it count as
+    not visible: they are left out of the snapshot, so their folders and connections are deleted
+    (under the deletion guard) although AWS still has them. Counts the outermost refused OUs
+    only; `organizational_units_found` and `accounts_found` count what is visible.
+    """
     @_builtins.property
     def elapsed(self) -> _duration_pb2.Duration:
         """Time since the crawl started."""
+
+    @_builtins.property
+    def refused_organizational_unit_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The ids (`ou-…`) of the outermost refused OUs, sorted; at most the first 100
+        (`organizational_units_refused` counts them all).
+        """
 
     def __init__(
         self,
@@ -399,10 +415,12 @@ class SyncProgress(_message.Message):
         api_calls: _builtins.int = ...,
         throttled_calls: _builtins.int = ...,
         elapsed: _duration_pb2.Duration | None = ...,
+        organizational_units_refused: _builtins.int = ...,
+        refused_organizational_unit_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["elapsed", b"elapsed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_found", b"accounts_found", "api_calls", b"api_calls", "elapsed", b"elapsed", "organizational_units_found", b"organizational_units_found", "throttled_calls", b"throttled_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_found", b"accounts_found", "api_calls", b"api_calls", "elapsed", b"elapsed", "organizational_units_found", b"organizational_units_found", "organizational_units_refused", b"organizational_units_refused", "refused_organizational_unit_ids", b"refused_organizational_unit_ids", "throttled_calls", b"throttled_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
