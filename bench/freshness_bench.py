@@ -46,6 +46,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,6 +347,9 @@ async def run(admin_dsn: str) -> dict[str, Any]:
     try:
         host, port = server.get_host_and_port()
         moto_url = f"http://{host}:{port}"
+        # moto keeps its state per process: a bench run before this one left its organization.
+        reset = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
+        await asyncio.to_thread(lambda: urllib.request.urlopen(reset).close())
         started = time.perf_counter()
         ous, accounts = await asyncio.to_thread(build_organization, moto_url)
         await asyncio.to_thread(add_spare_units, moto_url, CHANGES["ou_delete"])
