@@ -249,7 +249,7 @@ async def create_integration(
     if not given.integration.handle:
         found.append(FieldViolation("integration.handle", "is required"))
     reason = validate_access(given.integration, owner_id, ctx.partition, "integration", found)
-    validate_settings(given.integration, "integration", found)
+    validate_settings(given.integration, "integration", found, ctx.partition)
     found.extend(
         initial_permissions.form_problems(given.permissions, org_scoped=bool(given.scope_org_id))
     )
@@ -471,7 +471,7 @@ async def update_integration(
             reason = validate_access(
                 updated, current.scope.owner_id, ctx.partition, "integration", found
             )
-        validate_settings(updated, "integration", found, only=paths)
+        validate_settings(updated, "integration", found, ctx.partition, only=paths)
         _raise(found, reason)
         updated = event_queue.normalized(current, updated, ctx.partition)
         changed = changed_fields(current, updated)

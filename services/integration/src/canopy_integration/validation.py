@@ -60,9 +60,14 @@ def validate_access(
 
 
 def validate_settings(
-    integration: Integration, path: str, found: list[FieldViolation], only: Sequence[str] = ()
+    integration: Integration,
+    path: str,
+    found: list[FieldViolation],
+    partition: str,
+    only: Sequence[str] = (),
 ) -> None:
-    """Handle, prefix, connection settings, interval, guard and crawl limits."""
+    """Handle, prefix, connection settings (regions of `partition`), interval, guard and crawl
+    limits."""
 
     def checking(name: str) -> bool:
         return not only or any(p == name or p.startswith(f"{name}.") for p in only)
@@ -76,7 +81,11 @@ def validate_settings(
     if checking("connection_config"):
         collected = Violations()
         validate_config(
-            integration.connection_config, f"{path}.connection_config", collected, overrides=False
+            integration.connection_config,
+            f"{path}.connection_config",
+            collected,
+            overrides=False,
+            partition=partition,
         )
         found.extend(collected.found)
     interval = integration.sync_interval  # None: the default
