@@ -17,6 +17,7 @@ from canopy_core import plans, requests
 from canopy_core.auth import Principal
 from canopy_core.db import Database
 from canopy_core.directory import Directory, ScopeInfo
+from canopy_core.discovery_filters import FILTER_LISTS
 from canopy_core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -66,6 +67,9 @@ WRITABLE_PATHS = frozenset(
         "crawl_limits.max_concurrency",
         "crawl_limits.max_requests_per_second",
         "crawl_limits.crawl_timeout",
+        "filters",
+        *(f"filters.{name}" for name in FILTER_LISTS),
+        "exclude_management_account",
     }
 )
 OUTPUT_ONLY_PATHS = frozenset(
@@ -85,6 +89,7 @@ OUTPUT_ONLY_PATHS = frozenset(
         "update_time",
         "etag",
         "event_queue_status",
+        "unmatched_filters",
     }
 )
 
@@ -405,6 +410,14 @@ def merge_update(current: Integration, given: Integration, paths: Sequence[str])
                 limits = given.crawl_limits
             else:
                 limits = replace(limits, **{sub: getattr(given.crawl_limits, sub)})
+        elif top == "filters":
+            if sub == "":
+                updated = replace(updated, filters=given.filters)
+            else:
+                filters = replace(updated.filters, **{sub: getattr(given.filters, sub)})
+                updated = replace(updated, filters=filters)
+        elif top == "exclude_management_account":
+            updated = replace(updated, exclude_management_account=given.exclude_management_account)
     if config_paths:
         updated = replace(
             updated,
@@ -429,6 +442,8 @@ _COMPARED = (
     "max_delete_fraction",
     "crawl_limits",
     "event_queue_status",
+    "filters",
+    "exclude_management_account",
 )
 _FIELD_NAMES = {
     "discovery_role_arn": "discovery_access",

@@ -26,7 +26,7 @@ from canopy.discovery.v1 import discovery_pb2 as canopy_dot_discovery_dot_v1_dot
 from canopy.integration.v1 import integration_pb2 as canopy_dot_integration_dot_v1_dot_integration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+canopy/discovery/v1/discovery_service.proto\x12\x13\x63\x61nopy.discovery.v1\x1a#canopy/discovery/v1/discovery.proto\x1a\'canopy/integration/v1/integration.proto\"\xc7\x01\n\x1aTestDiscoveryAccessRequest\x12\x18\n\x0eintegration_id\x18\x01 \x01(\tH\x00\x12;\n\x06\x61\x63\x63\x65ss\x18\x02 \x01(\x0b\x32).canopy.integration.v1.AwsDiscoveryAccessH\x00\x12H\n\x14platform_credentials\x18\x03 \x01(\x0b\x32(.canopy.discovery.v1.PlatformCredentialsH\x00\x42\x08\n\x06target\"\x15\n\x13PlatformCredentials\"\xc5\x02\n\x1bTestDiscoveryAccessResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\x12\x1d\n\x15management_account_id\x18\x04 \x01(\t\x12\x0f\n\x07root_id\x18\x05 \x01(\t\x12\x38\n\x06reason\x18\x06 \x01(\x0e\x32(.canopy.discovery.v1.AccessFailureReason\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x1b\n\x13platform_account_id\x18\x08 \x01(\t\x12\x1a\n\x12trusted_account_id\x18\t \x01(\t\x12\x39\n\x0b\x65vent_queue\x18\n \x01(\x0b\x32$.canopy.discovery.v1.EventQueueCheck\"\x9e\x01\n\x0f\x45ventQueueCheck\x12\x11\n\tqueue_url\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tqueue_arn\x18\x05 \x01(\t\x12\x1d\n\x15\x64\x65\x61\x64_letter_queue_arn\x18\x06 \x01(\t\x12\x19\n\x11max_receive_count\x18\x07 \x01(\x05\"[\n\x17TestMemberAccessRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63\x63ount_ids\x18\x02 \x03(\t\x12\x13\n\x0bsample_size\x18\x03 \x01(\x05\"T\n\x18TestMemberAccessResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.canopy.discovery.v1.MemberAccessResult\"_\n\x16SyncIntegrationRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onfirm_deletions\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"D\n\x17SyncIntegrationResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.canopy.discovery.v1.SyncRun\"\x1f\n\x11GetSyncRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x12GetSyncRunResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.canopy.discovery.v1.SyncRun\"T\n\x13ListSyncRunsRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x14ListSyncRunsResponse\x12*\n\x04runs\x18\x01 \x03(\x0b\x32\x1c.canopy.discovery.v1.SyncRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13WatchSyncRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x14WatchSyncRunResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.canopy.discovery.v1.SyncRun2\x96\x05\n\x10\x44iscoveryService\x12x\n\x13TestDiscoveryAccess\x12/.canopy.discovery.v1.TestDiscoveryAccessRequest\x1a\x30.canopy.discovery.v1.TestDiscoveryAccessResponse\x12o\n\x10TestMemberAccess\x12,.canopy.discovery.v1.TestMemberAccessRequest\x1a-.canopy.discovery.v1.TestMemberAccessResponse\x12l\n\x0fSyncIntegration\x12+.canopy.discovery.v1.SyncIntegrationRequest\x1a,.canopy.discovery.v1.SyncIntegrationResponse\x12]\n\nGetSyncRun\x12&.canopy.discovery.v1.GetSyncRunRequest\x1a\'.canopy.discovery.v1.GetSyncRunResponse\x12\x63\n\x0cListSyncRuns\x12(.canopy.discovery.v1.ListSyncRunsRequest\x1a).canopy.discovery.v1.ListSyncRunsResponse\x12\x65\n\x0cWatchSyncRun\x12(.canopy.discovery.v1.WatchSyncRunRequest\x1a).canopy.discovery.v1.WatchSyncRunResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+canopy/discovery/v1/discovery_service.proto\x12\x13\x63\x61nopy.discovery.v1\x1a#canopy/discovery/v1/discovery.proto\x1a\'canopy/integration/v1/integration.proto\"\x84\x02\n\x1aTestDiscoveryAccessRequest\x12\x18\n\x0eintegration_id\x18\x01 \x01(\tH\x00\x12;\n\x06\x61\x63\x63\x65ss\x18\x02 \x01(\x0b\x32).canopy.integration.v1.AwsDiscoveryAccessH\x00\x12H\n\x14platform_credentials\x18\x03 \x01(\x0b\x32(.canopy.discovery.v1.PlatformCredentialsH\x00\x12;\n\x07\x66ilters\x18\x04 \x01(\x0b\x32*.canopy.integration.v1.AwsDiscoveryFiltersB\x08\n\x06target\"\x15\n\x13PlatformCredentials\"\xf8\x02\n\x1bTestDiscoveryAccessResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\x12\x1d\n\x15management_account_id\x18\x04 \x01(\t\x12\x0f\n\x07root_id\x18\x05 \x01(\t\x12\x38\n\x06reason\x18\x06 \x01(\x0e\x32(.canopy.discovery.v1.AccessFailureReason\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x1b\n\x13platform_account_id\x18\x08 \x01(\t\x12\x1a\n\x12trusted_account_id\x18\t \x01(\t\x12\x39\n\x0b\x65vent_queue\x18\n \x01(\x0b\x32$.canopy.discovery.v1.EventQueueCheck\x12\x31\n\x07\x66ilters\x18\x0b \x01(\x0b\x32 .canopy.discovery.v1.FilterCheck\"i\n\x0b\x46ilterCheck\x12\n\n\x02ok\x18\x01 \x01(\x08\x12=\n\tunmatched\x18\x02 \x01(\x0b\x32*.canopy.integration.v1.AwsDiscoveryFilters\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9e\x01\n\x0f\x45ventQueueCheck\x12\x11\n\tqueue_url\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tqueue_arn\x18\x05 \x01(\t\x12\x1d\n\x15\x64\x65\x61\x64_letter_queue_arn\x18\x06 \x01(\t\x12\x19\n\x11max_receive_count\x18\x07 \x01(\x05\"[\n\x17TestMemberAccessRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63\x63ount_ids\x18\x02 \x03(\t\x12\x13\n\x0bsample_size\x18\x03 \x01(\x05\"T\n\x18TestMemberAccessResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.canopy.discovery.v1.MemberAccessResult\"_\n\x16SyncIntegrationRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onfirm_deletions\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"D\n\x17SyncIntegrationResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.canopy.discovery.v1.SyncRun\"\x1f\n\x11GetSyncRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x12GetSyncRunResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.canopy.discovery.v1.SyncRun\"T\n\x13ListSyncRunsRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x14ListSyncRunsResponse\x12*\n\x04runs\x18\x01 \x03(\x0b\x32\x1c.canopy.discovery.v1.SyncRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13WatchSyncRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x14WatchSyncRunResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.canopy.discovery.v1.SyncRun2\x96\x05\n\x10\x44iscoveryService\x12x\n\x13TestDiscoveryAccess\x12/.canopy.discovery.v1.TestDiscoveryAccessRequest\x1a\x30.canopy.discovery.v1.TestDiscoveryAccessResponse\x12o\n\x10TestMemberAccess\x12,.canopy.discovery.v1.TestMemberAccessRequest\x1a-.canopy.discovery.v1.TestMemberAccessResponse\x12l\n\x0fSyncIntegration\x12+.canopy.discovery.v1.SyncIntegrationRequest\x1a,.canopy.discovery.v1.SyncIntegrationResponse\x12]\n\nGetSyncRun\x12&.canopy.discovery.v1.GetSyncRunRequest\x1a\'.canopy.discovery.v1.GetSyncRunResponse\x12\x63\n\x0cListSyncRuns\x12(.canopy.discovery.v1.ListSyncRunsRequest\x1a).canopy.discovery.v1.ListSyncRunsResponse\x12\x65\n\x0cWatchSyncRun\x12(.canopy.discovery.v1.WatchSyncRunRequest\x1a).canopy.discovery.v1.WatchSyncRunResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'canopy.discovery.v1.discove
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TESTDISCOVERYACCESSREQUEST']._serialized_start=147
-  _globals['_TESTDISCOVERYACCESSREQUEST']._serialized_end=346
-  _globals['_PLATFORMCREDENTIALS']._serialized_start=348
-  _globals['_PLATFORMCREDENTIALS']._serialized_end=369
-  _globals['_TESTDISCOVERYACCESSRESPONSE']._serialized_start=372
-  _globals['_TESTDISCOVERYACCESSRESPONSE']._serialized_end=697
-  _globals['_EVENTQUEUECHECK']._serialized_start=700
-  _globals['_EVENTQUEUECHECK']._serialized_end=858
-  _globals['_TESTMEMBERACCESSREQUEST']._serialized_start=860
-  _globals['_TESTMEMBERACCESSREQUEST']._serialized_end=951
-  _globals['_TESTMEMBERACCESSRESPONSE']._serialized_start=953
-  _globals['_TESTMEMBERACCESSRESPONSE']._serialized_end=1037
-  _globals['_SYNCINTEGRATIONREQUEST']._serialized_start=1039
-  _globals['_SYNCINTEGRATIONREQUEST']._serialized_end=1134
-  _globals['_SYNCINTEGRATIONRESPONSE']._serialized_start=1136
-  _globals['_SYNCINTEGRATIONRESPONSE']._serialized_end=1204
-  _globals['_GETSYNCRUNREQUEST']._serialized_start=1206
-  _globals['_GETSYNCRUNREQUEST']._serialized_end=1237
-  _globals['_GETSYNCRUNRESPONSE']._serialized_start=1239
-  _globals['_GETSYNCRUNRESPONSE']._serialized_end=1302
-  _globals['_LISTSYNCRUNSREQUEST']._serialized_start=1304
-  _globals['_LISTSYNCRUNSREQUEST']._serialized_end=1388
-  _globals['_LISTSYNCRUNSRESPONSE']._serialized_start=1390
-  _globals['_LISTSYNCRUNSRESPONSE']._serialized_end=1481
-  _globals['_WATCHSYNCRUNREQUEST']._serialized_start=1483
-  _globals['_WATCHSYNCRUNREQUEST']._serialized_end=1516
-  _globals['_WATCHSYNCRUNRESPONSE']._serialized_start=1518
-  _globals['_WATCHSYNCRUNRESPONSE']._serialized_end=1583
-  _globals['_DISCOVERYSERVICE']._serialized_start=1586
-  _globals['_DISCOVERYSERVICE']._serialized_end=2248
+  _globals['_TESTDISCOVERYACCESSREQUEST']._serialized_end=407
+  _globals['_PLATFORMCREDENTIALS']._serialized_start=409
+  _globals['_PLATFORMCREDENTIALS']._serialized_end=430
+  _globals['_TESTDISCOVERYACCESSRESPONSE']._serialized_start=433
+  _globals['_TESTDISCOVERYACCESSRESPONSE']._serialized_end=809
+  _globals['_FILTERCHECK']._serialized_start=811
+  _globals['_FILTERCHECK']._serialized_end=916
+  _globals['_EVENTQUEUECHECK']._serialized_start=919
+  _globals['_EVENTQUEUECHECK']._serialized_end=1077
+  _globals['_TESTMEMBERACCESSREQUEST']._serialized_start=1079
+  _globals['_TESTMEMBERACCESSREQUEST']._serialized_end=1170
+  _globals['_TESTMEMBERACCESSRESPONSE']._serialized_start=1172
+  _globals['_TESTMEMBERACCESSRESPONSE']._serialized_end=1256
+  _globals['_SYNCINTEGRATIONREQUEST']._serialized_start=1258
+  _globals['_SYNCINTEGRATIONREQUEST']._serialized_end=1353
+  _globals['_SYNCINTEGRATIONRESPONSE']._serialized_start=1355
+  _globals['_SYNCINTEGRATIONRESPONSE']._serialized_end=1423
+  _globals['_GETSYNCRUNREQUEST']._serialized_start=1425
+  _globals['_GETSYNCRUNREQUEST']._serialized_end=1456
+  _globals['_GETSYNCRUNRESPONSE']._serialized_start=1458
+  _globals['_GETSYNCRUNRESPONSE']._serialized_end=1521
+  _globals['_LISTSYNCRUNSREQUEST']._serialized_start=1523
+  _globals['_LISTSYNCRUNSREQUEST']._serialized_end=1607
+  _globals['_LISTSYNCRUNSRESPONSE']._serialized_start=1609
+  _globals['_LISTSYNCRUNSRESPONSE']._serialized_end=1700
+  _globals['_WATCHSYNCRUNREQUEST']._serialized_start=1702
+  _globals['_WATCHSYNCRUNREQUEST']._serialized_end=1735
+  _globals['_WATCHSYNCRUNRESPONSE']._serialized_start=1737
+  _globals['_WATCHSYNCRUNRESPONSE']._serialized_end=1802
+  _globals['_DISCOVERYSERVICE']._serialized_start=1805
+  _globals['_DISCOVERYSERVICE']._serialized_end=2467
 # @@protoc_insertion_point(module_scope)

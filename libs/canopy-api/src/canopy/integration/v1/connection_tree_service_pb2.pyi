@@ -428,6 +428,7 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
     EVENT_QUEUE_STATUS_FIELD_NUMBER: _builtins.int
     CONFIRM_DELETIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    UNMATCHED_FILTERS_FIELD_NUMBER: _builtins.int
     integration_id: _builtins.str
     """Required. The integration id (`i_…`)."""
     expected_generation: _builtins.int
@@ -465,6 +466,13 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
         report for an integration that no longer has a queue is ignored (APPLY_OUTCOME_UNCHANGED).
         """
 
+    @_builtins.property
+    def unmatched_filters(self) -> _integration_pb2.AwsDiscoveryFilters:
+        """With a `snapshot` from a full crawl: the ids of the integration's `filters` that the crawl
+        found nowhere in the organization, stored as its `unmatched_filters` when the snapshot is
+        applied. Unset (a targeted refresh, which does not look for them): left as they are.
+        """
+
     def __init__(
         self,
         *,
@@ -477,10 +485,11 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
         event_queue_status: _integration_pb2.EventQueueStatus | None = ...,
         confirm_deletions: _builtins.bool = ...,
         request_id: _builtins.str = ...,
+        unmatched_filters: _integration_pb2.AwsDiscoveryFilters | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event_queue_status", b"event_queue_status", "failure", b"failure", "outcome", b"outcome", "snapshot", b"snapshot", "suspension", b"suspension"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_queue_status", b"event_queue_status", "failure", b"failure", "outcome", b"outcome", "snapshot", b"snapshot", "suspension", b"suspension", "unmatched_filters", b"unmatched_filters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_deletions", b"confirm_deletions", "event_queue_status", b"event_queue_status", "expected_generation", b"expected_generation", "failure", b"failure", "integration_id", b"integration_id", "outcome", b"outcome", "request_id", b"request_id", "snapshot", b"snapshot", "suspension", b"suspension", "sync_run_id", b"sync_run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_deletions", b"confirm_deletions", "event_queue_status", b"event_queue_status", "expected_generation", b"expected_generation", "failure", b"failure", "integration_id", b"integration_id", "outcome", b"outcome", "request_id", b"request_id", "snapshot", b"snapshot", "suspension", b"suspension", "sync_run_id", b"sync_run_id", "unmatched_filters", b"unmatched_filters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["snapshot", "failure", "suspension", "event_queue_status"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
