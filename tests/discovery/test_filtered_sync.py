@@ -9,15 +9,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from canopy.discovery.v1 import discovery_pb2 as dpb
+from canopy.discovery.v1 import discovery_service_pb2 as drpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
 from tests.awsfaults import FaultProxy
-from tests.discovery.conftest import Org
+from tests.discovery.conftest import DISCOVERY_ROLE, Org
 from tests.discovery.stack import (
+    EXTERNAL_ID,
     Stack,
     create,
     finished,
@@ -27,6 +30,7 @@ from tests.discovery.stack import (
     start_stack,
     sync,
 )
+from tests.helpers import error_details
 from tests.integration.conftest import OWNER
 
 
@@ -140,3 +144,76 @@ async def test_filter_ids_naming_nothing_show_on_the_integration_which_stays_ena
         include_organizational_unit_ids=["ou-nope-nonexist"],
         exclude_account_ids=["999999999999"],
     )
+
+
+async def test_test_discovery_access_names_filter_ids_that_match_nothing(
+    stack: Stack, org: Org
+) -> None:
+    prod = org.ou("Production")
+    inner = org.ou("Inner", prod)
+    web = org.account("web", inner)
+    access = pb.AwsDiscoveryAccess(role_arn=DISCOVERY_ROLE, external_id=EXTERNAL_ID)
+    found = pb.AwsDiscoveryFilters(
+        include_organizational_unit_ids=[org.root_id, inner],
+        exclude_organizational_unit_ids=[prod],
+        exclude_account_ids=[web],
+    )
+    good = await stack.discovery.TestDiscoveryAccess(
+        drpc.TestDiscoveryAccessRequest(access=access, filters=found), metadata=OWNER
+    )
+    assert good.ok
+    assert good.filters.ok
+    assert good.filters.unmatched == pb.AwsDiscoveryFilters()
+
+    missing = pb.AwsDiscoveryFilters(
+        include_organizational_unit_ids=[inner, "ou-nope-nonexist", "r-zzzz"],
+        exclude_account_ids=[web, "999999999999"],
+    )
+    bad = await stack.discovery.TestDiscoveryAccess(
+        drpc.TestDiscoveryAccessRequest(access=access, filters=missing), metadata=OWNER
+    )
+    assert not bad.ok
+    assert bad.reason == dpb.ACCESS_FAILURE_REASON_FILTERS_UNMATCHED
+    assert bad.filters.unmatched == pb.AwsDiscoveryFilters(
+        include_organizational_unit_ids=["ou-nope-nonexist", "r-zzzz"],
+        exclude_account_ids=["999999999999"],
+    )
+    assert "ou-nope-nonexist" in bad.message
+    assert "999999999999" in bad.message
+
+    # An integration's own filters are checked.
+    created = await create(stack, filters=missing)
+    await first_run(stack, created.id)
+    saved = await stack.discovery.TestDiscoveryAccess(
+        drpc.TestDiscoveryAccessRequest(integration_id=created.id), metadata=OWNER
+    )
+    assert saved.reason == dpb.ACCESS_FAILURE_REASON_FILTERS_UNMATCHED
+    assert saved.filters.unmatched == bad.filters.unmatched
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (
+            drpc.TestDiscoveryAccessRequest(
+                access=pb.AwsDiscoveryAccess(role_arn=DISCOVERY_ROLE, external_id=EXTERNAL_ID),
+                filters=pb.AwsDiscoveryFilters(exclude_account_ids=["1", "2"]),
+            ),
+            "filters.exclude_account_ids[0]",
+        ),
+        (
+            drpc.TestDiscoveryAccessRequest(
+                integration_id="i_abc", filters=pb.AwsDiscoveryFilters()
+            ),
+            "filters",
+        ),
+    ],
+)
+async def test_test_discovery_access_refuses_bad_filters_naming_the_field(
+    stack: Stack, request_: drpc.TestDiscoveryAccessRequest, field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.discovery.TestDiscoveryAccess(request_, metadata=OWNER)
+    details = error_details(caught.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.fields[0] == field
