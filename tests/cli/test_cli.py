@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -533,3 +534,50 @@ async def test_test_access_tries_member_roles_before_the_integration_is_created(
     )  # fmt: skip
     assert unused.exit_code == 2
     assert "are for --members" in unused.output
+
+
+async def test_filters_and_the_management_account_are_set_and_changed_from_the_cli(
+    cli: Cli, org: Org
+) -> None:
+    sandbox = org.ou("Sandbox")
+    web = org.account("web")
+    created = json.loads(
+        ok(
+            await cli.run(
+                "integrations", "create", "--tenant", "t_acme", "--handle", "aws-prod",
+                "--role-arn", DISCOVERY_ROLE, "--external-id", EXTERNAL_ID,
+                "--member-role", "m", "--exclude-ous", sandbox,
+                "--exclude-accounts", f"{web}, 999999999999", "--exclude-management-account",
+                "-o", "json",
+            )
+        )
+    )  # fmt: skip
+    assert created["filters"] == {
+        "excludeOrganizationalUnitIds": [sandbox],
+        "excludeAccountIds": [web, "999999999999"],
+    }
+    assert created["excludeManagementAccount"] is True
+    await first_sync(cli, created["id"])
+    shown = ok(await cli.run("integrations", "show", created["id"]))
+    assert re.search(rf"excluded OUs +{sandbox}", shown)
+    assert re.search(r"filter ids not found +999999999999", shown)
+    assert re.search(r"management account mirrored +no", shown)
+
+    updated = json.loads(
+        ok(
+            await cli.run(
+                "integrations", "update", created["id"], "--include-ous", org.root_id,
+                "--exclude-accounts", "", "--include-management-account", "-o", "json",
+            )
+        )
+    )  # fmt: skip
+    assert updated["filters"] == {
+        "includeOrganizationalUnitIds": [org.root_id],
+        "excludeOrganizationalUnitIds": [sandbox],
+    }
+    assert "excludeManagementAccount" not in updated  # false
+
+    refused = one_line_error(
+        await cli.run("integrations", "update", created["id"], "--exclude-ous", "ou-x,r-ab12")
+    )
+    assert "integration.filters.exclude_organizational_unit_ids[0]" in refused

@@ -196,3 +196,39 @@ async def test_preview_update_is_for_the_integration_service_and_only_a_preview(
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_details(bad.value).fields == ["preview_update"]
+
+
+async def test_a_filter_change_is_previewed_with_a_crawl_under_the_new_filters(
+    stack: Stack, org: Org
+) -> None:
+    sandbox = org.ou("Sandbox")
+    org.account("Toy", sandbox)
+    org.account("Web Prod")
+    created = await create(stack)
+    await first_run(stack, created.id)
+    before = await handles(stack, created.id)
+    reply = await stack.integrations.UpdateIntegration(
+        rpc.UpdateIntegrationRequest(
+            integration=pb.Integration(
+                id=created.id,
+                filters=pb.AwsDiscoveryFilters(exclude_organizational_unit_ids=[sandbox]),
+                exclude_management_account=True,
+            ),
+            update_mask=FieldMask(paths=["filters", "exclude_management_account"]),
+            validate_only=True,
+        ),
+        metadata=OWNER,
+    )
+    deleted = {
+        (i.item_type, i.handle)
+        for i in reply.impact.tree_items
+        if i.change == impact_pb2.TREE_CHANGE_KIND_DELETED
+    }
+    assert (impact_pb2.TREE_ITEM_TYPE_CONNECTION, "toy") in deleted
+    assert (impact_pb2.TREE_ITEM_TYPE_FOLDER, "sandbox") in deleted
+    assert reply.impact.totals.connections_deleted == 2  # Toy and the management account
+    assert await handles(stack, created.id) == before
+    stored = await stack.integrations.GetIntegration(
+        rpc.GetIntegrationRequest(id=created.id), metadata=OWNER
+    )
+    assert not stored.integration.filters.exclude_organizational_unit_ids

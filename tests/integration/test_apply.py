@@ -582,6 +582,39 @@ async def test_a_reserved_or_malformed_static_handle_is_invalid(suite: Suite, ha
     assert details.fields == ["connection.handle"]
 
 
+@pytest.mark.parametrize(
+    ("regions", "default_region", "field"),
+    [
+        (["us-east-1", "*", "zz-foo"], None, "connection.config_overrides.regions[2]"),
+        (["eu-west-10"], None, "connection.config_overrides.regions[0]"),
+        (["zz-*"], None, "connection.config_overrides.regions[0]"),
+        (None, "eu-west-10", "connection.config_overrides.default_region"),
+    ],
+)
+async def test_an_override_naming_no_region_of_the_partition_is_invalid_naming_it(
+    suite: Suite, regions: list[str] | None, default_region: str | None, field: str
+) -> None:
+    created = await create(suite)
+    await apply(suite, created.id, BASE)
+    conn = (await connections(suite, created.id))[account(2)]
+    overrides = pb.ConnectionConfig(default_region=default_region)
+    if regions is not None:
+        overrides.regions.values.extend(regions)
+    path = "config_overrides.regions" if regions is not None else "config_overrides.default_region"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await suite.tree.UpdateConnection(
+            tree_rpc.UpdateConnectionRequest(
+                connection=tree_pb.Connection(id=conn.id, config_overrides=overrides),
+                update_mask=FieldMask(paths=[path]),
+            ),
+            metadata=OWNER,
+        )
+    details = error_details(caught.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.fields == [field]
+    assert "AWS partition 'aws'" in (caught.value.details() or "")
+
+
 # -- settings that ripple ----------------------------------------------------------------------
 
 

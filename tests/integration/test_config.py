@@ -32,15 +32,21 @@ INTEGRATION_PATH = "integration.connection_config"
 OVERRIDES_PATH = "connection.config_overrides"
 
 
-def violations_of(config: ConnectionConfig, *, overrides: bool = False) -> list[FieldViolation]:
+def violations_of(
+    config: ConnectionConfig, *, overrides: bool = False, partition: str = "aws"
+) -> list[FieldViolation]:
     v = Violations()
     path = OVERRIDES_PATH if overrides else INTEGRATION_PATH
-    validate_config(config, path, v, overrides=overrides)
+    validate_config(config, path, v, overrides=overrides, partition=partition)
     return v.found
 
 
-def fields_of(config: ConnectionConfig, *, overrides: bool = False) -> list[str]:
-    return [found.field for found in violations_of(config, overrides=overrides)]
+def fields_of(
+    config: ConnectionConfig, *, overrides: bool = False, partition: str = "aws"
+) -> list[str]:
+    return [
+        found.field for found in violations_of(config, overrides=overrides, partition=partition)
+    ]
 
 
 def make_integration(**changes: object) -> Integration:
@@ -91,7 +97,11 @@ def test_every_bad_field_is_reported_at_once() -> None:
 def test_bad_config_in_violations_context_raises_invalid_argument_naming_the_field() -> None:
     with pytest.raises(InvalidArgument) as raised, Violations() as v:
         validate_config(
-            ConnectionConfig(max_error_retry_attempts=101), INTEGRATION_PATH, v, overrides=False
+            ConnectionConfig(max_error_retry_attempts=101),
+            INTEGRATION_PATH,
+            v,
+            overrides=False,
+            partition="aws",
         )
     assert raised.value.violations == [
         FieldViolation(f"{INTEGRATION_PATH}.max_error_retry_attempts", "must be between 1 and 100")
@@ -102,21 +112,47 @@ def test_bad_config_in_violations_context_raises_invalid_argument_naming_the_fie
 
 
 @pytest.mark.parametrize(
-    "regions",
+    ("partition", "regions"),
     [
-        ("*",),
-        ("us-east-1",),
-        ("us-gov-west-1",),
-        ("cn-north-1",),
-        ("eu-*",),
-        ("us-east-*",),
-        ("us-east-?",),
-        ("ap-southeast-1", "eu-west-2", "us-*"),
-        ("a" * 2 + "-" + "b" * 29,),  # exactly 32 characters
+        ("aws", ("*",)),
+        ("aws", ("us-east-1",)),
+        ("aws-us-gov", ("us-gov-west-1",)),
+        ("aws-cn", ("cn-north-1",)),
+        ("aws-cn", ("*", "cn-*")),
+        ("aws", ("eu-*",)),
+        ("aws", ("us-east-*",)),
+        ("aws", ("us-east-?",)),
+        ("aws", ("ap-southeast-1", "eu-west-2", "us-*")),
+        ("aws", ("?a-*",)),  # ca-central-1, sa-east-1
     ],
 )
-def test_valid_regions_have_no_violations(regions: tuple[str, ...]) -> None:
-    assert violations_of(ConnectionConfig(regions=regions)) == []
+def test_regions_of_the_partition_and_patterns_matching_them_are_valid(
+    partition: str, regions: tuple[str, ...]
+) -> None:
+    assert violations_of(ConnectionConfig(regions=regions), partition=partition) == []
+
+
+@pytest.mark.parametrize(
+    ("partition", "region", "problem"),
+    [
+        ("aws", "us", "'us' is not a region of the AWS partition 'aws'"),
+        ("aws", "zz-foo", "'zz-foo' is not a region of the AWS partition 'aws'"),
+        ("aws", "eu-west-10", "'eu-west-10' is not a region of the AWS partition 'aws'"),
+        ("aws", "us-gov-west-1", "'us-gov-west-1' is not a region of the AWS partition 'aws'"),
+        ("aws-cn", "us-east-1", "'us-east-1' is not a region of the AWS partition 'aws-cn'"),
+        ("aws", "zz-*", "the pattern 'zz-*' matches no region of the AWS partition 'aws'"),
+        ("aws", "us-east-?0", "the pattern 'us-east-?0' matches no region"),
+        ("aws-us-gov", "eu-*", "the pattern 'eu-*' matches no region of the AWS partition"),
+    ],
+)
+def test_region_or_pattern_naming_no_region_of_the_partition_is_refused_at_its_index(
+    partition: str, region: str, problem: str
+) -> None:
+    found = violations_of(
+        ConnectionConfig(regions=("*", region)), overrides=True, partition=partition
+    )
+    assert [v.field for v in found] == [f"{OVERRIDES_PATH}.regions[1]"]
+    assert found[0].description.startswith(problem)
 
 
 @pytest.mark.parametrize(
@@ -177,15 +213,32 @@ def test_empty_integration_regions_tell_to_leave_unset_for_the_default() -> None
 
 def test_more_than_100_regions_are_refused() -> None:
     regions = tuple(f"us-east-{i}" for i in range(101))
-    assert fields_of(ConnectionConfig(regions=regions)) == [f"{INTEGRATION_PATH}.regions"]
+    assert fields_of(ConnectionConfig(regions=regions))[0] == f"{INTEGRATION_PATH}.regions"
 
 
 # default_region
 
 
-@pytest.mark.parametrize("region", ["us-east-1", "us-gov-west-1", "cn-northwest-1", "eu-west-10"])
-def test_concrete_default_region_is_valid(region: str) -> None:
-    assert violations_of(ConnectionConfig(default_region=region)) == []
+@pytest.mark.parametrize(
+    ("partition", "region"),
+    [("aws", "us-east-1"), ("aws-us-gov", "us-gov-west-1"), ("aws-cn", "cn-northwest-1")],
+)
+def test_default_region_of_the_partition_is_valid(partition: str, region: str) -> None:
+    assert violations_of(ConnectionConfig(default_region=region), partition=partition) == []
+
+
+@pytest.mark.parametrize(
+    ("partition", "region"),
+    [("aws", "eu-west-10"), ("aws", "zz-foo-1"), ("aws", "cn-north-1"), ("aws-cn", "us-east-1")],
+)
+def test_default_region_not_of_the_partition_is_refused_naming_it(
+    partition: str, region: str
+) -> None:
+    found = violations_of(ConnectionConfig(default_region=region), partition=partition)
+    assert [v.field for v in found] == [f"{INTEGRATION_PATH}.default_region"]
+    assert found[0].description.startswith(
+        f"{region!r} is not a region of the AWS partition {partition!r}"
+    )
 
 
 @pytest.mark.parametrize(

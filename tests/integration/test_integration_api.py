@@ -1397,6 +1397,31 @@ BAD_INPUTS = [
         setting("connection_config.regions", strings("us-east-1", "us east")),
     ),
     BadInput(
+        "regions-not-a-region-of-the-partition",
+        f"{CONFIG}regions[2]",
+        setting("connection_config.regions", strings("us-east-1", "us-*", "zz-foo")),
+    ),
+    BadInput(
+        "regions-too-short-to-be-a-region",
+        f"{CONFIG}regions[0]",
+        setting("connection_config.regions", strings("us")),
+    ),
+    BadInput(
+        "regions-unknown-number",
+        f"{CONFIG}regions[1]",
+        setting("connection_config.regions", strings("*", "eu-west-10")),
+    ),
+    BadInput(
+        "regions-pattern-matching-nothing",
+        f"{CONFIG}regions[0]",
+        setting("connection_config.regions", strings("xx-*")),
+    ),
+    BadInput(
+        "default-region-not-of-the-partition",
+        f"{CONFIG}default_region",
+        setting("connection_config.default_region", "eu-west-10"),
+    ),
+    BadInput(
         "default-region-not-a-region",
         f"{CONFIG}default_region",
         setting("connection_config.default_region", "east"),

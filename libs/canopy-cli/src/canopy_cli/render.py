@@ -137,6 +137,15 @@ def event_queue_check(check: drpc.EventQueueCheck) -> str:
     return line
 
 
+def _unmatched_label(unmatched: pb.AwsDiscoveryFilters) -> str:
+    ids = [
+        *unmatched.include_organizational_unit_ids,
+        *unmatched.exclude_organizational_unit_ids,
+        *unmatched.exclude_account_ids,
+    ]
+    return ", ".join(ids) or "(none)"
+
+
 def integration_details(item: pb.Integration) -> Table:
     """Every field of one integration that a person reads, one per line."""
     table = Table.grid(padding=(0, 2))
@@ -172,6 +181,11 @@ def integration_details(item: pb.Integration) -> Table:
         ("root folder", item.root_folder_id),
         ("organization", item.organization_id),
         ("management account", item.management_account_id),
+        ("management account mirrored", "no" if item.exclude_management_account else "yes"),
+        ("included OUs", ", ".join(item.filters.include_organizational_unit_ids) or "(all)"),
+        ("excluded OUs", ", ".join(item.filters.exclude_organizational_unit_ids) or "(none)"),
+        ("excluded accounts", ", ".join(item.filters.exclude_account_ids) or "(none)"),
+        ("filter ids not found", _unmatched_label(item.unmatched_filters)),
         ("tree generation", str(item.tree_generation)),
         ("created", timestamp(item.create_time)),
         ("updated", timestamp(item.update_time)),

@@ -11,16 +11,24 @@ from canopy.discovery.v1 import discovery_service_pb2_grpc as rpc_grpc
 from canopy_core.context import current_principal
 from canopy_core.db import Database
 from canopy_core.directory import Directory
+from canopy_core.discovery_filters import (
+    NO_FILTERS,
+    filters_from_proto,
+    filters_to_proto,
+    validate_filters,
+)
 from canopy_core.errors import InvalidArgument
 from canopy_core.eventlog import EventLog
 from canopy_core.interceptor import RpcContext
 from canopy_core.pagination import PageTokens
+from canopy_core.validation import Violations
 from canopy_discovery import access_checks, runs
 from canopy_discovery.access import AccessResult
 from canopy_discovery.aws import AwsSettings
 from canopy_discovery.convert import run_to_proto
 from canopy_discovery.crawler import CrawlLimits
 from canopy_discovery.dry_run import dry_run
+from canopy_discovery.filter_access import FilterCheck, checked_filters
 from canopy_discovery.integration_client import IntegrationClient
 from canopy_discovery.queue_access import QueueCheck
 
@@ -59,7 +67,17 @@ def _queue_reply(check: QueueCheck | None) -> rpc.EventQueueCheck | None:
     )
 
 
-def _access_reply(result: AccessResult) -> rpc.TestDiscoveryAccessResponse:
+def _filters_reply(check: FilterCheck | None) -> rpc.FilterCheck | None:
+    if check is None:
+        return None
+    return rpc.FilterCheck(
+        ok=check.ok, unmatched=filters_to_proto(check.unmatched), message=check.message
+    )
+
+
+def _access_reply(
+    result: AccessResult, filters: FilterCheck | None = None
+) -> rpc.TestDiscoveryAccessResponse:
     return rpc.TestDiscoveryAccessResponse(
         ok=result.ok,
         account_id=result.account_id,
@@ -71,6 +89,7 @@ def _access_reply(result: AccessResult) -> rpc.TestDiscoveryAccessResponse:
         platform_account_id=result.platform_account_id,
         trusted_account_id=result.trusted_account_id,
         event_queue=_queue_reply(result.event_queue),
+        filters=_filters_reply(filters),
     )
 
 
@@ -96,10 +115,21 @@ class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
         self, request: rpc.TestDiscoveryAccessRequest, context: RpcContext
     ) -> rpc.TestDiscoveryAccessResponse:
         which = request.WhichOneof("target")
+        filters = filters_from_proto(request.filters)
+        with Violations() as v:
+            if which != "access" and request.HasField("filters"):
+                v.add("filters", "only with `access`: an integration's own filters are checked")
+            validate_filters(filters, "filters", v)
+        role_arn, external_id = request.access.role_arn, request.access.external_id
         if which == "integration_id":
             result = await access_checks.discovery_access_for_integration(
                 self.ctx.integrations, self.ctx.aws, current_principal(), request.integration_id
             )
+            if result.root_id:
+                integration = await self.ctx.integrations.get_integration(request.integration_id)
+                filters = filters_from_proto(integration.filters)
+                role_arn = integration.discovery_access.role_arn
+                external_id = integration.discovery_access.external_id
         elif which == "access":
             result = await access_checks.discovery_access_for_role(
                 self.ctx.integrations,
@@ -117,7 +147,10 @@ class DiscoveryApi(rpc_grpc.DiscoveryServiceServicer):
             raise InvalidArgument.field(
                 "target", "name an integration_id, an access or the platform_credentials to test"
             )
-        return _access_reply(result)
+        if which == "platform_credentials":
+            filters = NO_FILTERS
+        result, check = await checked_filters(self.ctx.aws, role_arn, external_id, filters, result)
+        return _access_reply(result, check)
 
     async def TestMemberAccess(
         self, request: rpc.TestMemberAccessRequest, context: RpcContext

@@ -34,7 +34,7 @@ import dataclasses
 import random
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +53,7 @@ from canopy_discovery.aws import (
     not_management_account,
     organizations_client,
 )
+from canopy_discovery.filters import Scope
 from canopy_discovery.rate import AdaptiveRates
 
 # The largest page Organizations' list calls allow.
@@ -135,8 +136,10 @@ class _Crawl:
         limits: CrawlLimits,
         progress: CrawlProgress,
         report: Callable[[], None],
+        scope: Scope | None = None,
     ) -> None:
         self.client = client
+        self.scope = scope or Scope()
         self.limits = limits
         self.progress = progress
         self.report = report
@@ -223,17 +226,20 @@ class _Crawl:
             if not token:
                 return
 
-    def visit(self, parent_id: str) -> None:
-        """Start listing the OUs and the accounts of one parent."""
+    def visit(self, parent_id: str, included: bool = True) -> None:
+        """Start listing the OUs of one parent, and its accounts if it is inside an included
+        subtree (canopy_discovery.filters: elsewhere none would be kept)."""
         assert self.tasks is not None
         self.tasks.create_task(
             self.pages(
                 "ListOrganizationalUnitsForParent",
                 "OrganizationalUnits",
                 parent_id,
-                lambda page: self.add_units(parent_id, page),
+                lambda page: self.add_units(parent_id, page, included),
             )
         )
+        if not included:
+            return
         self.tasks.create_task(
             self.pages(
                 "ListAccountsForParent",
@@ -250,8 +256,8 @@ class _Crawl:
             self.progress.refused_organizational_units = refused
         self.report()
 
-    def add_units(self, parent_id: str, page: list[dict[str, Any]]) -> None:
-        """Record a page of OUs and crawl each one at once."""
+    def add_units(self, parent_id: str, page: list[dict[str, Any]], included: bool = True) -> None:
+        """Record a page of OUs and crawl each one at once, but for excluded ones."""
         for unit in page:
             unit_id = unit["Id"]
             # An OU moved while we crawl can show up under two parents: keep the first.
@@ -262,7 +268,8 @@ class _Crawl:
                 id=unit_id, parent_id=parent_id, name=unit.get("Name", "")
             )
             self.progress.organizational_units_found += 1
-            self.visit(unit_id)
+            if self.scope.enters(unit_id):
+                self.visit(unit_id, self.scope.child_included(included, unit_id))
 
     def add_accounts(self, parent_id: str, page: list[dict[str, Any]]) -> None:
         """Record a page of accounts."""
@@ -307,7 +314,7 @@ class _Crawl:
                 if not roots:
                     raise DiscoveryFailure(OTHER, "ListRoots answered with no root")
                 self.snapshot.root_id = roots[0]["Id"]
-                self.visit(self.snapshot.root_id)
+                self.visit(self.snapshot.root_id, self.scope.root_included(self.snapshot.root_id))
         except BaseExceptionGroup as group:
             raise _first_failure(group) from None
         progress = self.progress
@@ -377,11 +384,17 @@ async def crawl(
     external_id: str,
     limits: CrawlLimits,
     on_progress: Callable[[CrawlProgress], None] | None = None,
+    *,
+    scope: Scope | None = None,
+    then: Callable[[Callable[..., Any], tree_pb.OrganizationSnapshot], Awaitable[None]]
+    | None = None,
 ) -> tree_pb.OrganizationSnapshot:
-    """Assume the discovery role and crawl the whole organization.
+    """Assume the discovery role and crawl the whole organization, but what `scope` leaves out
+    (canopy_discovery.filters: the snapshot is as crawled, to be filtered).
 
     Returns the complete snapshot or raises DiscoveryFailure; `on_progress` gets a copy of the
-    counters after every call.
+    counters after every call. `then` is given the crawl's API caller and the snapshot, under
+    the crawl's deadline, for more reads (which filter ids exist).
     """
     started = time.monotonic()
     progress = CrawlProgress()
@@ -400,7 +413,11 @@ async def crawl(
             async with organizations_client(
                 session, aws, concurrency=limits.max_concurrency, call_timeout=limits.call_timeout
             ) as client:
-                return await _Crawl(client, limits, progress, report).run()
+                crawler = _Crawl(client, limits, progress, report, scope)
+                snapshot = await crawler.run()
+                if then is not None:
+                    await then(crawler.call, snapshot)
+                return snapshot
     except TimeoutError as error:
         if deadline.expired():
             raise DiscoveryFailure(

@@ -26,6 +26,7 @@ from canopy_discovery.aws import AwsSettings, DiscoveryFailure
 from canopy_discovery.convert import run_to_proto
 from canopy_discovery.crawler import CrawlLimits, CrawlProgress, crawl
 from canopy_discovery.errors import PlanNotEligible
+from canopy_discovery.filters import Scope, filter_snapshot
 from canopy_discovery.integration_client import IntegrationClient
 from canopy_discovery.model import RunState, SyncRun, Trigger
 from canopy_discovery.plans import plan_suspension
@@ -86,6 +87,7 @@ async def dry_run(
         update_time=started,
     )
     progress = CrawlProgress()
+    scope = Scope.of(crawled)
     try:
         snapshot = await crawl(
             aws,
@@ -93,6 +95,7 @@ async def dry_run(
             crawled.discovery_access.external_id,
             crawl_limits(default_limits, crawled),
             on_progress=lambda p: copy_progress(p, progress),
+            scope=scope,
         )
     except DiscoveryFailure as failure:
         ended = datetime.now(UTC)
@@ -111,7 +114,7 @@ async def dry_run(
     apply_request = tree_rpc.ApplyDiscoverySnapshotRequest(
         integration_id=integration.id,
         expected_generation=integration.tree_generation,
-        snapshot=snapshot,
+        snapshot=filter_snapshot(snapshot, scope),
         confirm_deletions=request.confirm_deletions,
         validate_only=True,
     )

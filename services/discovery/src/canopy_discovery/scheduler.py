@@ -18,6 +18,7 @@ import logging
 import random
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -26,6 +27,7 @@ from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
 from canopy.integration.v1 import integration_pb2 as ipb
 from canopy_core.db import Database, is_connection_error
 from canopy_core.directory import Directory
+from canopy_core.discovery_filters import DiscoveryFilters, filters_to_proto
 from canopy_core.errors import Aborted, CanopyError, NotFound
 from canopy_core.event_queues import sync_interval_seconds
 from canopy_core.eventlog import EventLog
@@ -34,6 +36,7 @@ from canopy_core.tasks import cancel_and_wait
 from canopy_discovery import store
 from canopy_discovery.aws import AwsSettings, DiscoveryFailure
 from canopy_discovery.crawler import CrawlLimits, CrawlProgress, crawl
+from canopy_discovery.filters import Scope, filter_snapshot, unmatched_filters
 from canopy_discovery.integration_client import IntegrationClient
 from canopy_discovery.model import (
     MAX_REFUSED_UNITS,
@@ -239,6 +242,19 @@ class Scheduler:
         if run is None:
             return  # the lease expired and another worker has the integration
         progress = CrawlProgress()
+        scope = Scope.of(integration)
+        unmatched: list[DiscoveryFilters] = []
+
+        async def check_filters(call: Any, snapshot: tree_pb.OrganizationSnapshot) -> None:
+            try:
+                unmatched.append(await unmatched_filters(call, snapshot, scope.filters))
+            except DiscoveryFailure as failure:
+                # Only a report: the crawl stands, and the last report is kept.
+                log.warning(
+                    "filter ids not checked",
+                    extra={"integration_id": integration.id, "error": failure.message},
+                )
+
         crawl_task = asyncio.create_task(
             crawl(
                 self.aws,
@@ -246,6 +262,8 @@ class Scheduler:
                 integration.discovery_access.external_id,
                 crawl_limits(self.config.default_limits, integration),
                 on_progress=lambda p: copy_progress(p, progress),
+                scope=scope,
+                then=check_filters,
             )
         )
         keeper = asyncio.create_task(self._keep_lease(schedule, run, progress, crawl_task))
@@ -260,7 +278,9 @@ class Scheduler:
             raise
         finally:
             await cancel_and_wait(keeper)
-        await self._finish(schedule, run, integration, outcome, progress)
+        await self._finish(
+            schedule, run, integration, outcome, progress, unmatched[0] if unmatched else None
+        )
 
     async def _plan_suspension(self, integration: ipb.Integration) -> Suspension | None:
         """Why the integration must not be synced now; while the directory cannot say, it
@@ -356,6 +376,7 @@ class Scheduler:
         integration: ipb.Integration,
         outcome: tree_pb.OrganizationSnapshot | DiscoveryFailure,
         progress: CrawlProgress,
+        unmatched: DiscoveryFilters | None = None,
     ) -> None:
         async with self.db.connection() as conn:
             current = await store.get_run(conn, run.id)
@@ -372,7 +393,10 @@ class Scheduler:
                 tree_pb.DiscoveryFailure(reason=outcome.reason, message=outcome.message)
             )
         else:
-            request.snapshot.CopyFrom(outcome)
+            # The part the integration mirrors; the snapshot as crawled is kept for refreshes.
+            request.snapshot.CopyFrom(filter_snapshot(outcome, Scope.of(integration)))
+            if unmatched is not None:
+                request.unmatched_filters.CopyFrom(filters_to_proto(unmatched))
         reply = None
         failure: tuple[str, str] | None = None
         for _attempt in range(3):

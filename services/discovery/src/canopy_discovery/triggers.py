@@ -27,8 +27,18 @@ CURSOR = Cursor("integration-tree-events")
 # Changes after which the organization must be crawled again at once. `discovery_access` names
 # a change of the discovery role or its external id; a change of the event queue alone is
 # `discovery_access.event_queue` (and `sync_interval` when it changes the default interval):
-# the organization has not changed, so it is not crawled again for it.
-RESYNC_FIELDS = frozenset({"discovery_access", "member_access", "connection_config"})
+# the organization has not changed, so it is not crawled again for it. A change of the filters
+# (or of `exclude_management_account`) is crawled at once: the crawl honours the new filters and
+# the snapshot it applies prunes what they now leave out.
+RESYNC_FIELDS = frozenset(
+    {
+        "discovery_access",
+        "member_access",
+        "connection_config",
+        "filters",
+        "exclude_management_account",
+    }
+)
 
 # Changes after which the integration's event queue is followed anew (or no longer).
 QUEUE_FIELDS = frozenset({"discovery_access", "discovery_access.event_queue"})

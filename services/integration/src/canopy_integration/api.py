@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Collection
+from dataclasses import replace
 
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
@@ -13,6 +14,7 @@ from canopy.integration.v1 import integration_service_pb2_grpc as rpc_grpc
 from canopy_core.cache import LruCache
 from canopy_core.context import current_principal
 from canopy_core.convert import to_timedelta
+from canopy_core.discovery_filters import filters_from_proto
 from canopy_core.errors import InvalidArgument
 from canopy_core.interceptor import RpcContext
 from canopy_core.masks import check_mask
@@ -79,6 +81,8 @@ def integration_from_proto(
             message.max_delete_fraction if message.HasField("max_delete_fraction") else 0.5
         ),
         crawl_limits=limits_from_proto(limits, "integration.crawl_limits"),
+        filters=filters_from_proto(message.filters),
+        exclude_management_account=message.exclude_management_account,
         etag=message.etag,
     )
 
@@ -360,6 +364,10 @@ class ConnectionTreeApi(tree_grpc.ConnectionTreeServiceServicer):
         outcome: Snapshot | Failure | Suspension | EventQueueReport | None = None
         if which == "snapshot":
             outcome = snapshot_from_proto(request.snapshot)
+            if request.HasField("unmatched_filters"):
+                outcome = replace(
+                    outcome, unmatched_filters=filters_from_proto(request.unmatched_filters)
+                )
         elif which == "failure":
             outcome = Failure(request.failure.reason, request.failure.message)
         elif which == "suspension":

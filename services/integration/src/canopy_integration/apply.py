@@ -21,8 +21,10 @@ from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as rpc
 from canopy_core import requests
 from canopy_core.auth import Principal
+from canopy_core.discovery_filters import validate_filters
 from canopy_core.errors import InvalidArgument
 from canopy_core.ids import new_id
+from canopy_core.validation import Violations
 from canopy_integration import event_queue, store
 from canopy_integration.convert import integration_to_proto
 from canopy_integration.errors import GenerationMismatch
@@ -105,6 +107,9 @@ async def apply_outcome(
         event_queue.check_report(outcome)
     else:
         validate_snapshot(outcome)
+        if outcome.unmatched_filters is not None:
+            with Violations() as v:
+                validate_filters(outcome.unmatched_filters, "unmatched_filters", v)
     if expected_generation < 0:
         raise InvalidArgument.field("expected_generation", "must be zero or positive")
 
@@ -248,10 +253,21 @@ async def _apply_snapshot(
         organization_id=snapshot.organization_id,
         management_account_id=snapshot.management_account_id,
         tree_generation=integration.tree_generation + (0 if plan.empty else 1),
+        unmatched_filters=(
+            integration.unmatched_filters
+            if snapshot.unmatched_filters is None
+            else snapshot.unmatched_filters
+        ),
     )
     integration_changed = [
         name
-        for name in ("state", "organization_id", "management_account_id", "tree_generation")
+        for name in (
+            "state",
+            "organization_id",
+            "management_account_id",
+            "tree_generation",
+            "unmatched_filters",
+        )
         if getattr(after, name) != getattr(integration, name)
     ]
     rows = await store.refresh_fingerprints(db_conn, plan.fingerprint_refreshes)

@@ -22,6 +22,7 @@ from canopy_integration.model import (
     EffectiveConfig,
     Integration,
 )
+from canopy_integration.regions import pattern_problem, region_problem
 
 MAX_REGION_LENGTH = 32
 MAX_LIST_ITEMS = 100
@@ -42,8 +43,12 @@ WHOLE_CONFIG = ""
 _T = TypeVar("_T")
 
 
-def validate_config(config: ConnectionConfig, path: str, v: Violations, *, overrides: bool) -> None:
+def validate_config(
+    config: ConnectionConfig, path: str, v: Violations, *, overrides: bool, partition: str
+) -> None:
     """Record a violation at `<path>.<field>` for each set field of `config` that is invalid.
+
+    Regions must be regions of `partition` (the deployment's), and a pattern must match one.
 
     `overrides` says `config` is a connection's overrides rather than an integration's settings:
     there an empty `default_region` or `endpoint_url` is allowed and means "none for this
@@ -51,12 +56,18 @@ def validate_config(config: ConnectionConfig, path: str, v: Violations, *, overr
     """
     unset_hint = "leave unset to inherit" if overrides else "leave unset for the default"
     if config.regions is not None:
-        _validate_regions(config.regions, f"{path}.regions", v, unset_hint)
+        _validate_regions(config.regions, f"{path}.regions", v, unset_hint, partition)
     if config.default_region == "":
         if not overrides:
             v.add(f"{path}.default_region", f"must not be empty; {unset_hint}")
-    elif config.default_region is not None and not REGION.match(config.default_region):
-        v.add(f"{path}.default_region", "must be one AWS region such as 'us-east-1' (no wildcards)")
+    elif config.default_region is not None:
+        if not REGION.match(config.default_region):
+            v.add(
+                f"{path}.default_region",
+                "must be one AWS region such as 'us-east-1' (no wildcards)",
+            )
+        elif problem := region_problem(config.default_region, partition):
+            v.add(f"{path}.default_region", problem)
     _validate_range(
         config.max_error_retry_attempts,
         f"{path}.max_error_retry_attempts",
@@ -84,7 +95,9 @@ def validate_config(config: ConnectionConfig, path: str, v: Violations, *, overr
             v.add(f"{path}.endpoint_url", problem)
 
 
-def _validate_regions(regions: Sequence[str], path: str, v: Violations, unset_hint: str) -> None:
+def _validate_regions(
+    regions: Sequence[str], path: str, v: Violations, unset_hint: str, partition: str
+) -> None:
     if not regions:
         v.add(path, f"must not be empty; {unset_hint}")
         return
@@ -103,6 +116,8 @@ def _validate_regions(regions: Sequence[str], path: str, v: Violations, unset_hi
             )
         elif region in first_index:
             v.add(item, f"duplicates {path}[{first_index[region]}]")
+        elif problem := pattern_problem(region, partition):
+            v.add(item, problem)
         else:
             first_index[region] = index
 

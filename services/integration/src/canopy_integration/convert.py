@@ -11,6 +11,7 @@ from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.type.v1 import types_pb2
 from canopy_core.convert import timestamp, to_datetime, to_timedelta
+from canopy_core.discovery_filters import FILTER_LISTS, DiscoveryFilters, filters_to_proto
 from canopy_integration.config import effective_config
 from canopy_integration.model import (
     Account,
@@ -231,6 +232,16 @@ def limits_from_dict(data: Mapping[str, object]) -> CrawlLimits:
     )
 
 
+def filters_to_dict(filters: DiscoveryFilters) -> dict[str, list[str]]:
+    """Discovery filters for a jsonb column (only the lists that hold ids)."""
+    return {name: list(getattr(filters, name)) for name in FILTER_LISTS if getattr(filters, name)}
+
+
+def filters_from_dict(data: Mapping[str, Sequence[str]]) -> DiscoveryFilters:
+    """Discovery filters from a jsonb column."""
+    return DiscoveryFilters(**{name: tuple(data.get(name, ())) for name in FILTER_LISTS})
+
+
 # -- resources ----------------------------------------------------------------------------------
 
 
@@ -267,6 +278,9 @@ def integration_to_proto(integration: Integration) -> pb.Integration:
         update_time=timestamp(integration.update_time),
         etag=integration.etag,
         event_queue_status=event_queue_status_to_proto(integration.event_queue_status),
+        filters=filters_to_proto(integration.filters),
+        exclude_management_account=integration.exclude_management_account,
+        unmatched_filters=filters_to_proto(integration.unmatched_filters),
     )
     return message
 

@@ -17,6 +17,7 @@ from canopy_core import plans, requests
 from canopy_core.auth import Principal
 from canopy_core.db import Database
 from canopy_core.directory import Directory, ScopeInfo
+from canopy_core.discovery_filters import FILTER_LISTS
 from canopy_core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -68,6 +69,9 @@ WRITABLE_PATHS = frozenset(
         "crawl_limits.max_concurrency",
         "crawl_limits.max_requests_per_second",
         "crawl_limits.crawl_timeout",
+        "filters",
+        *(f"filters.{name}" for name in FILTER_LISTS),
+        "exclude_management_account",
     }
 )
 OUTPUT_ONLY_PATHS = frozenset(
@@ -87,6 +91,7 @@ OUTPUT_ONLY_PATHS = frozenset(
         "update_time",
         "etag",
         "event_queue_status",
+        "unmatched_filters",
     }
 )
 
@@ -253,7 +258,7 @@ async def create_integration(
     if not given.integration.handle:
         found.append(FieldViolation("integration.handle", "is required"))
     reason = validate_access(given.integration, owner_id, ctx.partition, "integration", found)
-    validate_settings(given.integration, "integration", found)
+    validate_settings(given.integration, "integration", found, ctx.partition)
     found.extend(
         initial_permissions.form_problems(given.permissions, org_scoped=bool(given.scope_org_id))
     )
@@ -409,6 +414,14 @@ def merge_update(current: Integration, given: Integration, paths: Sequence[str])
                 limits = given.crawl_limits
             else:
                 limits = replace(limits, **{sub: getattr(given.crawl_limits, sub)})
+        elif top == "filters":
+            if sub == "":
+                updated = replace(updated, filters=given.filters)
+            else:
+                filters = replace(updated.filters, **{sub: getattr(given.filters, sub)})
+                updated = replace(updated, filters=filters)
+        elif top == "exclude_management_account":
+            updated = replace(updated, exclude_management_account=given.exclude_management_account)
     if config_paths:
         updated = replace(
             updated,
@@ -433,6 +446,8 @@ _COMPARED = (
     "max_delete_fraction",
     "crawl_limits",
     "event_queue_status",
+    "filters",
+    "exclude_management_account",
 )
 _FIELD_NAMES = {
     "discovery_role_arn": "discovery_access",
@@ -475,7 +490,7 @@ async def update_integration(
             reason = validate_access(
                 updated, current.scope.owner_id, ctx.partition, "integration", found
             )
-        validate_settings(updated, "integration", found, only=paths)
+        validate_settings(updated, "integration", found, ctx.partition, only=paths)
         _raise(found, reason)
         updated = event_queue.normalized(current, updated, ctx.partition)
         changed = changed_fields(current, updated)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from canopy_core.discovery_filters import NO_FILTERS, DiscoveryFilters
 from canopy_core.event_queues import effective_sync_interval
 
 
@@ -196,6 +197,9 @@ class Integration:
     tree_generation: int = 0
     event_queue: str = ""  # the queue's URL; empty: none
     event_queue_status: EventQueueStatus = field(default_factory=EventQueueStatus)
+    filters: DiscoveryFilters = NO_FILTERS
+    exclude_management_account: bool = False
+    unmatched_filters: DiscoveryFilters = NO_FILTERS  # what the last full crawl did not find
     etag: str = ""
     create_time: datetime | None = None
     update_time: datetime | None = None
@@ -283,3 +287,5 @@ class Snapshot:
     root_id: str
     units: tuple[OrganizationalUnit, ...]
     accounts: tuple[Account, ...]
+    # The filter ids the crawl found nowhere; None: not looked for (a targeted refresh).
+    unmatched_filters: DiscoveryFilters | None = None

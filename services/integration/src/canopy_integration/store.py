@@ -13,6 +13,8 @@ from canopy_core.ids import new_etag
 from canopy_integration.convert import (
     config_from_dict,
     config_to_dict,
+    filters_from_dict,
+    filters_to_dict,
     limits_from_dict,
     limits_to_dict,
 )
@@ -33,7 +35,7 @@ _INTEGRATION = """id, tenant_id, org_id, handle, state, state_reason, state_mess
     handle_prefix, connection_config, sync_interval_seconds, max_delete_fraction, crawl_limits,
     root_folder_id, organization_id, management_account_id, tree_generation, event_queue,
     event_queue_state, event_queue_reason, event_queue_message, event_queue_reported_at, etag,
-    created_at, updated_at"""
+    created_at, updated_at, filters, exclude_management_account, unmatched_filters"""
 _FOLDER = """id, integration_id, parent_id, kind, aws_id, title, handle, handle_static, etag,
     created_at, updated_at"""
 _CONNECTION = """id, integration_id, tenant_id, folder_id, account_id, account_name,
@@ -73,6 +75,9 @@ def _integration(row: Mapping[str, Any]) -> Integration:
             message=row["event_queue_message"],
             update_time=row["event_queue_reported_at"],
         ),
+        filters=filters_from_dict(row["filters"]),
+        exclude_management_account=row["exclude_management_account"],
+        unmatched_filters=filters_from_dict(row["unmatched_filters"]),
         etag=row["etag"],
         create_time=row["created_at"],
         update_time=row["updated_at"],
@@ -137,9 +142,9 @@ async def insert_integration(conn: asyncpg.Connection, i: Integration) -> Integr
                 state_message, discovery_role_arn, discovery_external_id, member_role_name,
                 member_external_id, handle_prefix, connection_config, sync_interval_seconds,
                 max_delete_fraction, crawl_limits, root_folder_id, event_queue,
-                event_queue_state, etag)
+                event_queue_state, etag, filters, exclude_management_account)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19, $20)
+                $18, $19, $20, $21, $22)
             RETURNING {_INTEGRATION}""",
         i.id,
         i.scope.tenant_id,
@@ -161,6 +166,8 @@ async def insert_integration(conn: asyncpg.Connection, i: Integration) -> Integr
         i.event_queue,
         i.event_queue_status.state.value,
         new_etag(),
+        filters_to_dict(i.filters),
+        i.exclude_management_account,
     )
     return _integration(row)
 
@@ -234,7 +241,8 @@ async def save_integration(conn: asyncpg.Connection, i: Integration) -> Integrat
                 crawl_limits = $14, organization_id = $15, management_account_id = $16,
                 tree_generation = $17, event_queue = $18, event_queue_state = $19,
                 event_queue_reason = $20, event_queue_message = $21,
-                event_queue_reported_at = $22, etag = $23, updated_at = now()
+                event_queue_reported_at = $22, etag = $23, filters = $24,
+                exclude_management_account = $25, unmatched_filters = $26, updated_at = now()
             WHERE id = $1 RETURNING {_INTEGRATION}""",
         i.id,
         i.handle,
@@ -259,6 +267,9 @@ async def save_integration(conn: asyncpg.Connection, i: Integration) -> Integrat
         i.event_queue_status.message,
         i.event_queue_status.update_time,
         new_etag(),
+        filters_to_dict(i.filters),
+        i.exclude_management_account,
+        filters_to_dict(i.unmatched_filters),
     )
     return _integration(row)
 

@@ -299,7 +299,13 @@ async def update_connection(
     config_paths = [p.partition(".")[2] for p in paths if p.startswith("config_overrides")]
     if config_paths:
         collected = Violations()
-        validate_config(overrides, "connection.config_overrides", collected, overrides=True)
+        validate_config(
+            overrides,
+            "connection.config_overrides",
+            collected,
+            overrides=True,
+            partition=ctx.partition,
+        )
         masked = {p for p in config_paths if p}
         found.extend(
             v

@@ -1,5 +1,5 @@
 """What makes an integration's settings valid: its roles and external ids, handle, prefix,
-connection settings, interval, deletion guard and crawl limits.
+connection settings, interval, deletion guard, crawl limits and discovery filters.
 
 Pure functions: each appends the problems it finds, naming the field under `path`, so a
 request's every problem is reported at once.
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
+from canopy_core.discovery_filters import validate_filters
 from canopy_core.errors import FieldViolation
 from canopy_core.validation import HANDLE, HANDLE_RULE, Violations
 from canopy_integration import aws, event_queue, handles
@@ -60,13 +61,24 @@ def validate_access(
 
 
 def validate_settings(
-    integration: Integration, path: str, found: list[FieldViolation], only: Sequence[str] = ()
+    integration: Integration,
+    path: str,
+    found: list[FieldViolation],
+    partition: str,
+    only: Sequence[str] = (),
 ) -> None:
-    """Handle, prefix, connection settings, interval, guard and crawl limits."""
+    """Handle, prefix, connection settings (regions of `partition`), interval, guard, crawl
+    limits and discovery filters."""
 
     def checking(name: str) -> bool:
         return not only or any(p == name or p.startswith(f"{name}.") for p in only)
 
+    if checking("filters"):
+        # Every list, even when the mask names one: an OU may not be both included and
+        # excluded, whichever list names it second (the stored lists are valid anyway).
+        collected = Violations()
+        validate_filters(integration.filters, f"{path}.filters", collected)
+        found.extend(collected.found)
     if checking("handle") and not HANDLE.match(integration.handle):
         found.append(FieldViolation(f"{path}.handle", HANDLE_RULE))
     if checking("handle_prefix"):
@@ -76,7 +88,11 @@ def validate_settings(
     if checking("connection_config"):
         collected = Violations()
         validate_config(
-            integration.connection_config, f"{path}.connection_config", collected, overrides=False
+            integration.connection_config,
+            f"{path}.connection_config",
+            collected,
+            overrides=False,
+            partition=partition,
         )
         found.extend(collected.found)
     interval = integration.sync_interval  # None: the default

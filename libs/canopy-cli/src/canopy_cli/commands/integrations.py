@@ -52,6 +52,46 @@ def _regions(value: str) -> types_pb2.StringList:
     return types_pb2.StringList(values=[r.strip() for r in value.split(",") if r.strip()])
 
 
+def _ids(value: str) -> list[str]:
+    return [i.strip() for i in value.split(",") if i.strip()]
+
+
+IncludeOusOption = Annotated[
+    str | None,
+    typer.Option(
+        "--include-ous",
+        help="Comma-separated OU ids (ou-…, or the root r-…): mirror only the accounts inside "
+        "them; the folders above them stay.",
+    ),
+]
+ExcludeOusOption = Annotated[
+    str | None,
+    typer.Option("--exclude-ous", help="Comma-separated OU ids left out with all below them."),
+]
+ExcludeAccountsOption = Annotated[
+    str | None,
+    typer.Option("--exclude-accounts", help="Comma-separated 12-digit account ids left out."),
+]
+# The AwsDiscoveryFilters lists, in the order of the --include-ous, --exclude-ous and
+# --exclude-accounts values.
+_FILTER_OPTIONS = (
+    "include_organizational_unit_ids",
+    "exclude_organizational_unit_ids",
+    "exclude_account_ids",
+)
+
+
+def _set_filters(integration: pb.Integration, *values: str | None) -> list[str]:
+    """Put the given filter lists on the integration; the update mask paths of those given
+    ("" clears a list)."""
+    paths = []
+    for name, value in zip(_FILTER_OPTIONS, values, strict=True):
+        if value is not None:
+            getattr(integration.filters, name).extend(_ids(value))
+            paths.append(f"filters.{name}")
+    return paths
+
+
 @integrations_app.command("create")
 def integrations_create(
     ctx: typer.Context,
@@ -81,6 +121,17 @@ def integrations_create(
             "of the org) or all-orgs (with --tenant: every org and workspace of the tenant)."
         ),
     ] = Permissions.none,
+    include_ous: IncludeOusOption = None,
+    exclude_ous: ExcludeOusOption = None,
+    exclude_accounts: ExcludeAccountsOption = None,
+    exclude_management_account: Annotated[
+        bool,
+        typer.Option(
+            "--exclude-management-account",
+            help="No connection for the management account (a service-managed StackSet does "
+            "not deploy the member role there).",
+        ),
+    ] = False,
     output: OutputOption = Output.table,
 ) -> None:
     """Create an integration; discovery syncs it at once."""
@@ -92,7 +143,9 @@ def integrations_create(
         ),
         member_access=pb.AwsMemberAccess(role_name=member_role),
         handle_prefix=prefix,
+        exclude_management_account=exclude_management_account,
     )
+    _set_filters(integration, include_ous, exclude_ous, exclude_accounts)
     if regions is not None:
         integration.connection_config.regions.CopyFrom(_regions(regions))
     reply = clients_of(ctx).integrations.CreateIntegration(
@@ -174,9 +227,20 @@ def integrations_update(
         float | None,
         typer.Option(help="Largest fraction of connections one sync may delete (0 = no guard)."),
     ] = None,
+    include_ous: IncludeOusOption = None,
+    exclude_ous: ExcludeOusOption = None,
+    exclude_accounts: ExcludeAccountsOption = None,
+    exclude_management_account: Annotated[
+        bool | None,
+        typer.Option(
+            "--exclude-management-account/--include-management-account",
+            help="Leave the management account out of the tree, or mirror it again.",
+        ),
+    ] = None,
     output: OutputOption = Output.table,
 ) -> None:
-    """Change an integration: only the fields whose options are given."""
+    """Change an integration: only the fields whose options are given ("" clears a filter
+    list). A filter change syncs at once and prunes what is now left out."""
     integration = pb.Integration(id=integration_id)
     paths: list[str] = []
     if handle is not None:
@@ -210,6 +274,10 @@ def integrations_update(
     if max_delete_fraction is not None:
         integration.max_delete_fraction = max_delete_fraction
         paths.append("max_delete_fraction")
+    paths += _set_filters(integration, include_ous, exclude_ous, exclude_accounts)
+    if exclude_management_account is not None:
+        integration.exclude_management_account = exclude_management_account
+        paths.append("exclude_management_account")
     if not paths:
         raise CliError(
             "nothing to change: give at least one option (canopy integrations update --help)"

@@ -73,6 +73,7 @@ from canopy_discovery.events.patching import (
     patch_snapshot,
 )
 from canopy_discovery.events.refresh import read_entities
+from canopy_discovery.filters import Scope, filter_snapshot
 from canopy_discovery.integration_client import IntegrationClient
 from canopy_discovery.model import (
     AppliedSnapshot,
@@ -450,7 +451,9 @@ class Follower:
                         integration_id=self.integration_id,
                         expected_generation=stored.generation,
                         sync_run_id=run_id,
-                        snapshot=patched,
+                        # The part the integration mirrors (canopy_discovery.filters): an
+                        # account moved into an excluded OU leaves, one moved out comes in.
+                        snapshot=filter_snapshot(patched, Scope.of(integration)),
                     )
                 )
             except Aborted:

@@ -156,6 +156,10 @@ class _AccessFailureReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_A
     """The role works, but discovery cannot follow the integration's event queue: the response's
     `event_queue` says why.
     """
+    ACCESS_FAILURE_REASON_FILTERS_UNMATCHED: _AccessFailureReason.ValueType  # 12
+    """The role works, but ids of the discovery filters name no OU or account of the organization:
+    the response's `filters` names them.
+    """
 
 class AccessFailureReason(_AccessFailureReason, metaclass=_AccessFailureReasonEnumTypeWrapper):
     """Why access to an AWS account failed."""
@@ -190,6 +194,10 @@ ACCESS_FAILURE_REASON_UNSUPPORTED_PARTITION: AccessFailureReason.ValueType  # 10
 ACCESS_FAILURE_REASON_EVENT_QUEUE: AccessFailureReason.ValueType  # 11
 """The role works, but discovery cannot follow the integration's event queue: the response's
 `event_queue` says why.
+"""
+ACCESS_FAILURE_REASON_FILTERS_UNMATCHED: AccessFailureReason.ValueType  # 12
+"""The role works, but ids of the discovery filters name no OU or account of the organization:
+the response's `filters` names them.
 """
 Global___AccessFailureReason: _TypeAlias = AccessFailureReason  # noqa: Y015
 

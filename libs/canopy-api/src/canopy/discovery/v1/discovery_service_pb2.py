@@ -28,7 +28,7 @@ from canopy.integration.v1 import integration_service_pb2 as canopy_dot_integrat
 from canopy.type.v1 import types_pb2 as canopy_dot_type_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+canopy/discovery/v1/discovery_service.proto\x12\x13\x63\x61nopy.discovery.v1\x1a#canopy/discovery/v1/discovery.proto\x1a\'canopy/integration/v1/integration.proto\x1a/canopy/integration/v1/integration_service.proto\x1a\x1a\x63\x61nopy/type/v1/types.proto\"\xc7\x01\n\x1aTestDiscoveryAccessRequest\x12\x18\n\x0eintegration_id\x18\x01 \x01(\tH\x00\x12;\n\x06\x61\x63\x63\x65ss\x18\x02 \x01(\x0b\x32).canopy.integration.v1.AwsDiscoveryAccessH\x00\x12H\n\x14platform_credentials\x18\x03 \x01(\x0b\x32(.canopy.discovery.v1.PlatformCredentialsH\x00\x42\x08\n\x06target\"\x15\n\x13PlatformCredentials\"\xc5\x02\n\x1bTestDiscoveryAccessResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\x12\x1d\n\x15management_account_id\x18\x04 \x01(\t\x12\x0f\n\x07root_id\x18\x05 \x01(\t\x12\x38\n\x06reason\x18\x06 \x01(\x0e\x32(.canopy.discovery.v1.AccessFailureReason\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x1b\n\x13platform_account_id\x18\x08 \x01(\t\x12\x1a\n\x12trusted_account_id\x18\t \x01(\t\x12\x39\n\x0b\x65vent_queue\x18\n \x01(\x0b\x32$.canopy.discovery.v1.EventQueueCheck\"\x9e\x01\n\x0f\x45ventQueueCheck\x12\x11\n\tqueue_url\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tqueue_arn\x18\x05 \x01(\t\x12\x1d\n\x15\x64\x65\x61\x64_letter_queue_arn\x18\x06 \x01(\t\x12\x19\n\x11max_receive_count\x18\x07 \x01(\x05\"\x96\x01\n\x17TestMemberAccessRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63\x63ount_ids\x18\x02 \x03(\t\x12\x13\n\x0bsample_size\x18\x03 \x01(\x05\x12\x39\n\x07unsaved\x18\x04 \x01(\x0b\x32(.canopy.discovery.v1.UnsavedMemberAccess\"\xbf\x01\n\x13UnsavedMemberAccess\x12$\n\x05scope\x18\x01 \x01(\x0b\x32\x15.canopy.type.v1.Scope\x12\x43\n\x10\x64iscovery_access\x18\x02 \x01(\x0b\x32).canopy.integration.v1.AwsDiscoveryAccess\x12=\n\rmember_access\x18\x03 \x01(\x0b\x32&.canopy.integration.v1.AwsMemberAccess\"\x99\x01\n\x18TestMemberAccessResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.canopy.discovery.v1.MemberAccessResult\x12\x43\n\x0corganization\x18\x02 \x01(\x0b\x32-.canopy.discovery.v1.MemberAccessOrganization\"\xa8\x01\n\x18MemberAccessOrganization\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x1c\n\x14\x61\x63tive_account_count\x18\x03 \x01(\x05\x12\x38\n\x06reason\x18\x04 \x01(\x0e\x32(.canopy.discovery.v1.AccessFailureReason\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xbf\x01\n\x16SyncIntegrationRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onfirm_deletions\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x15\n\rvalidate_only\x18\x04 \x01(\x08\x12G\n\x0epreview_update\x18\x05 \x01(\x0b\x32/.canopy.integration.v1.UpdateIntegrationRequest\"D\n\x17SyncIntegrationResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.canopy.discovery.v1.SyncRun\"\x1f\n\x11GetSyncRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x12GetSyncRunResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.canopy.discovery.v1.SyncRun\"T\n\x13ListSyncRunsRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x14ListSyncRunsResponse\x12*\n\x04runs\x18\x01 \x03(\x0b\x32\x1c.canopy.discovery.v1.SyncRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13WatchSyncRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x14WatchSyncRunResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.canopy.discovery.v1.SyncRun2\x96\x05\n\x10\x44iscoveryService\x12x\n\x13TestDiscoveryAccess\x12/.canopy.discovery.v1.TestDiscoveryAccessRequest\x1a\x30.canopy.discovery.v1.TestDiscoveryAccessResponse\x12o\n\x10TestMemberAccess\x12,.canopy.discovery.v1.TestMemberAccessRequest\x1a-.canopy.discovery.v1.TestMemberAccessResponse\x12l\n\x0fSyncIntegration\x12+.canopy.discovery.v1.SyncIntegrationRequest\x1a,.canopy.discovery.v1.SyncIntegrationResponse\x12]\n\nGetSyncRun\x12&.canopy.discovery.v1.GetSyncRunRequest\x1a\'.canopy.discovery.v1.GetSyncRunResponse\x12\x63\n\x0cListSyncRuns\x12(.canopy.discovery.v1.ListSyncRunsRequest\x1a).canopy.discovery.v1.ListSyncRunsResponse\x12\x65\n\x0cWatchSyncRun\x12(.canopy.discovery.v1.WatchSyncRunRequest\x1a).canopy.discovery.v1.WatchSyncRunResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+canopy/discovery/v1/discovery_service.proto\x12\x13\x63\x61nopy.discovery.v1\x1a#canopy/discovery/v1/discovery.proto\x1a\'canopy/integration/v1/integration.proto\x1a/canopy/integration/v1/integration_service.proto\x1a\x1a\x63\x61nopy/type/v1/types.proto\"\x84\x02\n\x1aTestDiscoveryAccessRequest\x12\x18\n\x0eintegration_id\x18\x01 \x01(\tH\x00\x12;\n\x06\x61\x63\x63\x65ss\x18\x02 \x01(\x0b\x32).canopy.integration.v1.AwsDiscoveryAccessH\x00\x12H\n\x14platform_credentials\x18\x03 \x01(\x0b\x32(.canopy.discovery.v1.PlatformCredentialsH\x00\x12;\n\x07\x66ilters\x18\x04 \x01(\x0b\x32*.canopy.integration.v1.AwsDiscoveryFiltersB\x08\n\x06target\"\x15\n\x13PlatformCredentials\"\xf8\x02\n\x1bTestDiscoveryAccessResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\x12\x1d\n\x15management_account_id\x18\x04 \x01(\t\x12\x0f\n\x07root_id\x18\x05 \x01(\t\x12\x38\n\x06reason\x18\x06 \x01(\x0e\x32(.canopy.discovery.v1.AccessFailureReason\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x1b\n\x13platform_account_id\x18\x08 \x01(\t\x12\x1a\n\x12trusted_account_id\x18\t \x01(\t\x12\x39\n\x0b\x65vent_queue\x18\n \x01(\x0b\x32$.canopy.discovery.v1.EventQueueCheck\x12\x31\n\x07\x66ilters\x18\x0b \x01(\x0b\x32 .canopy.discovery.v1.FilterCheck\"i\n\x0b\x46ilterCheck\x12\n\n\x02ok\x18\x01 \x01(\x08\x12=\n\tunmatched\x18\x02 \x01(\x0b\x32*.canopy.integration.v1.AwsDiscoveryFilters\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9e\x01\n\x0f\x45ventQueueCheck\x12\x11\n\tqueue_url\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tqueue_arn\x18\x05 \x01(\t\x12\x1d\n\x15\x64\x65\x61\x64_letter_queue_arn\x18\x06 \x01(\t\x12\x19\n\x11max_receive_count\x18\x07 \x01(\x05\"\x96\x01\n\x17TestMemberAccessRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63\x63ount_ids\x18\x02 \x03(\t\x12\x13\n\x0bsample_size\x18\x03 \x01(\x05\x12\x39\n\x07unsaved\x18\x04 \x01(\x0b\x32(.canopy.discovery.v1.UnsavedMemberAccess\"\xbf\x01\n\x13UnsavedMemberAccess\x12$\n\x05scope\x18\x01 \x01(\x0b\x32\x15.canopy.type.v1.Scope\x12\x43\n\x10\x64iscovery_access\x18\x02 \x01(\x0b\x32).canopy.integration.v1.AwsDiscoveryAccess\x12=\n\rmember_access\x18\x03 \x01(\x0b\x32&.canopy.integration.v1.AwsMemberAccess\"\x99\x01\n\x18TestMemberAccessResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.canopy.discovery.v1.MemberAccessResult\x12\x43\n\x0corganization\x18\x02 \x01(\x0b\x32-.canopy.discovery.v1.MemberAccessOrganization\"\xa8\x01\n\x18MemberAccessOrganization\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x1c\n\x14\x61\x63tive_account_count\x18\x03 \x01(\x05\x12\x38\n\x06reason\x18\x04 \x01(\x0e\x32(.canopy.discovery.v1.AccessFailureReason\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xbf\x01\n\x16SyncIntegrationRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onfirm_deletions\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x15\n\rvalidate_only\x18\x04 \x01(\x08\x12G\n\x0epreview_update\x18\x05 \x01(\x0b\x32/.canopy.integration.v1.UpdateIntegrationRequest\"D\n\x17SyncIntegrationResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.canopy.discovery.v1.SyncRun\"\x1f\n\x11GetSyncRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x12GetSyncRunResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.canopy.discovery.v1.SyncRun\"T\n\x13ListSyncRunsRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x14ListSyncRunsResponse\x12*\n\x04runs\x18\x01 \x03(\x0b\x32\x1c.canopy.discovery.v1.SyncRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13WatchSyncRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x14WatchSyncRunResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.canopy.discovery.v1.SyncRun2\x96\x05\n\x10\x44iscoveryService\x12x\n\x13TestDiscoveryAccess\x12/.canopy.discovery.v1.TestDiscoveryAccessRequest\x1a\x30.canopy.discovery.v1.TestDiscoveryAccessResponse\x12o\n\x10TestMemberAccess\x12,.canopy.discovery.v1.TestMemberAccessRequest\x1a-.canopy.discovery.v1.TestMemberAccessResponse\x12l\n\x0fSyncIntegration\x12+.canopy.discovery.v1.SyncIntegrationRequest\x1a,.canopy.discovery.v1.SyncIntegrationResponse\x12]\n\nGetSyncRun\x12&.canopy.discovery.v1.GetSyncRunRequest\x1a\'.canopy.discovery.v1.GetSyncRunResponse\x12\x63\n\x0cListSyncRuns\x12(.canopy.discovery.v1.ListSyncRunsRequest\x1a).canopy.discovery.v1.ListSyncRunsResponse\x12\x65\n\x0cWatchSyncRun\x12(.canopy.discovery.v1.WatchSyncRunRequest\x1a).canopy.discovery.v1.WatchSyncRunResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,37 +36,39 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'canopy.discovery.v1.discove
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TESTDISCOVERYACCESSREQUEST']._serialized_start=224
-  _globals['_TESTDISCOVERYACCESSREQUEST']._serialized_end=423
-  _globals['_PLATFORMCREDENTIALS']._serialized_start=425
-  _globals['_PLATFORMCREDENTIALS']._serialized_end=446
-  _globals['_TESTDISCOVERYACCESSRESPONSE']._serialized_start=449
-  _globals['_TESTDISCOVERYACCESSRESPONSE']._serialized_end=774
-  _globals['_EVENTQUEUECHECK']._serialized_start=777
-  _globals['_EVENTQUEUECHECK']._serialized_end=935
-  _globals['_TESTMEMBERACCESSREQUEST']._serialized_start=938
-  _globals['_TESTMEMBERACCESSREQUEST']._serialized_end=1088
-  _globals['_UNSAVEDMEMBERACCESS']._serialized_start=1091
-  _globals['_UNSAVEDMEMBERACCESS']._serialized_end=1282
-  _globals['_TESTMEMBERACCESSRESPONSE']._serialized_start=1285
-  _globals['_TESTMEMBERACCESSRESPONSE']._serialized_end=1438
-  _globals['_MEMBERACCESSORGANIZATION']._serialized_start=1441
-  _globals['_MEMBERACCESSORGANIZATION']._serialized_end=1609
-  _globals['_SYNCINTEGRATIONREQUEST']._serialized_start=1612
-  _globals['_SYNCINTEGRATIONREQUEST']._serialized_end=1803
-  _globals['_SYNCINTEGRATIONRESPONSE']._serialized_start=1805
-  _globals['_SYNCINTEGRATIONRESPONSE']._serialized_end=1873
-  _globals['_GETSYNCRUNREQUEST']._serialized_start=1875
-  _globals['_GETSYNCRUNREQUEST']._serialized_end=1906
-  _globals['_GETSYNCRUNRESPONSE']._serialized_start=1908
-  _globals['_GETSYNCRUNRESPONSE']._serialized_end=1971
-  _globals['_LISTSYNCRUNSREQUEST']._serialized_start=1973
-  _globals['_LISTSYNCRUNSREQUEST']._serialized_end=2057
-  _globals['_LISTSYNCRUNSRESPONSE']._serialized_start=2059
-  _globals['_LISTSYNCRUNSRESPONSE']._serialized_end=2150
-  _globals['_WATCHSYNCRUNREQUEST']._serialized_start=2152
-  _globals['_WATCHSYNCRUNREQUEST']._serialized_end=2185
-  _globals['_WATCHSYNCRUNRESPONSE']._serialized_start=2187
-  _globals['_WATCHSYNCRUNRESPONSE']._serialized_end=2252
-  _globals['_DISCOVERYSERVICE']._serialized_start=2255
-  _globals['_DISCOVERYSERVICE']._serialized_end=2917
+  _globals['_TESTDISCOVERYACCESSREQUEST']._serialized_end=484
+  _globals['_PLATFORMCREDENTIALS']._serialized_start=486
+  _globals['_PLATFORMCREDENTIALS']._serialized_end=507
+  _globals['_TESTDISCOVERYACCESSRESPONSE']._serialized_start=510
+  _globals['_TESTDISCOVERYACCESSRESPONSE']._serialized_end=886
+  _globals['_FILTERCHECK']._serialized_start=888
+  _globals['_FILTERCHECK']._serialized_end=993
+  _globals['_EVENTQUEUECHECK']._serialized_start=996
+  _globals['_EVENTQUEUECHECK']._serialized_end=1154
+  _globals['_TESTMEMBERACCESSREQUEST']._serialized_start=1157
+  _globals['_TESTMEMBERACCESSREQUEST']._serialized_end=1307
+  _globals['_UNSAVEDMEMBERACCESS']._serialized_start=1310
+  _globals['_UNSAVEDMEMBERACCESS']._serialized_end=1501
+  _globals['_TESTMEMBERACCESSRESPONSE']._serialized_start=1504
+  _globals['_TESTMEMBERACCESSRESPONSE']._serialized_end=1657
+  _globals['_MEMBERACCESSORGANIZATION']._serialized_start=1660
+  _globals['_MEMBERACCESSORGANIZATION']._serialized_end=1828
+  _globals['_SYNCINTEGRATIONREQUEST']._serialized_start=1831
+  _globals['_SYNCINTEGRATIONREQUEST']._serialized_end=2022
+  _globals['_SYNCINTEGRATIONRESPONSE']._serialized_start=2024
+  _globals['_SYNCINTEGRATIONRESPONSE']._serialized_end=2092
+  _globals['_GETSYNCRUNREQUEST']._serialized_start=2094
+  _globals['_GETSYNCRUNREQUEST']._serialized_end=2125
+  _globals['_GETSYNCRUNRESPONSE']._serialized_start=2127
+  _globals['_GETSYNCRUNRESPONSE']._serialized_end=2190
+  _globals['_LISTSYNCRUNSREQUEST']._serialized_start=2192
+  _globals['_LISTSYNCRUNSREQUEST']._serialized_end=2276
+  _globals['_LISTSYNCRUNSRESPONSE']._serialized_start=2278
+  _globals['_LISTSYNCRUNSRESPONSE']._serialized_end=2369
+  _globals['_WATCHSYNCRUNREQUEST']._serialized_start=2371
+  _globals['_WATCHSYNCRUNREQUEST']._serialized_end=2404
+  _globals['_WATCHSYNCRUNRESPONSE']._serialized_start=2406
+  _globals['_WATCHSYNCRUNRESPONSE']._serialized_end=2471
+  _globals['_DISCOVERYSERVICE']._serialized_start=2474
+  _globals['_DISCOVERYSERVICE']._serialized_end=3136
 # @@protoc_insertion_point(module_scope)

@@ -31,6 +31,7 @@ class TestDiscoveryAccessRequest(_message.Message):
     INTEGRATION_ID_FIELD_NUMBER: _builtins.int
     ACCESS_FIELD_NUMBER: _builtins.int
     PLATFORM_CREDENTIALS_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
     integration_id: _builtins.str
     """The discovery access of an existing integration."""
     @_builtins.property
@@ -45,16 +46,24 @@ class TestDiscoveryAccessRequest(_message.Message):
         (STS GetCallerIdentity) is read, into `platform_account_id`.
         """
 
+    @_builtins.property
+    def filters(self) -> _integration_pb2.AwsDiscoveryFilters:
+        """With `access`: discovery filters to check against the organization (each id must name an
+        OU, the root, or an account of it), validated as in CreateIntegration. With `integration_id`
+        the integration's own filters are checked, and setting this is INVALID_ARGUMENT.
+        """
+
     def __init__(
         self,
         *,
         integration_id: _builtins.str = ...,
         access: _integration_pb2.AwsDiscoveryAccess | None = ...,
         platform_credentials: Global___PlatformCredentials | None = ...,
+        filters: _integration_pb2.AwsDiscoveryFilters | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "integration_id", b"integration_id", "platform_credentials", b"platform_credentials", "target", b"target"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "filters", b"filters", "integration_id", b"integration_id", "platform_credentials", b"platform_credentials", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "integration_id", b"integration_id", "platform_credentials", b"platform_credentials", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "filters", b"filters", "integration_id", b"integration_id", "platform_credentials", b"platform_credentials", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["integration_id", "access", "platform_credentials"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
@@ -95,6 +104,7 @@ class TestDiscoveryAccessResponse(_message.Message):
     PLATFORM_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     TRUSTED_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     EVENT_QUEUE_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     """True if the role was assumed, the organization and its root were read, the templates
     trust the account discovery's credentials belong to, and the event queue (if any) can be
@@ -128,6 +138,13 @@ class TestDiscoveryAccessResponse(_message.Message):
         EVENT_QUEUE.
         """
 
+    @_builtins.property
+    def filters(self) -> Global___FilterCheck:
+        """What was found of the discovery filters, when there are any ids to check and the
+        organization was read; unset otherwise. When the role works but ids match nothing, `ok` is
+        false with reason FILTERS_UNMATCHED.
+        """
+
     def __init__(
         self,
         *,
@@ -141,14 +158,47 @@ class TestDiscoveryAccessResponse(_message.Message):
         platform_account_id: _builtins.str = ...,
         trusted_account_id: _builtins.str = ...,
         event_queue: Global___EventQueueCheck | None = ...,
+        filters: Global___FilterCheck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event_queue", b"event_queue"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_queue", b"event_queue", "filters", b"filters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "event_queue", b"event_queue", "management_account_id", b"management_account_id", "message", b"message", "ok", b"ok", "organization_id", b"organization_id", "platform_account_id", b"platform_account_id", "reason", b"reason", "root_id", b"root_id", "trusted_account_id", b"trusted_account_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "event_queue", b"event_queue", "filters", b"filters", "management_account_id", b"management_account_id", "message", b"message", "ok", b"ok", "organization_id", b"organization_id", "platform_account_id", b"platform_account_id", "reason", b"reason", "root_id", b"root_id", "trusted_account_id", b"trusted_account_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TestDiscoveryAccessResponse: _TypeAlias = TestDiscoveryAccessResponse  # noqa: Y015
+
+@_typing.final
+class FilterCheck(_message.Message):
+    """What TestDiscoveryAccess found of the discovery filters' ids in the organization."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    UNMATCHED_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    """True if every id names an OU (or the root) or an account of the organization."""
+    message: _builtins.str
+    """When not ok, a human-readable list of the unmatched ids."""
+    @_builtins.property
+    def unmatched(self) -> _integration_pb2.AwsDiscoveryFilters:
+        """The ids that name nothing in the organization, in the lists they were given in."""
+
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        unmatched: _integration_pb2.AwsDiscoveryFilters | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unmatched", b"unmatched"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "ok", b"ok", "unmatched", b"unmatched"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilterCheck: _TypeAlias = FilterCheck  # noqa: Y015
 
 @_typing.final
 class EventQueueCheck(_message.Message):

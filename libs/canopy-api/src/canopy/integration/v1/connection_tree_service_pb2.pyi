@@ -456,6 +456,7 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     PREVIEW_UPDATE_FIELD_NUMBER: _builtins.int
+    UNMATCHED_FILTERS_FIELD_NUMBER: _builtins.int
     integration_id: _builtins.str
     """Required. The integration id (`i_…`)."""
     expected_generation: _builtins.int
@@ -503,6 +504,13 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
         change (the integration service sets it to preview an update that needs a crawl).
         """
 
+    @_builtins.property
+    def unmatched_filters(self) -> _integration_pb2.AwsDiscoveryFilters:
+        """With a `snapshot` from a full crawl: the ids of the integration's `filters` that the crawl
+        found nowhere in the organization, stored as its `unmatched_filters` when the snapshot is
+        applied. Unset (a targeted refresh, which does not look for them): left as they are.
+        """
+
     def __init__(
         self,
         *,
@@ -517,10 +525,11 @@ class ApplyDiscoverySnapshotRequest(_message.Message):
         request_id: _builtins.str = ...,
         validate_only: _builtins.bool = ...,
         preview_update: _integration_service_pb2.UpdateIntegrationRequest | None = ...,
+        unmatched_filters: _integration_pb2.AwsDiscoveryFilters | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event_queue_status", b"event_queue_status", "failure", b"failure", "outcome", b"outcome", "preview_update", b"preview_update", "snapshot", b"snapshot", "suspension", b"suspension"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_queue_status", b"event_queue_status", "failure", b"failure", "outcome", b"outcome", "preview_update", b"preview_update", "snapshot", b"snapshot", "suspension", b"suspension", "unmatched_filters", b"unmatched_filters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_deletions", b"confirm_deletions", "event_queue_status", b"event_queue_status", "expected_generation", b"expected_generation", "failure", b"failure", "integration_id", b"integration_id", "outcome", b"outcome", "preview_update", b"preview_update", "request_id", b"request_id", "snapshot", b"snapshot", "suspension", b"suspension", "sync_run_id", b"sync_run_id", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_deletions", b"confirm_deletions", "event_queue_status", b"event_queue_status", "expected_generation", b"expected_generation", "failure", b"failure", "integration_id", b"integration_id", "outcome", b"outcome", "preview_update", b"preview_update", "request_id", b"request_id", "snapshot", b"snapshot", "suspension", b"suspension", "sync_run_id", b"sync_run_id", "unmatched_filters", b"unmatched_filters", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["snapshot", "failure", "suspension", "event_queue_status"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015

@@ -243,6 +243,9 @@ class Integration(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     EVENT_QUEUE_STATUS_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
+    EXCLUDE_MANAGEMENT_ACCOUNT_FIELD_NUMBER: _builtins.int
+    UNMATCHED_FILTERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Unique id, `i_` followed by a time-sortable suffix."""
     handle: _builtins.str
@@ -288,6 +291,12 @@ class Integration(_message.Message):
     """
     etag: _builtins.str
     """Changes on every update. In an update, empty means unconditional; a stale etag fails ABORTED."""
+    exclude_management_account: _builtins.bool
+    """Leave the management account out of the tree (no connection for it). A service-managed
+    StackSet does not deploy the member role to the management account, so its connection
+    could not assume it; set this, or deploy the member role there by hand (a self-managed
+    stack of the member template). A change is a settings change, like `filters`.
+    """
     @_builtins.property
     def scope(self) -> _types_pb2.Scope:
         """Required on create, then immutable. The tenant or org that owns the integration."""
@@ -332,6 +341,22 @@ class Integration(_message.Message):
         without one, PENDING from when it is set or changed until discovery reports on it.
         """
 
+    @_builtins.property
+    def filters(self) -> Global___AwsDiscoveryFilters:
+        """Which part of the organization is mirrored; unset or empty lists: all of it. A change is a
+        settings change: discovery crawls again at once, and what the filters now leave out is
+        deleted from the tree under the same rules and `max_delete_fraction` guard as anything the
+        organization no longer shows. Update paths: `filters` or `filters.<list>`.
+        """
+
+    @_builtins.property
+    def unmatched_filters(self) -> Global___AwsDiscoveryFilters:
+        """Output only. The ids of `filters` that the last full crawl found nowhere in the
+        organization (misspelt, or removed since): each list names its missing ids. A filter id
+        that matches nothing leaves nothing out, and the sync is applied as usual (the state stays
+        ENABLED); empty lists when every id was found. Set by every full crawl that is applied.
+        """
+
     def __init__(
         self,
         *,
@@ -358,16 +383,67 @@ class Integration(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         event_queue_status: Global___EventQueueStatus | None = ...,
+        filters: Global___AwsDiscoveryFilters | None = ...,
+        exclude_management_account: _builtins.bool = ...,
+        unmatched_filters: Global___AwsDiscoveryFilters | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_delete_fraction", b"_max_delete_fraction", "connection_config", b"connection_config", "crawl_limits", b"crawl_limits", "create_time", b"create_time", "discovery_access", b"discovery_access", "event_queue_status", b"event_queue_status", "max_delete_fraction", b"max_delete_fraction", "member_access", b"member_access", "scope", b"scope", "sync_interval", b"sync_interval", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_delete_fraction", b"_max_delete_fraction", "connection_config", b"connection_config", "crawl_limits", b"crawl_limits", "create_time", b"create_time", "discovery_access", b"discovery_access", "event_queue_status", b"event_queue_status", "filters", b"filters", "max_delete_fraction", b"max_delete_fraction", "member_access", b"member_access", "scope", b"scope", "sync_interval", b"sync_interval", "unmatched_filters", b"unmatched_filters", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_delete_fraction", b"_max_delete_fraction", "connection_config", b"connection_config", "crawl_limits", b"crawl_limits", "create_time", b"create_time", "discovery_access", b"discovery_access", "etag", b"etag", "event_queue_status", b"event_queue_status", "handle", b"handle", "handle_prefix", b"handle_prefix", "id", b"id", "kind", b"kind", "management_account_id", b"management_account_id", "max_delete_fraction", b"max_delete_fraction", "member_access", b"member_access", "organization_id", b"organization_id", "root_folder_id", b"root_folder_id", "scope", b"scope", "state", b"state", "state_message", b"state_message", "state_reason", b"state_reason", "sync_interval", b"sync_interval", "tenant_id", b"tenant_id", "tree_generation", b"tree_generation", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_delete_fraction", b"_max_delete_fraction", "connection_config", b"connection_config", "crawl_limits", b"crawl_limits", "create_time", b"create_time", "discovery_access", b"discovery_access", "etag", b"etag", "event_queue_status", b"event_queue_status", "exclude_management_account", b"exclude_management_account", "filters", b"filters", "handle", b"handle", "handle_prefix", b"handle_prefix", "id", b"id", "kind", b"kind", "management_account_id", b"management_account_id", "max_delete_fraction", b"max_delete_fraction", "member_access", b"member_access", "organization_id", b"organization_id", "root_folder_id", b"root_folder_id", "scope", b"scope", "state", b"state", "state_message", b"state_message", "state_reason", b"state_reason", "sync_interval", b"sync_interval", "tenant_id", b"tenant_id", "tree_generation", b"tree_generation", "unmatched_filters", b"unmatched_filters", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_delete_fraction: _TypeAlias = _typing.Literal["max_delete_fraction"]  # noqa: Y015
     _WhichOneofArgType__max_delete_fraction: _TypeAlias = _typing.Literal["_max_delete_fraction", b"_max_delete_fraction"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_delete_fraction) -> _WhichOneofReturnType__max_delete_fraction | None: ...
 
 Global___Integration: _TypeAlias = Integration  # noqa: Y015
+
+@_typing.final
+class AwsDiscoveryFilters(_message.Message):
+    """Which part of an AWS Organization an integration mirrors. Every list holds at most 1,000 ids,
+    without repeats.
+
+    With `include_organizational_unit_ids` empty, everything not excluded is mirrored. With ids in
+    it, only the accounts inside an included OU (at any depth below it) become connections; the
+    folders of the included OUs and of everything below them are mirrored, and so are the folders
+    on the path from the root down to each included OU, so the tree keeps the organization's
+    shape, but accounts directly in those path folders (or in the root) are left out, as are the
+    OUs beside the path. Exclusions always win: an excluded OU and everything below it (included
+    OUs too) are left out, and so is an excluded account wherever it is. Discovery does not crawl
+    what is left out: excluded OUs are not listed below, and accounts are listed only inside
+    included OUs.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_ORGANIZATIONAL_UNIT_IDS_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ORGANIZATIONAL_UNIT_IDS_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ACCOUNT_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def include_organizational_unit_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """OUs (`ou-…`) whose subtrees are mirrored; the root id (`r-…`) means the whole organization."""
+
+    @_builtins.property
+    def exclude_organizational_unit_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """OUs (`ou-…`) left out with everything below them. Not the root."""
+
+    @_builtins.property
+    def exclude_account_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Accounts (12 digits) left out wherever they are."""
+
+    def __init__(
+        self,
+        *,
+        include_organizational_unit_ids: _abc.Iterable[_builtins.str] | None = ...,
+        exclude_organizational_unit_ids: _abc.Iterable[_builtins.str] | None = ...,
+        exclude_account_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_account_ids", b"exclude_account_ids", "exclude_organizational_unit_ids", b"exclude_organizational_unit_ids", "include_organizational_unit_ids", b"include_organizational_unit_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AwsDiscoveryFilters: _TypeAlias = AwsDiscoveryFilters  # noqa: Y015
 
 @_typing.final
 class AwsDiscoveryAccess(_message.Message):
