@@ -23,7 +23,7 @@ help: ## list the targets
 run: $(VENV) ## run the three services on the embedded PostgreSQL (Ctrl-C stops them)
 	$(UV) run --frozen python -m canopy_cli.run
 
-test: lint pytest ## lint, then the whole test suite (the CI command)
+test: lint breaking pytest ## lint, the contracts against the stable ones, then the whole test suite (the CI command)
 
 pytest: $(VENV) $(BUF) ## the test suite alone (pass ARGS="-k name" to pick tests)
 	$(UV) run --frozen pytest $(ARGS)
@@ -48,9 +48,19 @@ proto-check: $(VENV) ## fail if libs/canopy-api differs from what protos/ genera
 	  if diff -r -q $$tmp/canopy $(API_SRC)/canopy; then rm -rf $$tmp; \
 	  else rm -rf $$tmp; echo "libs/canopy-api is stale: run 'make proto' and commit"; exit 1; fi
 
-BREAKING_BASE ?= .git\#ref=HEAD~1
-breaking: $(BUF) ## buf breaking: the contracts against BREAKING_BASE (default: the previous commit)
-	$(BUF) breaking --against '$(BREAKING_BASE)'
+# The last commit of main whose contracts were declared stable (v1); README "Stable contracts".
+STABLE_CONTRACTS = $(shell cat protos/STABLE)
+BREAKING_BASE ?= .git\#ref=$(STABLE_CONTRACTS)
+breaking: $(BUF) ## buf breaking: the contracts against the stable ones (protos/STABLE) or BREAKING_BASE
+	@if [ "$(origin BREAKING_BASE)" = file ] && \
+	    ! git cat-file -e '$(STABLE_CONTRACTS)^{commit}' 2>/dev/null; then \
+	  echo "make breaking: the stable contracts' commit $(STABLE_CONTRACTS) (protos/STABLE) is not in" \
+	       "this clone: fetch the full history (git fetch --unshallow origin main)"; exit 1; fi
+	@$(BUF) breaking --against '$(BREAKING_BASE)' && \
+	  echo "make breaking: the contracts keep every promise of $(BREAKING_BASE)" || { \
+	  echo "make breaking: the change above breaks the stable contracts ($(BREAKING_BASE)):" \
+	       "keep it additive (new fields, messages, RPCs), or make it in a new version (v2)"; \
+	  exit 1; }
 
 bench: $(VENV) ## run the benchmarks; prints one JSON object of figures
 	@$(UV) run --frozen python -m bench $(ARGS)

