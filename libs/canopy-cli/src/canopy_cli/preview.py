@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Annotated, Protocol, TypeVar
 
+import grpc
 import typer
 from google.protobuf.message import Message
 from rich.console import Console
@@ -72,6 +73,8 @@ class _WithImpact(Protocol):
     def impact(self) -> impact_pb2.ChangeImpact: ...
 
 
+_PREVIEW_ATTEMPTS = 3
+
 RequestT = TypeVar("RequestT", bound=Message)
 ReplyT = TypeVar("ReplyT", bound=_WithImpact)
 
@@ -119,20 +122,33 @@ def make_change(
     dry_run: bool,
     yes: bool,
     output: Output,
-    pin_etag: Callable[[], None] | None = None,
+    pin_etag: Callable[[RequestT], None] | None = None,
 ) -> ReplyT | None:
     """Make the change `request` describes. With `dry_run`, print its impact and return None.
     Otherwise, unless `yes`, preview it first and ask when it removes or renames schemas; then
-    make it. `pin_etag` sets the request's etag to the resource's current one before the
-    preview, so that the change made is the change previewed (else it fails ABORTED)."""
+    make it. A change that was asked about is made with the etag `pin_etag` sets on a request
+    (the resource's current one, read before the preview): the change made is the change
+    shown, or it fails ABORTED. Other changes are made as given, so that a resource that
+    changes often (an integration's sync state) does not fail them."""
     if dry_run:
         impact = preview(call, request)
         show(output, impact, impact_view(impact))
         return None
-    if not yes:
+    if yes:
+        return call(request)
+    pinned = type(request)()
+    pinned.CopyFrom(request)
+    for attempt in range(_PREVIEW_ATTEMPTS):
         if pin_etag is not None:
-            pin_etag()
-        impact = preview(call, request)
-        if removes_or_renames(impact):
-            confirm_impact(impact)
+            pin_etag(pinned)
+        try:
+            impact = preview(call, pinned)
+            break
+        except grpc.RpcError as error:
+            # Changed between the read and the preview: read it again.
+            if error.code() != grpc.StatusCode.ABORTED or attempt + 1 == _PREVIEW_ATTEMPTS:
+                raise
+    if removes_or_renames(impact):
+        confirm_impact(impact)
+        return call(pinned)
     return call(request)

@@ -256,9 +256,9 @@ def integrations_update(
         integration=integration, update_mask=FieldMask(paths=paths)
     )
 
-    def pin_etag() -> None:
+    def pin_etag(pinned: rpc.UpdateIntegrationRequest) -> None:
         current = stub.GetIntegration(rpc.GetIntegrationRequest(id=integration_id))
-        request.integration.etag = current.integration.etag
+        pinned.integration.etag = current.integration.etag
 
     reply = make_change(
         stub.UpdateIntegration, request, dry_run=dry_run, yes=yes, output=output, pin_etag=pin_etag

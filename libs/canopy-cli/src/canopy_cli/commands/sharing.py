@@ -90,8 +90,8 @@ def grants_set(
         setattr(request, name, value)
     stub = clients_of(ctx).permissions
 
-    def pin_etag() -> None:
-        request.etag = stub.GetPermissions(prpc.GetPermissionsRequest(**item)).permissions.etag
+    def pin_etag(pinned: prpc.SetPermissionsRequest) -> None:
+        pinned.etag = stub.GetPermissions(prpc.GetPermissionsRequest(**item)).permissions.etag
 
     reply = make_change(
         stub.SetPermissions, request, dry_run=dry_run, yes=yes, output=output, pin_etag=pin_etag

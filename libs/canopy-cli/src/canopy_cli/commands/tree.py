@@ -53,8 +53,8 @@ def folders_update(
         folder=tree_pb.Folder(id=folder_id, handle=handle), update_mask=FieldMask(paths=["handle"])
     )
 
-    def pin_etag() -> None:
-        request.folder.etag = tree.GetFolder(tree_rpc.GetFolderRequest(id=folder_id)).folder.etag
+    def pin_etag(pinned: tree_rpc.UpdateFolderRequest) -> None:
+        pinned.folder.etag = tree.GetFolder(tree_rpc.GetFolderRequest(id=folder_id)).folder.etag
 
     reply = make_change(
         tree.UpdateFolder, request, dry_run=dry_run, yes=yes, output=output, pin_etag=pin_etag
@@ -102,9 +102,9 @@ def connections_update(
     request.update_mask.paths.extend(paths)
     tree = clients_of(ctx).tree
 
-    def pin_etag() -> None:
+    def pin_etag(pinned: tree_rpc.UpdateConnectionRequest) -> None:
         current = tree.GetConnection(tree_rpc.GetConnectionRequest(id=connection_id))
-        request.connection.etag = current.connection.etag
+        pinned.connection.etag = current.connection.etag
 
     reply = make_change(
         tree.UpdateConnection, request, dry_run=dry_run, yes=yes, output=output, pin_etag=pin_etag
