@@ -97,6 +97,7 @@ async def cli(service_env: dict[str, Any], moto_url: str, tmp_path: Path) -> Asy
             }
         ),
     )
+    discovery_port = free_port()
     integration = await serve(
         integration_spec(),
         IntegrationSettings(
@@ -105,6 +106,7 @@ async def cli(service_env: dict[str, Any], moto_url: str, tmp_path: Path) -> Asy
                 "db_schema": "integration",
                 "port": integration_port,
                 "permissions_address": f"127.0.0.1:{permissions_port}",
+                "discovery_address": f"127.0.0.1:{discovery_port}",
                 "trusted_account_id": TRUSTED_ACCOUNT_ID,
             }
         ),
@@ -115,6 +117,7 @@ async def cli(service_env: dict[str, Any], moto_url: str, tmp_path: Path) -> Asy
             **{
                 **service_env,
                 "db_schema": "discovery",
+                "port": discovery_port,
                 "aws_endpoint_url": moto_url,
                 "aws_access_key_id": "testing",
                 "aws_secret_access_key": "testing",

@@ -61,12 +61,18 @@ template_app = typer.Typer(
     help="CloudFormation of the IAM roles an integration needs.", no_args_is_help=True
 )
 grants_app = typer.Typer(help="Who may use a folder or connection.", no_args_is_help=True)
+folders_app = typer.Typer(help="Show and rename the folders of a tree.", no_args_is_help=True)
+connections_app = typer.Typer(
+    help="Show, rename and configure the connections of a tree.", no_args_is_help=True
+)
 schemas_app = typer.Typer(
     help="The schemas of a workspace, and their changes.", no_args_is_help=True
 )
 app.add_typer(integrations_app, name="integrations")
 app.add_typer(template_app, name="template")
 app.add_typer(grants_app, name="grants")
+app.add_typer(folders_app, name="folders")
+app.add_typer(connections_app, name="connections")
 workspace_app = typer.Typer(
     help="A workspace's Steampipe configuration, written to a directory and kept current.",
     no_args_is_help=True,

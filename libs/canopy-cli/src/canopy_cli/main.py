@@ -9,6 +9,14 @@ The root command is in `canopy_cli.app`; each command group in a module of `cano
 """
 
 from canopy_cli.app import app
-from canopy_cli.commands import discovery, integrations, schemas, sharing, tokens, workspace
+from canopy_cli.commands import (
+    discovery,
+    integrations,
+    schemas,
+    sharing,
+    tokens,
+    tree,
+    workspace,
+)
 
-__all__ = ["app", "discovery", "integrations", "schemas", "sharing", "tokens", "workspace"]
+__all__ = ["app", "discovery", "integrations", "schemas", "sharing", "tokens", "tree", "workspace"]

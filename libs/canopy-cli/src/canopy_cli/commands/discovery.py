@@ -21,9 +21,11 @@ from canopy_cli.app import (
     app,
     clients_of,
     console,
+    show,
     template_app,
 )
 from canopy_cli.client import CliError, eprint
+from canopy_cli.impact import dry_run_view
 
 
 def _member_scope(tenant: str | None, org: str | None, external_id: str) -> types_pb2.Scope:
@@ -250,10 +252,21 @@ def sync(
             "--wait", help="Follow the run live until it ends; exit 1 unless it succeeds."
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Crawl now and print what applying the result would do; apply nothing. Exits 1 "
+            "if the crawl fails.",
+        ),
+    ] = False,
     output: OutputOption = Output.table,
 ) -> None:
     """Sync an integration with its organization now."""
     discovery = clients_of(ctx).discovery
+    if dry_run:
+        _dry_run(discovery, integration_id, confirm_deletions, output)
+        return
     run = discovery.SyncIntegration(
         drpc.SyncIntegrationRequest(
             integration_id=integration_id, confirm_deletions=confirm_deletions
@@ -285,6 +298,18 @@ def sync(
     if run.state not in render.TERMINAL_RUN_STATES:
         raise CliError(f"the run {run.id} stream ended while {render.enum_label(run, 'state')}")
     if run.state != dpb.SYNC_RUN_STATE_SUCCEEDED:
+        raise typer.Exit(1)
+
+
+def _dry_run(discovery: Any, integration_id: str, confirm_deletions: bool, output: Output) -> None:
+    """Crawl, preview applying the snapshot, print the impact (or why the crawl failed)."""
+    run = discovery.SyncIntegration(
+        drpc.SyncIntegrationRequest(
+            integration_id=integration_id, confirm_deletions=confirm_deletions, validate_only=True
+        )
+    ).run
+    show(output, run, dry_run_view(run))
+    if run.state == dpb.SYNC_RUN_STATE_FAILED:
         raise typer.Exit(1)
 
 

@@ -17,10 +17,25 @@ from canopy_cli.app import (
     Output,
     OutputOption,
     clients_of,
+    console,
     integrations_app,
     show,
 )
 from canopy_cli.client import CliError, eprint
+from canopy_cli.commands.sharing import grantee_of
+from canopy_cli.connection_options import (
+    NO_SETTINGS,
+    ConnectionSettings,
+    with_connection_options,
+)
+from canopy_cli.impact import impact_view, removes_or_renames
+from canopy_cli.preview import (
+    DryRunOption,
+    YesOption,
+    confirm_impact,
+    make_change,
+    preview,
+)
 
 
 class Permissions(enum.StrEnum):
@@ -48,8 +63,20 @@ def _scope(tenant: str | None, org: str | None) -> types_pb2.Scope:
     return types_pb2.Scope(tenant_id=tenant) if tenant else types_pb2.Scope(org_id=org or "")
 
 
-def _regions(value: str) -> types_pb2.StringList:
-    return types_pb2.StringList(values=[r.strip() for r in value.split(",") if r.strip()])
+def _initial_permissions(
+    permissions: Permissions, grantees: list[str] | None
+) -> pb.RootFolderPermissions:
+    if not grantees:
+        return pb.RootFolderPermissions(mode=_PERMISSION_MODES[permissions])
+    if permissions != Permissions.none:
+        raise typer.BadParameter(
+            "--grantee gives the root folder to those grantees only; leave out --permissions",
+            param_hint="--grantee / --permissions",
+        )
+    return pb.RootFolderPermissions(
+        mode=pb.ROOT_FOLDER_PERMISSIONS_MODE_SPECIFIC,
+        grantees=[grantee_of(value) for value in grantees],
+    )
 
 
 def _ids(value: str) -> list[str]:
@@ -93,6 +120,7 @@ def _set_filters(integration: pb.Integration, *values: str | None) -> list[str]:
 
 
 @integrations_app.command("create")
+@with_connection_options(unset_help=None)
 def integrations_create(
     ctx: typer.Context,
     handle: Annotated[str, typer.Option(help="Unique in the tenant, e.g. aws-prod.")],
@@ -104,9 +132,6 @@ def integrations_create(
     tenant: TenantOption = None,
     org: OrgOption = None,
     prefix: Annotated[str, typer.Option(help="Prepended to every connection handle.")] = "",
-    regions: Annotated[
-        str | None, typer.Option(help="Comma-separated regions, wildcards allowed (us-*).")
-    ] = None,
     event_queue: Annotated[
         str,
         typer.Option(
@@ -132,9 +157,19 @@ def integrations_create(
             "not deploy the member role there).",
         ),
     ] = False,
+    grantee: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grantee",
+            help="Grant the root folder to this tenant (t_…), org (o_…) or workspace (w_…) "
+            "inside the integration's scope, instead of --permissions; repeat for several.",
+        ),
+    ] = None,
     output: OutputOption = Output.table,
+    connection: ConnectionSettings = NO_SETTINGS,
 ) -> None:
-    """Create an integration; discovery syncs it at once."""
+    """Create an integration; discovery syncs it at once. The connection settings options
+    give what every connection inherits."""
     integration = pb.Integration(
         handle=handle,
         scope=_scope(tenant, org),
@@ -146,12 +181,11 @@ def integrations_create(
         exclude_management_account=exclude_management_account,
     )
     _set_filters(integration, include_ous, exclude_ous, exclude_accounts)
-    if regions is not None:
-        integration.connection_config.regions.CopyFrom(_regions(regions))
+    connection.write(integration.connection_config, "")
     reply = clients_of(ctx).integrations.CreateIntegration(
         rpc.CreateIntegrationRequest(
             integration=integration,
-            initial_permissions=pb.RootFolderPermissions(mode=_PERMISSION_MODES[permissions]),
+            initial_permissions=_initial_permissions(permissions, grantee),
         )
     )
     created = reply.integration
@@ -196,6 +230,10 @@ def integrationsshow(
 
 
 @integrations_app.command("update")
+@with_connection_options(
+    unset_help="Return this setting to its default (connections that override it keep their "
+    "override); repeat for several."
+)
 def integrations_update(
     ctx: typer.Context,
     integration_id: str,
@@ -212,9 +250,6 @@ def integrations_update(
     member_role: Annotated[str | None, typer.Option(help="A new member role name.")] = None,
     member_external_id: Annotated[
         str | None, typer.Option(help='The member roles\' external id ("" = the discovery one).')
-    ] = None,
-    regions: Annotated[
-        str | None, typer.Option(help='Comma-separated regions ("" for the default, *).')
     ] = None,
     sync_interval: Annotated[
         float | None,
@@ -237,10 +272,14 @@ def integrations_update(
             help="Leave the management account out of the tree, or mirror it again.",
         ),
     ] = None,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
     output: OutputOption = Output.table,
+    connection: ConnectionSettings = NO_SETTINGS,
 ) -> None:
     """Change an integration: only the fields whose options are given ("" clears a filter
-    list). A filter change syncs at once and prunes what is now left out."""
+    list). A filter change syncs at once and prunes what is now left out. A change that would
+    remove or rename schemas in a workspace is shown first and asked about, unless --yes."""
     integration = pb.Integration(id=integration_id)
     paths: list[str] = []
     if handle is not None:
@@ -264,10 +303,8 @@ def integrations_update(
     if member_external_id is not None:
         integration.member_access.external_id = member_external_id
         paths.append("member_access.external_id")
-    if regions is not None:
-        if regions.strip():
-            integration.connection_config.regions.CopyFrom(_regions(regions))
-        paths.append("connection_config.regions")  # named but unset: back to the default
+    # A setting named in the mask but unset ("" or --unset) goes back to its default.
+    paths.extend(connection.write(integration.connection_config, "connection_config."))
     if sync_interval is not None:
         integration.sync_interval.FromSeconds(int(sync_interval))
         paths.append("sync_interval")
@@ -282,10 +319,20 @@ def integrations_update(
         raise CliError(
             "nothing to change: give at least one option (canopy integrations update --help)"
         )
-    reply = clients_of(ctx).integrations.UpdateIntegration(
-        rpc.UpdateIntegrationRequest(integration=integration, update_mask=FieldMask(paths=paths))
+    stub = clients_of(ctx).integrations
+    request = rpc.UpdateIntegrationRequest(
+        integration=integration, update_mask=FieldMask(paths=paths)
     )
-    show(output, reply.integration, render.integration_details(reply.integration))
+
+    def pin_etag(pinned: rpc.UpdateIntegrationRequest) -> None:
+        current = stub.GetIntegration(rpc.GetIntegrationRequest(id=integration_id))
+        pinned.integration.etag = current.integration.etag
+
+    reply = make_change(
+        stub.UpdateIntegration, request, dry_run=dry_run, yes=yes, output=output, pin_etag=pin_etag
+    )
+    if reply is not None:
+        show(output, reply.integration, render.integration_details(reply.integration))
 
 
 @integrations_app.command("delete")
@@ -298,25 +345,43 @@ def integrations_delete(
             "--confirm", metavar="HANDLE", help="The integration's handle, to not be asked."
         ),
     ] = None,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    output: OutputOption = Output.table,
 ) -> None:
-    """Delete an integration and its whole tree (every workspace loses its schemas)."""
-    clients = clients_of(ctx)
-    current = clients.integrations.GetIntegration(
-        rpc.GetIntegrationRequest(id=integration_id)
-    ).integration
+    """Delete an integration and its whole tree (every workspace loses its schemas). Shows
+    what would go and asks for the handle; with --confirm, asks yes or no if workspaces would
+    lose schemas, unless --yes."""
+    stub = clients_of(ctx).integrations
+    current = stub.GetIntegration(rpc.GetIntegrationRequest(id=integration_id)).integration
+    if confirm is not None:
+        _check_handle(current, confirm)
+    request = rpc.DeleteIntegrationRequest(
+        id=current.id, confirm_handle=current.handle, etag=current.etag
+    )
+    if dry_run:
+        make_change(stub.DeleteIntegration, request, dry_run=True, yes=yes, output=output)
+        return
+    impact = None if yes else preview(stub.DeleteIntegration, request)
     if confirm is None:
-        confirm = typer.prompt(
+        if impact is not None:  # beside the question, on stdout as typer.prompt is
+            console().print(impact_view(impact))
+        typed = typer.prompt(
             f"This deletes {current.handle} ({current.id}) and its whole tree, irreversibly.\n"
             f"Type its handle to confirm"
         )
-    if confirm != current.handle:
-        raise CliError(
-            f"{confirm!r} is not the handle of {current.id} ({current.handle!r}): nothing deleted"
-        )
-    clients.integrations.DeleteIntegration(
-        rpc.DeleteIntegrationRequest(id=current.id, confirm_handle=confirm, etag=current.etag)
-    )
+        _check_handle(current, typed)
+    elif impact is not None and removes_or_renames(impact):
+        confirm_impact(impact)
+    stub.DeleteIntegration(request)
     typer.echo(f"deleted {current.handle} ({current.id})")
+
+
+def _check_handle(current: pb.Integration, typed: str) -> None:
+    if typed != current.handle:
+        raise CliError(
+            f"{typed!r} is not the handle of {current.id} ({current.handle!r}): nothing deleted"
+        )
 
 
 @integrations_app.command("external-id")

@@ -21,6 +21,7 @@ from canopy_cli.app import (
     grants_app,
     show,
 )
+from canopy_cli.preview import DryRunOption, YesOption, make_change
 
 
 @app.command("tree")
@@ -43,7 +44,7 @@ def _item(item_id: str) -> dict[str, str]:
     )
 
 
-def _grantee(value: str) -> types_pb2.Grantee:
+def grantee_of(value: str) -> types_pb2.Grantee:
     if value.startswith("t_"):
         return types_pb2.Grantee(tenant_id=value)
     if value.startswith("o_"):
@@ -71,20 +72,32 @@ def grants_set(
         typer.Option("--grantee", help="t_…, o_… or w_…; repeat for several."),
     ] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Remove every direct grant.")] = False,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
     output: OutputOption = Output.table,
 ) -> None:
-    """Replace the direct grants of a folder (f_…) or connection (c_…)."""
-    grantees = [_grantee(value) for value in grantee or []]
+    """Replace the direct grants of a folder (f_…) or connection (c_…). If workspaces would
+    lose schemas, shows which and asks first, unless --yes."""
+    grantees = [grantee_of(value) for value in grantee or []]
     if bool(grantees) == clear:
         raise typer.BadParameter(
             "give --grantee (one or more), or --clear to remove every grant",
             param_hint="--grantee / --clear",
         )
+    item = _item(item_id)
     request = prpc.SetPermissionsRequest(grantees=grantees)
-    for name, value in _item(item_id).items():
+    for name, value in item.items():
         setattr(request, name, value)
-    reply = clients_of(ctx).permissions.SetPermissions(request)
-    show(output, reply.permissions, render.permissions_table(reply.permissions))
+    stub = clients_of(ctx).permissions
+
+    def pin_etag(pinned: prpc.SetPermissionsRequest) -> None:
+        pinned.etag = stub.GetPermissions(prpc.GetPermissionsRequest(**item)).permissions.etag
+
+    reply = make_change(
+        stub.SetPermissions, request, dry_run=dry_run, yes=yes, output=output, pin_etag=pin_etag
+    )
+    if reply is not None:
+        show(output, reply.permissions, render.permissions_table(reply.permissions))
 
 
 @app.command("attach")
