@@ -26,8 +26,11 @@ def free_port() -> int:
         return port
 
 
-def token(subject: str = "tester", *, system: bool = False, ttl: float = 600, **roles: str) -> str:
-    """A token signed with the test secret; roles as `t_acme="owner"`."""
+def token(
+    subject: str = "tester", *, system: bool = False, ttl: float = 86_400, **roles: str
+) -> str:
+    """A token signed with the test secret; roles as `t_acme="owner"`. Modules mint theirs at
+    import, so a token lives a day: a slow run must not outlive its tokens."""
     return mint_token(
         JWT_SECRET,
         subject,
