@@ -71,14 +71,26 @@ def base_env(tmp: Path, database_url: str | None, **extra: str) -> dict[str, str
     return env
 
 
-def start(name: str, env: dict[str, str], tmp: Path, port: int | None = None) -> ServiceProcess:
+def start(
+    name: str,
+    env: dict[str, str],
+    tmp: Path,
+    port: int | None = None,
+    *,
+    python_path: str | None = None,
+    log_name: str | None = None,
+) -> ServiceProcess:
+    """Start a service; `python_path` puts other source trees (another release's) first."""
     module, _ = SERVICES[name]
     port = port or free_port()
-    log = tmp / f"{name}.log"
+    log = tmp / f"{log_name or name}.log"
+    child_env = {**env, "CANOPY_PORT": str(port), "CANOPY_METRICS_PORT": str(free_port())}
+    if python_path:
+        child_env["PYTHONPATH"] = python_path
     with log.open("wb") as output:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", module],
-            env={**env, "CANOPY_PORT": str(port), "CANOPY_METRICS_PORT": str(free_port())},
+            env=child_env,
             stdout=output,
             stderr=subprocess.STDOUT,
             cwd=tmp,
