@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,15 @@ class ServiceProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
+
+
+def stop_all(services: Iterable[ServiceProcess], timeout: float = 15) -> None:
+    """SIGTERM to every service still running, then wait for each: they stop side by side."""
+    running = [s for s in services if s.process.poll() is None]
+    for service in running:
+        service.process.send_signal(signal.SIGTERM)
+    for service in running:
+        service.process.wait(timeout)
 
 
 def base_env(tmp: Path, database_url: str | None, **extra: str) -> dict[str, str]:

@@ -41,7 +41,7 @@ from canopy.permissions.v1 import workspace_schema_service_pb2_grpc as wgrpc
 from canopy.type.v1 import types_pb2
 from tests.awsfaults import FaultProxy
 from tests.discovery.conftest import Org
-from tests.e2e.processes import SERVICES, ServiceProcess, start, wait_serving
+from tests.e2e.processes import SERVICES, ServiceProcess, start, stop_all, wait_serving
 from tests.e2e.releases import (
     export_release,
     previous_release,
@@ -277,9 +277,7 @@ async def previous(
     try:
         yield launch
     finally:
-        for service in running.values():
-            if service.process.poll() is None:
-                service.terminate(15)
+        stop_all(running.values())
 
 
 async def test_previous_release_replicas_work_beside_current_ones_on_the_migrated_database(
@@ -498,5 +496,9 @@ async def test_previous_release_replicas_work_beside_current_ones_on_the_migrate
         await new.close()
         if old is not None:
             await old.close()
-    for service in [*services.values(), *(old.running.values() if old else ())]:
+    # Every replica of both releases stops cleanly, having logged no error.
+    everyone = [*services.values(), *(old.running.values() if old else ())]
+    stop_all(everyone)
+    for service in everyone:
+        assert service.process.returncode == 0, service.log_text()
         clean_log(service)
