@@ -42,13 +42,13 @@ from canopy.type.v1 import types_pb2
 from tests.awsfaults import FaultProxy
 from tests.discovery.conftest import Org
 from tests.e2e.processes import SERVICES, ServiceProcess, start, stop_all, wait_serving
-from tests.e2e.releases import (
+from tests.integration.conftest import ORG_OWNER, OWNER, SYSTEM, seed_directory
+from tests.releases import (
     export_release,
     previous_release,
     python_path,
     unsatisfied_dependencies,
 )
-from tests.integration.conftest import ORG_OWNER, OWNER, SYSTEM, seed_directory
 
 ROLE = "arn:aws:iam::123456789012:role/canopy-discovery"
 TERMINAL = {

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import REPO
-
+REPO = Path(__file__).resolve().parents[1]
 STABLE = REPO / "protos" / "STABLE"
 
 #: The source trees of a checkout, in the order they go on PYTHONPATH.
@@ -43,6 +42,17 @@ def previous_release() -> str:
             pytrace=False,
         )
     return commit
+
+
+def released_file(commit: str, path: str) -> str | None:
+    """A file's text at `commit`; None when it did not exist there."""
+    shown = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{commit}:{path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return shown.stdout if shown.returncode == 0 else None
 
 
 def export_release(commit: str, into: Path) -> Path:
