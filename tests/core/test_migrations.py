@@ -81,3 +81,18 @@ async def test_pooled_connections_use_the_service_schema_and_never_jit(database_
             assert await conn.fetchval("SHOW search_path") == '"widgets"'
     finally:
         await db.close()
+
+
+async def test_a_database_a_later_release_migrated_is_left_as_it_is_by_an_earlier_one(
+    database_url: str,
+) -> None:
+    # A replica of the previous release restarting during a rolling upgrade: the rows of
+    # migrations it does not know are ignored, and it applies nothing.
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, "widgets", WIDGETS)
+        assert await migrate(conn, "widgets", WIDGETS[:1]) == 0
+        versions = await conn.fetch("SELECT version FROM widgets.schema_migrations ORDER BY 1")
+        assert [v["version"] for v in versions] == [1, 2]
+    finally:
+        await conn.close()

@@ -11,7 +11,7 @@ import pytest
 
 from tests.awsfaults import FaultProxy
 from tests.discovery.conftest import moto_server, moto_url, org, proxy  # noqa: F401
-from tests.e2e.processes import SERVICES, ServiceProcess, base_env, start, wait_serving
+from tests.e2e.processes import SERVICES, ServiceProcess, base_env, start, stop_all, wait_serving
 from tests.helpers import free_port
 from tests.integration.conftest import TRUSTED_ACCOUNT_ID
 
@@ -54,6 +54,4 @@ async def services(
         await asyncio.gather(*(wait_serving(s) for s in running.values()))
         yield running
     finally:
-        for service in running.values():
-            if service.process.poll() is None:
-                service.terminate(15)
+        stop_all(running.values())

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,15 @@ class ServiceProcess:
         return self.process.wait(timeout)
 
 
+def stop_all(services: Iterable[ServiceProcess], timeout: float = 15) -> None:
+    """SIGTERM to every service still running, then wait for each: they stop side by side."""
+    running = [s for s in services if s.process.poll() is None]
+    for service in running:
+        service.process.send_signal(signal.SIGTERM)
+    for service in running:
+        service.process.wait(timeout)
+
+
 def base_env(tmp: Path, database_url: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CANOPY_")}
     env.pop("DATABASE_URL", None)
@@ -71,14 +81,26 @@ def base_env(tmp: Path, database_url: str | None, **extra: str) -> dict[str, str
     return env
 
 
-def start(name: str, env: dict[str, str], tmp: Path, port: int | None = None) -> ServiceProcess:
+def start(
+    name: str,
+    env: dict[str, str],
+    tmp: Path,
+    port: int | None = None,
+    *,
+    python_path: str | None = None,
+    log_name: str | None = None,
+) -> ServiceProcess:
+    """Start a service; `python_path` puts other source trees (another release's) first."""
     module, _ = SERVICES[name]
     port = port or free_port()
-    log = tmp / f"{name}.log"
+    log = tmp / f"{log_name or name}.log"
+    child_env = {**env, "CANOPY_PORT": str(port), "CANOPY_METRICS_PORT": str(free_port())}
+    if python_path:
+        child_env["PYTHONPATH"] = python_path
     with log.open("wb") as output:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [sys.executable, "-m", module],
-            env={**env, "CANOPY_PORT": str(port), "CANOPY_METRICS_PORT": str(free_port())},
+            env=child_env,
             stdout=output,
             stderr=subprocess.STDOUT,
             cwd=tmp,

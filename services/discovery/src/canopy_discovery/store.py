@@ -22,7 +22,8 @@ from canopy_discovery.model import (
 
 _RUN = """id, integration_id, tenant_id, org_id, state, trigger, confirm_deletions, attempt,
     progress, summary, apply_outcome, failure_reason, failure_message, organization_id, etag,
-    created_at, started_at, ended_at, updated_at, events, event_count, full_crawl_reason"""
+    created_at, started_at, ended_at, updated_at, events, event_count, full_crawl_reason,
+    organizational_units_refused, refused_organizational_unit_ids"""
 _QUEUE = "integration_id, queue_url, role_arn, external_id, version"
 _SCHEDULE = """integration_id, tenant_id, org_id, interval_seconds, next_run_at, active_run_id,
     lease_owner, lease_expires_at"""
@@ -38,7 +39,7 @@ def _run(row: asyncpg.Record) -> SyncRun:
         trigger=Trigger(row["trigger"]),
         confirm_deletions=row["confirm_deletions"],
         attempt=row["attempt"],
-        progress=_progress(row["progress"]),
+        progress=_progress(row),
         summary=bytes(row["summary"]) if row["summary"] is not None else None,
         apply_outcome=row["apply_outcome"],
         failure_reason=row["failure_reason"],
@@ -55,10 +56,31 @@ def _run(row: asyncpg.Record) -> SyncRun:
     )
 
 
-def _progress(saved: dict[str, Any]) -> Progress:
-    # Runs saved before refused OUs were recorded lack those keys: the defaults stand for them.
-    refused = tuple(saved.get("refused_organizational_unit_ids", ()))
-    return Progress(**{**saved, "refused_organizational_unit_ids": refused})
+# The keys of `sync_runs.progress`: the previous release reads that object strictly, so it keeps
+# these keys and nothing more; later figures get columns of their own (migration 0004).
+_PROGRESS_KEYS = (
+    "organizational_units_found",
+    "accounts_found",
+    "api_calls",
+    "throttled_calls",
+    "elapsed_seconds",
+)
+
+
+def _progress(row: asyncpg.Record) -> Progress:
+    # Keys this release does not know (a later release's) are ignored. Refused OUs saved in
+    # `progress` before they had columns are still read from there.
+    saved: dict[str, Any] = row["progress"]
+    refused = row["refused_organizational_unit_ids"] or saved.get(
+        "refused_organizational_unit_ids", ()
+    )
+    return Progress(
+        **{key: saved[key] for key in _PROGRESS_KEYS if key in saved},
+        organizational_units_refused=(
+            row["organizational_units_refused"] or saved.get("organizational_units_refused", 0)
+        ),
+        refused_organizational_unit_ids=tuple(refused),
+    )
 
 
 def _covered(event: dict[str, str]) -> CoveredEvent:
@@ -265,21 +287,14 @@ async def save_run(conn: asyncpg.Connection, run: SyncRun) -> SyncRun:
         f"""UPDATE sync_runs SET state = $2, confirm_deletions = $3, attempt = $4,
                 progress = $5, summary = $6, apply_outcome = $7, failure_reason = $8,
                 failure_message = $9, organization_id = $10, started_at = $11, ended_at = $12,
-                etag = $13, updated_at = now()
+                etag = $13, organizational_units_refused = $14,
+                refused_organizational_unit_ids = $15, updated_at = now()
             WHERE id = $1 RETURNING {_RUN}""",
         run.id,
         run.state.value,
         run.confirm_deletions,
         run.attempt,
-        {
-            "organizational_units_found": p.organizational_units_found,
-            "accounts_found": p.accounts_found,
-            "api_calls": p.api_calls,
-            "throttled_calls": p.throttled_calls,
-            "elapsed_seconds": p.elapsed_seconds,
-            "organizational_units_refused": p.organizational_units_refused,
-            "refused_organizational_unit_ids": list(p.refused_organizational_unit_ids),
-        },
+        {key: getattr(p, key) for key in _PROGRESS_KEYS},
         run.summary,
         run.apply_outcome,
         run.failure_reason,
@@ -288,6 +303,8 @@ async def save_run(conn: asyncpg.Connection, run: SyncRun) -> SyncRun:
         run.start_time,
         run.end_time,
         new_etag(),
+        p.organizational_units_refused,
+        list(p.refused_organizational_unit_ids),
     )
     return _run(row)
 
