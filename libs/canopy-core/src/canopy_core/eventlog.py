@@ -282,7 +282,12 @@ class EventLog:
         key_list = sorted(set(keys)) if keys is not None else None
         limit = limit or self.batch_size
         async with self.db.connection() as conn:
-            rows = await conn.fetch(_READ, after_revision, through, key_list, limit)
+            if key_list is None:
+                bound = after_revision + limit
+                through = bound if through is None else min(through, bound)
+                rows = await conn.fetch(_READ_ALL, after_revision, through, None, limit)
+            else:
+                rows = await conn.fetch(_READ_MATCHING, after_revision, through, key_list, limit)
         head = rows[0]["head"]
         compacted_through = rows[0]["compacted_through"]
         if after_revision < compacted_through:
@@ -583,12 +588,30 @@ def expand_ranges(query: str) -> str:
     )
 
 
-# One read: the head, the compaction point, and the rows holding the first `$4` events after
-# `$1` (through `$2`, matching keys `$3`), each range cut to the events the read covers: `lo`
-# is its first such revision, `payloads` theirs. Each row holds at least one event, so `$4`
-# rows always suffice; the running count of events then drops what lies beyond the limit.
-# The upper bound is an index condition: the rows through `$2`, and the one range that may
-# straddle it.
+# The rows holding events after `$1` through `$2` (matching keys `$3`), at most `$4`, each with
+# `lo`/`hi`, the first and last of its revisions the read covers. The upper bound is an index
+# condition: the rows through `$2`, and the one range that may straddle it.
+_ROWS = """
+    SELECT revision, kind, keys, payload, payloads, created_at,
+           first_revision AS first,
+           greatest(coalesce(first_revision, revision), $1 + 1) AS lo,
+           least(revision, coalesce($2::bigint, revision)) AS hi
+    FROM event_log
+    WHERE revision > $1
+      AND revision <= coalesce(
+          (SELECT min(revision) FROM event_log WHERE revision >= $2::bigint),
+          $2::bigint,
+          9223372036854775807
+      )
+      AND greatest(coalesce(first_revision, revision), $1 + 1)
+          <= least(revision, coalesce($2::bigint, revision))
+      AND ($3::text[] IS NULL OR keys && $3)
+    ORDER BY revision
+    LIMIT $4
+"""
+
+# One read: the head, the compaction point, and the events of `_ROWS` (`events`: those rows,
+# each with `cut`, the last revision the read takes of it), ranges sliced to their part.
 _READ = """
     SELECT h.revision AS head, c.compacted_through,
            e.revision, e.kind, e.keys, e.payload,
@@ -598,33 +621,26 @@ _READ = """
                 THEN e.payloads[e.lo - e.first + 1 : e.cut - e.first + 1] END
     FROM event_log_head h
     CROSS JOIN event_log_compaction c
-    LEFT JOIN LATERAL (
-        SELECT w.*, least(w.hi, w.lo + $4 - 1 - (w.upto - (w.hi - w.lo + 1))) AS cut
-        FROM (
-            SELECT v.*, sum(v.hi - v.lo + 1) OVER (ORDER BY v.revision) AS upto
-            FROM (
-                SELECT revision, kind, keys, payload, payloads, created_at,
-                       first_revision AS first,
-                       greatest(coalesce(first_revision, revision), $1 + 1) AS lo,
-                       least(revision, coalesce($2::bigint, revision)) AS hi
-                FROM event_log
-                WHERE revision > $1
-                  AND revision <= coalesce(
-                      (SELECT min(revision) FROM event_log WHERE revision >= $2::bigint),
-                      $2::bigint,
-                      9223372036854775807
-                  )
-                  AND greatest(coalesce(first_revision, revision), $1 + 1)
-                      <= least(revision, coalesce($2::bigint, revision))
-                  AND ($3::text[] IS NULL OR keys && $3)
-                ORDER BY revision
-                LIMIT $4
-            ) v
-        ) w
-        WHERE w.upto - (w.hi - w.lo + 1) < $4
-    ) e ON true
+    LEFT JOIN LATERAL ({events}) e ON true
     ORDER BY e.revision
 """
+
+# Unfiltered, the log has no gaps: the first `$4` events after `$1` end at `$1 + $4`, which the
+# caller makes the bound `$2`; every event of the rows is read.
+_READ_ALL = _READ.format(events=f"SELECT v.*, v.hi AS cut FROM ({_ROWS}) v")
+
+# Filtered, a row holds at least one matching event, so `$4` rows always suffice; a running
+# count of their events drops what lies beyond the limit and cuts the range that reaches it.
+_READ_MATCHING = _READ.format(
+    events=f"""
+        SELECT w.*, least(w.hi, w.lo + $4 - 1 - (w.upto - (w.hi - w.lo + 1))) AS cut
+        FROM (
+            SELECT v.*, sum((v.hi - v.lo + 1)::integer) OVER (ORDER BY v.revision) AS upto
+            FROM ({_ROWS}) v
+        ) w
+        WHERE w.upto - (w.hi - w.lo + 1) < $4
+    """
+)
 
 
 def _is_unavailable(exc: BaseException) -> bool:
