@@ -3,7 +3,9 @@ root folder attached to 100 workspaces, one watcher per workspace plus 900 idle 
 other workspaces. The services run as separate processes; this process only watches.
 
 Reported: time from the update's commit to the last of the 100,000 `SchemaRenamed` events,
-events per second, and the p50/p99 delay per event (receipt - commit)."""
+events per second, the p50/p99 delay per event (receipt - commit), and the rows the change wrote
+to the workspace schema log (one per workspace with compact events, BENCH_COMPACT_EVENTS=1, the
+default; one per event with BENCH_COMPACT_EVENTS=0)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+import asyncpg
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
@@ -34,6 +37,21 @@ from canopy.type.v1 import types_pb2
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", 1_000))
 ATTACHED = int(os.environ.get("BENCH_ATTACHED", 100))
 IDLE = int(os.environ.get("BENCH_IDLE", 900))
+COMPACT_EVENTS = os.environ.get("BENCH_COMPACT_EVENTS", "1") != "0"
+
+
+async def _log_rows(dsn: str, after_revision: int | None = None) -> tuple[int, int]:
+    """The permissions service's schema log: its head, and the rows after `after_revision`."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        head: int = await conn.fetchval("SELECT revision FROM permissions.event_log_head")
+        rows: int = await conn.fetchval(
+            "SELECT count(*) FROM permissions.event_log WHERE revision > $1",
+            head if after_revision is None else after_revision,
+        )
+        return head, rows
+    finally:
+        await conn.close()
 
 
 async def _seed(directory: Any) -> None:
@@ -69,6 +87,7 @@ async def run(admin_dsn: str) -> dict[str, Any]:
             "CANOPY_LOG_LEVEL": "WARNING",
             "CANOPY_INTEGRATION_ADDRESS": f"127.0.0.1:{integration_port}",
             "CANOPY_PERMISSIONS_ADDRESS": f"127.0.0.1:{permissions_port}",
+            "CANOPY_COMPACT_EVENTS": "true" if COMPACT_EVENTS else "false",
         }
         async with (
             subprocess_service("canopy_permissions", common, port=permissions_port) as p_address,
@@ -184,6 +203,7 @@ async def run(admin_dsn: str) -> dict[str, Any]:
                 if ready >= len(watchers):
                     break
                 await asyncio.sleep(0.05)
+            before, _ = await _log_rows(dsn)
             started = time.perf_counter()
             await integrations.UpdateIntegration(
                 rpc.UpdateIntegrationRequest(
@@ -216,6 +236,7 @@ async def run(admin_dsn: str) -> dict[str, Any]:
                 await asyncio.gather(*watchers, return_exceptions=True)
                 for channel in watch_channels:
                     await channel.close()
+            head, rows = await _log_rows(dsn, before)
     delays = [t - committed for t in received]
     last = max(received) - committed
     result = {
@@ -227,6 +248,9 @@ async def run(admin_dsn: str) -> dict[str, Any]:
         "update_rpc_seconds": round(committed - started, 3),
         "commit_to_last_event_seconds": round(last, 3),
         "events_per_second": round(len(received) / max(last, 1e-9)),
+        "compact_events": COMPACT_EVENTS,
+        "events_written_per_change": head - before,
+        "rows_written_per_change": rows,
         "delay": summary_ms(delays),
     }
     print(f"  {len(received)} events, last after {last:.2f} s", file=sys.stderr)

@@ -7,6 +7,11 @@ that commits later. `NOTIFY` is delivered at commit and wakes one tail reader pe
 reads each new event once and hands it to the live watchers whose keys match; watchers that are
 behind read from the table until they catch up. Events older than the retention are compacted;
 watching from before that fails `OUT_OF_RANGE` / `REVISION_COMPACTED`.
+
+A row holds one event, or (`append_ranges`, with `compact_events`) a range of consecutive events
+sharing kind and keys: its `revision` is the range's last, `first_revision` its first, `payloads`
+one payload per revision. Every read expands ranges into single events, so readers see exactly
+the events one row each would give; a read may start or stop inside a range.
 """
 
 from __future__ import annotations
@@ -122,8 +127,11 @@ class EventLog:
         progress_interval: float = 5.0,
         batch_size: int = 500,
         max_queued_per_watcher: int = 50_000,
+        compact_events: bool = False,
     ) -> None:
         self.db = db
+        # Off until every replica reads ranges: the release before them misreads a range row.
+        self.compact_events = compact_events
         self.channel = f"canopy_events_{db.schema}"
         self.progress_interval = progress_interval
         self.batch_size = batch_size
@@ -137,20 +145,25 @@ class EventLog:
 
     # -- writing -------------------------------------------------------------------------
 
+    async def _take(self, conn: asyncpg.Connection, count: int, method: str) -> int:
+        """Take the next `count` revisions in the caller's transaction; returns the last."""
+        if count < 1:
+            raise ValueError(f"{method} needs at least one event")
+        if not conn.is_in_transaction():
+            raise RuntimeError(f"EventLog.{method} must run inside the caller's transaction")
+        head: int = await conn.fetchval(
+            "UPDATE event_log_head SET revision = revision + $1 RETURNING revision", count
+        )
+        return head
+
     async def append(self, conn: asyncpg.Connection, events: Sequence[NewEvent]) -> int:
         """Append `events` in the caller's open transaction; returns the last revision.
 
         Call it as late in the transaction as possible: from here to commit, other appenders
         of this log wait on the head row.
         """
-        if not events:
-            raise ValueError("append needs at least one event")
-        if not conn.is_in_transaction():
-            raise RuntimeError("EventLog.append must run inside the caller's transaction")
         count = len(events)
-        head: int = await conn.fetchval(
-            "UPDATE event_log_head SET revision = revision + $1 RETURNING revision", count
-        )
+        head = await self._take(conn, count, "append")
         first = head - count + 1
         records = [
             (first + i, event.kind, list(event.keys), event.payload)
@@ -181,13 +194,7 @@ class EventLog:
         0 … count-1 in log order. Fewer or more rows than `count` is a bug and raises, which
         rolls back the caller's transaction.
         """
-        if count < 1:
-            raise ValueError("append_from needs at least one event")
-        if not conn.is_in_transaction():
-            raise RuntimeError("EventLog.append_from must run inside the caller's transaction")
-        head: int = await conn.fetchval(
-            "UPDATE event_log_head SET revision = revision + $1 RETURNING revision", count
-        )
+        head = await self._take(conn, count, "append_from")
         status = await conn.execute(
             "INSERT INTO event_log (revision, kind, keys, payload) "
             f"SELECT {head - count + 1} + q.position, q.kind, q.keys, q.payload FROM ({query}) q",
@@ -196,6 +203,58 @@ class EventLog:
         inserted = int(status.split()[-1])
         if inserted != count:
             raise RuntimeError(f"append_from expected {count} events, the query made {inserted}")
+        await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(head))
+        return head
+
+    async def append_ranges(
+        self, conn: asyncpg.Connection, count: int, query: str, *args: object
+    ) -> int:
+        """Append `count` events that a query produces as ranges sharing kind and keys, one row
+        per range when `compact_events` is on (else one row per event); returns the last
+        revision.
+
+        `query` is a SELECT of rows (position, kind, keys, payloads): a range's events are
+        numbered position … position + cardinality(payloads) - 1 in log order, and together the
+        ranges number 0 … count-1 exactly once. Anything else is a bug and raises, which rolls
+        back the caller's transaction.
+        """
+        if not self.compact_events:
+            return await self.append_from(conn, count, expand_ranges(query), *args)
+        head = await self._take(conn, count, "append_ranges")
+        first = head - count + 1
+        # A range of one is stored as a single event: the previous release reads those.
+        made = await conn.fetchrow(
+            f"""
+            WITH q AS MATERIALIZED (
+                SELECT q.position, q.kind, q.keys, q.payloads,
+                       coalesce(cardinality(q.payloads), 0) AS size
+                FROM ({query}) q
+            ), inserted AS (
+                INSERT INTO event_log (revision, first_revision, kind, keys, payload, payloads)
+                SELECT {first} + position + size - 1,
+                       CASE WHEN size > 1 THEN {first} + position END,
+                       kind, keys,
+                       CASE WHEN size = 1 THEN payloads[1] END,
+                       CASE WHEN size > 1 THEN payloads END
+                FROM q
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM inserted) AS rows,
+                   coalesce(sum(size), 0) AS events,
+                   coalesce(bool_and(size > 0 AND position = follows), true) AS contiguous
+            FROM (
+                SELECT size, position,
+                       lag(position + size, 1, 0::bigint) OVER (ORDER BY position) AS follows
+                FROM q
+            ) c
+            """,
+            *args,
+        )
+        if made["events"] != count or not made["contiguous"]:
+            raise RuntimeError(
+                f"append_ranges expected {count} events, the query made {made['events']}"
+                + ("" if made["contiguous"] else " in ranges that overlap or leave gaps")
+            )
         await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(head))
         return head
 
@@ -223,47 +282,38 @@ class EventLog:
         key_list = sorted(set(keys)) if keys is not None else None
         limit = limit or self.batch_size
         async with self.db.connection() as conn:
-            rows = await conn.fetch(
-                """
-                SELECT h.revision AS head, c.compacted_through,
-                       e.revision, e.kind, e.keys, e.payload,
-                       (extract(epoch FROM e.created_at) * 1000000)::bigint
-                FROM event_log_head h
-                CROSS JOIN event_log_compaction c
-                LEFT JOIN LATERAL (
-                    SELECT revision, kind, keys, payload, created_at
-                    FROM event_log
-                    WHERE revision > $1
-                      AND ($2::bigint IS NULL OR revision <= $2)
-                      AND ($3::text[] IS NULL OR keys && $3)
-                    ORDER BY revision
-                    LIMIT $4
-                ) e ON true
-                ORDER BY e.revision
-                """,
-                after_revision,
-                through,
-                key_list,
-                limit,
-            )
+            if key_list is None:
+                bound = after_revision + limit
+                through = bound if through is None else min(through, bound)
+                rows = await conn.fetch(_READ_ALL, after_revision, through, None, limit)
+            else:
+                rows = await conn.fetch(_READ_MATCHING, after_revision, through, key_list, limit)
         head = rows[0]["head"]
         compacted_through = rows[0]["compacted_through"]
         if after_revision < compacted_through:
             raise revision_compacted(after_revision, compacted_through)
-        # Times arrive as epoch microseconds: decoding a timestamp cost more than the rest of
-        # the row.
-        events = [
-            StoredEvent(r[2], r[3], tuple(r[4]), r[5], _from_micros(r[6]))
-            for r in rows
-            if r[2] is not None
-        ]
+        events: list[StoredEvent] = []
+        for r in rows:
+            if r[2] is None:
+                continue
+            # Times arrive as epoch microseconds: decoding a timestamp cost more than the rest
+            # of the row.
+            created_at = _from_micros(r[6])
+            if r[8] is None:
+                events.append(StoredEvent(r[2], r[3], tuple(r[4]), r[5], created_at))
+            else:
+                # The part of a range this read covers; its events share one keys tuple.
+                kind, event_keys, revision = r[3], tuple(r[4]), r[7]
+                for payload in r[8]:
+                    events.append(StoredEvent(revision, kind, event_keys, payload, created_at))
+                    revision += 1
         return Page(events, head, compacted_through, truncated=len(events) >= limit)
 
     async def last(self, key: str) -> StoredEvent | None:
         """The latest retained event carrying `key`, if any."""
         async with self.db.connection() as conn:
             row = await conn.fetchrow(
-                "SELECT revision, kind, keys, payload, "
+                "SELECT revision, kind, keys, coalesce(payload, payloads[cardinality(payloads)]), "
                 "(extract(epoch FROM created_at) * 1000000)::bigint "
                 "FROM event_log WHERE keys && $1::text[] ORDER BY revision DESC LIMIT 1",
                 [key],
@@ -528,6 +578,69 @@ class EventLog:
             log.info("event log compacted", extra={"compacted_through": through})
 
         await run_every(every, compact, "event log compaction")
+
+
+def expand_ranges(query: str) -> str:
+    """The events (position, kind, keys, payload) of an `append_ranges` query, one row each."""
+    return (
+        "SELECT r.position + u.n - 1 AS position, r.kind, r.keys, u.payload "
+        f"FROM ({query}) r CROSS JOIN LATERAL unnest(r.payloads) WITH ORDINALITY AS u(payload, n)"
+    )
+
+
+# The rows holding events after `$1` through `$2` (matching keys `$3`), at most `$4`, each with
+# `lo`/`hi`, the first and last of its revisions the read covers. The upper bound is an index
+# condition: the rows through `$2`, and the one range that may straddle it.
+_ROWS = """
+    SELECT revision, kind, keys, payload, payloads, created_at,
+           first_revision AS first,
+           greatest(coalesce(first_revision, revision), $1 + 1) AS lo,
+           least(revision, coalesce($2::bigint, revision)) AS hi
+    FROM event_log
+    WHERE revision > $1
+      AND revision <= coalesce(
+          (SELECT min(revision) FROM event_log WHERE revision >= $2::bigint),
+          $2::bigint,
+          9223372036854775807
+      )
+      AND greatest(coalesce(first_revision, revision), $1 + 1)
+          <= least(revision, coalesce($2::bigint, revision))
+      AND ($3::text[] IS NULL OR keys && $3)
+    ORDER BY revision
+    LIMIT $4
+"""
+
+# One read: the head, the compaction point, and the events of `_ROWS` (`events`: those rows,
+# each with `cut`, the last revision the read takes of it), ranges sliced to their part.
+_READ = """
+    SELECT h.revision AS head, c.compacted_through,
+           e.revision, e.kind, e.keys, e.payload,
+           (extract(epoch FROM e.created_at) * 1000000)::bigint,
+           e.lo,
+           CASE WHEN e.first IS NOT NULL
+                THEN e.payloads[e.lo - e.first + 1 : e.cut - e.first + 1] END
+    FROM event_log_head h
+    CROSS JOIN event_log_compaction c
+    LEFT JOIN LATERAL ({events}) e ON true
+    ORDER BY e.revision
+"""
+
+# Unfiltered, the log has no gaps: the first `$4` events after `$1` end at `$1 + $4`, which the
+# caller makes the bound `$2`; every event of the rows is read.
+_READ_ALL = _READ.format(events=f"SELECT v.*, v.hi AS cut FROM ({_ROWS}) v")
+
+# Filtered, a row holds at least one matching event, so `$4` rows always suffice; a running
+# count of their events drops what lies beyond the limit and cuts the range that reaches it.
+_READ_MATCHING = _READ.format(
+    events=f"""
+        SELECT w.*, least(w.hi, w.lo + $4 - 1 - (w.upto - (w.hi - w.lo + 1))) AS cut
+        FROM (
+            SELECT v.*, sum((v.hi - v.lo + 1)::integer) OVER (ORDER BY v.revision) AS upto
+            FROM ({_ROWS}) v
+        ) w
+        WHERE w.upto - (w.hi - w.lo + 1) < $4
+    """
+)
 
 
 def _is_unavailable(exc: BaseException) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from canopy_core.db import Database
-from canopy_core.eventlog import EventLog, NewEvent
+from canopy_core.eventlog import EventLog, NewEvent, expand_ranges
 
 
 class PreviewDatabase(Database):
@@ -54,7 +54,8 @@ async def preview_database(db: Database) -> AsyncIterator[PreviewDatabase]:
 
 @dataclass(frozen=True)
 class BulkEvents:
-    """Events a query would have appended (`EventLog.append_from`), too many to hold: how many
+    """Events a query would have appended (`EventLog.append_from` or `append_ranges`), too many
+    to hold: how many
     of each (kind, keys), and the first `sample_per_key` of each keys, in log order."""
 
     counts: list[tuple[str, tuple[str, ...], int]]
@@ -121,3 +122,9 @@ class PreviewLog(EventLog):
             )
         )
         return await self._revisions(conn, count)
+
+    async def append_ranges(
+        self, conn: asyncpg.Connection, count: int, query: str, *args: object
+    ) -> int:
+        """Capture what the ranges would append, event by event (as `append_from` does)."""
+        return await self.append_from(conn, count, expand_ranges(query), *args)

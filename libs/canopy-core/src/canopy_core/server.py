@@ -196,7 +196,11 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> RunningService:
         settings=settings,
         db=db,
         server=server,
-        event_log=EventLog(db, progress_interval=settings.watch_progress_interval.total_seconds()),
+        event_log=EventLog(
+            db,
+            progress_interval=settings.watch_progress_interval.total_seconds(),
+            compact_events=settings.compact_events,
+        ),
         credentials=SystemCredentials(settings),
         page_tokens=page_tokens,
     )

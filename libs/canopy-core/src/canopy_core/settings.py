@@ -82,6 +82,12 @@ class ServiceSettings(BaseSettings):
 
     event_retention: Duration = timedelta(days=7)
     watch_progress_interval: Duration = timedelta(seconds=5)
+    compact_events: bool = Field(
+        default=False,
+        description="Store a change's events of one kind and keys as one row covering their "
+        "revisions (EventLog.append_ranges). Turn on only once every replica runs a release "
+        "that reads such rows (README, Upgrading).",
+    )
 
     integration_address: str = "127.0.0.1:50051"
     discovery_address: str = "127.0.0.1:50052"

@@ -153,7 +153,7 @@ async def follow_renames(
     The hot path of a prefix change, which renames every connection in every workspace that uses
     it: names are stored once per connection, and the rename events (one per connection per
     workspace) are made inside the database, so the cost here does not grow with the number of
-    workspaces."""
+    workspaces, and (with compact events) one row is stored per workspace."""
     published = await store.published_names(conn, list(connections))
     renames = {
         connection_id: (name, connections[connection_id][0])
@@ -165,10 +165,10 @@ async def follow_renames(
     if counts:
         heads, tails = _renamed_payloads((w for w, _ in counts), renames)
         count = sum(n for _, n in counts)
-        last = await log.append_from(
+        last = await log.append_ranges(
             conn,
             count,
-            store.RENAME_EVENTS,
+            store.RENAME_RANGES,
             list(tails),
             list(tails.values()),
             list(heads),

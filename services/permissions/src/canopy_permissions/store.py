@@ -537,7 +537,7 @@ async def published_names(conn: asyncpg.Connection, connection_ids: list[str]) -
 async def holder_counts(
     conn: asyncpg.Connection, connection_ids: list[str]
 ) -> list[tuple[str, int]]:
-    """(workspace, how many of these connections it uses), in the order of RENAME_EVENTS."""
+    """(workspace, how many of these connections it uses), in the order of RENAME_RANGES."""
     rows = await conn.fetch(
         "SELECT workspace_id, count(*) FROM workspace_schemas "
         "WHERE connection_id = ANY($1::text[]) "
@@ -547,19 +547,21 @@ async def holder_counts(
     return [(r[0], r[1]) for r in rows]
 
 
-# One schema event per use of a renamed connection, numbered by workspace then connection
-# (EventLog.append_from): $1/$2 each connection's encoded SchemaRenamed, $3/$4 each workspace's
-# encoded id; an event is the two joined (see schemas.follow_renames).
-RENAME_EVENTS = """
-    SELECT row_number() OVER (ORDER BY s.workspace_id COLLATE "C", s.connection_id COLLATE "C")
-               - 1 AS position,
+# One schema event per use of a renamed connection, numbered by workspace then connection, as
+# one range per workspace (EventLog.append_ranges): $1/$2 each connection's encoded
+# SchemaRenamed, $3/$4 each workspace's encoded id; an event is the two joined (see
+# schemas.follow_renames).
+RENAME_RANGES = """
+    SELECT (sum(count(*)) OVER (ORDER BY s.workspace_id COLLATE "C") - count(*))::bigint
+               AS position,
            'renamed' AS kind, ARRAY['workspace:' || s.workspace_id] AS keys,
-           h.head || t.tail AS payload
+           array_agg(h.head || t.tail ORDER BY s.connection_id COLLATE "C") AS payloads
     FROM workspace_schemas s
     JOIN unnest($1::text[], $2::bytea[]) AS t(connection_id, tail)
       ON t.connection_id = s.connection_id
     JOIN unnest($3::text[], $4::bytea[]) AS h(workspace_id, head)
       ON h.workspace_id = s.workspace_id
+    GROUP BY s.workspace_id, h.head
 """
 
 
