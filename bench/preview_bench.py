@@ -34,20 +34,16 @@ import asyncpg
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from bench.services import SECRET, SYSTEM, bearer, free_port, subprocess_service
+from bench.services import SYSTEM, bearer, processes
+from bench.sharing_bench import flat_integration, seed_workspaces
 from bench.support import fresh_database
-from canopy.integration.v1 import connection_tree_pb2 as tree_pb
-from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
 from canopy.integration.v1 import connection_tree_service_pb2_grpc as tree_grpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
 from canopy.integration.v1 import integration_service_pb2_grpc as rpc_grpc
-from canopy.permissions.v1 import directory_pb2 as dpb
-from canopy.permissions.v1 import directory_service_pb2 as drpc
 from canopy.permissions.v1 import directory_service_pb2_grpc as dgrpc
 from canopy.permissions.v1 import workspace_schema_service_pb2 as wrpc
 from canopy.permissions.v1 import workspace_schema_service_pb2_grpc as wgrpc
-from canopy.type.v1 import types_pb2
 
 CONNECTIONS = int(os.environ.get("BENCH_PREVIEW_CONNECTIONS", 10_000))
 WORKSPACES = int(os.environ.get("BENCH_PREVIEW_WORKSPACES", 100))
@@ -179,28 +175,6 @@ async def _writes(conn: asyncpg.Connection, before: DatabaseState) -> Writes:
     )
 
 
-async def _seed(directory: Any) -> None:
-    await directory.UpsertTenant(
-        drpc.UpsertTenantRequest(
-            tenant=dpb.Tenant(id="t_bench", handle="bench", plan=types_pb2.PLAN_ENTERPRISE)
-        ),
-        metadata=SYSTEM,
-    )
-    await directory.UpsertOrg(
-        drpc.UpsertOrgRequest(
-            org=dpb.Org(id="o_bench", tenant_id="t_bench", handle="ops", plan=types_pb2.PLAN_TEAM)
-        ),
-        metadata=SYSTEM,
-    )
-    for i in range(WORKSPACES):
-        await directory.UpsertWorkspace(
-            drpc.UpsertWorkspaceRequest(
-                workspace=dpb.Workspace(id=f"w_{i:04d}", org_id="o_bench", handle=f"ws{i}")
-            ),
-            metadata=SYSTEM,
-        )
-
-
 async def _until(conn: asyncpg.Connection, query: str, expected: int, what: str) -> None:
     """Wait (up to 10 minutes) until `query` returns `expected`."""
     deadline = time.monotonic() + 600
@@ -214,45 +188,7 @@ async def _share(
     integrations: Any, tree: Any, schemas: Any, conn: asyncpg.Connection
 ) -> pb.Integration:
     """The integration with its connections, attached to every workspace and projected."""
-    created: pb.Integration = (
-        await integrations.CreateIntegration(
-            rpc.CreateIntegrationRequest(
-                integration=pb.Integration(
-                    handle="aws",
-                    scope=types_pb2.Scope(org_id="o_bench"),
-                    discovery_access=pb.AwsDiscoveryAccess(
-                        role_arn="arn:aws:iam::100000000000:role/d",
-                        external_id="o_bench:abcd1234",
-                    ),
-                    member_access=pb.AwsMemberAccess(role_name="m"),
-                ),
-                initial_permissions=pb.RootFolderPermissions(
-                    mode=pb.ROOT_FOLDER_PERMISSIONS_MODE_ALL_WORKSPACES
-                ),
-            ),
-            metadata=OWNER,
-        )
-    ).integration
-    await tree.ApplyDiscoverySnapshot(
-        tree_rpc.ApplyDiscoverySnapshotRequest(
-            integration_id=created.id,
-            snapshot=tree_pb.OrganizationSnapshot(
-                organization_id="o-benchmark01",
-                management_account_id="100000000000",
-                root_id="r-bench",
-                accounts=[
-                    tree_pb.Account(
-                        id=f"{100000000000 + i:012d}",
-                        name=f"Account {i}",
-                        parent_id="r-bench",
-                        state="ACTIVE",
-                    )
-                    for i in range(CONNECTIONS)
-                ],
-            ),
-        ),
-        metadata=SYSTEM,
-    )
+    created = await flat_integration(integrations, tree, CONNECTIONS)
     # The permissions service projects the tree asynchronously: attach once it has it all, so
     # each attachment adds the workspace's schemas in one go.
     await _until(
@@ -324,57 +260,49 @@ async def _real_change(
 
 async def run(admin_dsn: str) -> dict[str, Any]:
     """The figures of a prefix change's preview and of the change itself."""
-    async with fresh_database(admin_dsn) as dsn:
-        integration_port, permissions_port = free_port(), free_port()
-        common = {
-            "CANOPY_DATABASE_URL": dsn,
-            "CANOPY_JWT_SECRET": SECRET,
-            "CANOPY_METRICS_PORT": "none",
-            "CANOPY_LOG_LEVEL": "WARNING",
-            "CANOPY_INTEGRATION_ADDRESS": f"127.0.0.1:{integration_port}",
-            "CANOPY_PERMISSIONS_ADDRESS": f"127.0.0.1:{permissions_port}",
-        }
-        big = [("grpc.max_send_message_length", 64 << 20)]
-        big.append(("grpc.max_receive_message_length", 64 << 20))
-        async with (
-            subprocess_service("canopy_permissions", common, port=permissions_port) as p_address,
-            subprocess_service("canopy_integration", common, port=integration_port) as i_address,
-            grpc.aio.insecure_channel(p_address) as p_channel,
-            grpc.aio.insecure_channel(i_address, options=big) as i_channel,
-        ):
-            conn = await asyncpg.connect(dsn)
-            try:
-                await _seed(dgrpc.DirectoryServiceStub(p_channel))
-                integrations = rpc_grpc.IntegrationServiceStub(i_channel)
-                created = await _share(
-                    integrations,
-                    tree_grpc.ConnectionTreeServiceStub(i_channel),
-                    wgrpc.WorkspaceSchemaServiceStub(p_channel),
-                    conn,
+    big = [
+        ("grpc.max_send_message_length", 64 << 20),
+        ("grpc.max_receive_message_length", 64 << 20),
+    ]
+    async with (
+        fresh_database(admin_dsn) as dsn,
+        processes(dsn) as (p_address, i_address),
+        grpc.aio.insecure_channel(p_address) as p_channel,
+        grpc.aio.insecure_channel(i_address, options=big) as i_channel,
+    ):
+        conn = await asyncpg.connect(dsn)
+        try:
+            await seed_workspaces(dgrpc.DirectoryServiceStub(p_channel), WORKSPACES)
+            integrations = rpc_grpc.IntegrationServiceStub(i_channel)
+            created = await _share(
+                integrations,
+                tree_grpc.ConnectionTreeServiceStub(i_channel),
+                wgrpc.WorkspaceSchemaServiceStub(p_channel),
+                conn,
+            )
+            print(f"  {WORKSPACES} workspaces projected; previewing", file=sys.stderr)
+            before = await _state(conn)
+            times, replies = [], []
+            for _ in range(PREVIEWS):
+                started = time.perf_counter()
+                reply = await integrations.UpdateIntegration(
+                    _update(created.id, True), metadata=OWNER
                 )
-                print(f"  {WORKSPACES} workspaces projected; previewing", file=sys.stderr)
-                before = await _state(conn)
-                times, replies = [], []
-                for _ in range(PREVIEWS):
-                    started = time.perf_counter()
-                    reply = await integrations.UpdateIntegration(
-                        _update(created.id, True), metadata=OWNER
-                    )
-                    times.append(time.perf_counter() - started)
-                    _check_impact(reply)
-                    replies.append(reply)
-                previewed = await _writes(conn, before)
-                if previewed.rows_written or previewed.log_head_changes:
-                    raise PreviewWroteRows(f"the previews wrote: {previewed.figures()}")
-                print(f"  previews {[round(t, 2) for t in times]} s; the change", file=sys.stderr)
-                rpc_seconds, real_seconds = await _real_change(integrations, conn, created.id)
-                changed = await _writes(conn, previewed.after)
-                if changed.log_head_changes.get("permissions") != CONNECTIONS * WORKSPACES:
-                    raise AssertionError(f"the change appended {changed.log_head_changes}")
-                if not changed.rows_written or not changed.counted:
-                    raise AssertionError(f"the check saw no write of the change: {changed}")
-            finally:
-                await conn.close()
+                times.append(time.perf_counter() - started)
+                _check_impact(reply)
+                replies.append(reply)
+            previewed = await _writes(conn, before)
+            if previewed.rows_written or previewed.log_head_changes:
+                raise PreviewWroteRows(f"the previews wrote: {previewed.figures()}")
+            print(f"  previews {[round(t, 2) for t in times]} s; the change", file=sys.stderr)
+            rpc_seconds, real_seconds = await _real_change(integrations, conn, created.id)
+            changed = await _writes(conn, previewed.after)
+            if changed.log_head_changes.get("permissions") != CONNECTIONS * WORKSPACES:
+                raise AssertionError(f"the change appended {changed.log_head_changes}")
+            if not changed.rows_written or not changed.counted:
+                raise AssertionError(f"the check saw no write of the change: {changed}")
+        finally:
+            await conn.close()
     preview_seconds = statistics.median(times)
     impact = replies[-1].impact
     result = {
