@@ -18,6 +18,7 @@ from bench import (
     eventlog_bench,
     freshness_bench,
     get_connection_bench,
+    preview_bench,
     sharing_bench,
     snapshot_bench,
     workspace_config_bench,
@@ -42,6 +43,7 @@ BENCHES: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
     "workspace_config": workspace_config,
     "freshness": freshness_bench.run,
     "crawl_throttled": crawl_bench.run_throttled,
+    "preview": preview_bench.run,
 }
 
 

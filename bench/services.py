@@ -132,3 +132,26 @@ async def subprocess_service(
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@asynccontextmanager
+async def processes(
+    dsn: str, extra: dict[str, str] | None = None
+) -> AsyncIterator[tuple[str, str]]:
+    """The permissions and integration services as processes on one database, each knowing the
+    other's address, with `extra` settings: yields (permissions address, integration address)."""
+    integration_port, permissions_port = free_port(), free_port()
+    common = {
+        "CANOPY_DATABASE_URL": dsn,
+        "CANOPY_JWT_SECRET": SECRET,
+        "CANOPY_METRICS_PORT": "none",
+        "CANOPY_LOG_LEVEL": "WARNING",
+        "CANOPY_INTEGRATION_ADDRESS": f"127.0.0.1:{integration_port}",
+        "CANOPY_PERMISSIONS_ADDRESS": f"127.0.0.1:{permissions_port}",
+        **(extra or {}),
+    }
+    async with (
+        subprocess_service("canopy_permissions", common, port=permissions_port) as permissions,
+        subprocess_service("canopy_integration", common, port=integration_port) as integration,
+    ):
+        yield permissions, integration
