@@ -82,7 +82,9 @@ def test_the_old_unkeyed_tokens_are_refused() -> None:
         " " * 10,
         "AQ",  # the version byte alone
         base64.urlsafe_b64encode(b"\x01" + b"\x00" * 40).decode().rstrip("="),
-        base64.urlsafe_b64encode(b"\x02" + os.urandom(60)).decode().rstrip("="),
+        base64.urlsafe_b64encode(b"\x02" + bytes(range(7, 67)))
+        .decode()
+        .rstrip("="),  # unknown version
     ],
 )
 def test_garbage_of_any_shape_is_invalid_argument_on_page_token(token: str) -> None:
