@@ -369,3 +369,11 @@ async def test_a_log_of_ranges_reads_exactly_like_the_same_events_one_per_row(
         await single.close()
         for db in dbs:
             await db.close()
+
+
+async def test_reading_after_the_largest_revision_reads_nothing(db: Database) -> None:
+    log = EventLog(db, compact_events=True)
+    page = await log.read(2**63 - 1)
+    assert page.events == []
+    keyed = await log.read(2**63 - 1, keys=["workspace:w_1"])
+    assert keyed.events == []

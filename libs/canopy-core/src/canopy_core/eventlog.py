@@ -44,6 +44,7 @@ class NewEvent(NamedTuple):
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LAST_REVISION = 2**62
 
 
 @functools.lru_cache(maxsize=256)
@@ -281,6 +282,9 @@ class EventLog:
         """
         key_list = sorted(set(keys)) if keys is not None else None
         limit = limit or self.batch_size
+        # No log comes near 2**62 revisions: a later start reads nothing, and the bounds below
+        # (after + limit, after + 1) stay within bigint.
+        after_revision = min(after_revision, LAST_REVISION)
         async with self.db.connection() as conn:
             if key_list is None:
                 bound = after_revision + limit
@@ -594,7 +598,7 @@ def expand_ranges(query: str) -> str:
 _ROWS = """
     SELECT revision, kind, keys, payload, payloads, created_at,
            first_revision AS first,
-           greatest(coalesce(first_revision, revision), $1 + 1) AS lo,
+           greatest(coalesce(first_revision, revision), $1::bigint + 1) AS lo,
            least(revision, coalesce($2::bigint, revision)) AS hi
     FROM event_log
     WHERE revision > $1
@@ -603,7 +607,7 @@ _ROWS = """
           $2::bigint,
           9223372036854775807
       )
-      AND greatest(coalesce(first_revision, revision), $1 + 1)
+      AND greatest(coalesce(first_revision, revision), $1::bigint + 1)
           <= least(revision, coalesce($2::bigint, revision))
       AND ($3::text[] IS NULL OR keys && $3)
     ORDER BY revision
