@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from bench.services import SECRET, SYSTEM, bearer, free_port, subprocess_service
+from bench.services import SYSTEM, bearer, free_port, process_env, subprocess_service
 from bench.support import fresh_database, summary_ms
 from canopy.integration.v1 import connection_tree_pb2 as tree_pb
 from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
@@ -36,7 +36,7 @@ ATTACHED = int(os.environ.get("BENCH_ATTACHED", 100))
 IDLE = int(os.environ.get("BENCH_IDLE", 900))
 
 
-async def _seed(directory: Any) -> None:
+async def _seed(directory: Any, workspaces: int) -> None:
     await directory.UpsertTenant(
         drpc.UpsertTenantRequest(
             tenant=dpb.Tenant(id="t_bench", handle="bench", plan=types_pb2.PLAN_ENTERPRISE)
@@ -49,7 +49,7 @@ async def _seed(directory: Any) -> None:
         ),
         metadata=SYSTEM,
     )
-    for i in range(ATTACHED + IDLE):
+    for i in range(workspaces):
         await directory.UpsertWorkspace(
             drpc.UpsertWorkspaceRequest(
                 workspace=dpb.Workspace(id=f"w_{i:04d}", org_id="o_bench", handle=f"ws{i}")
@@ -58,18 +58,14 @@ async def _seed(directory: Any) -> None:
         )
 
 
-async def run(admin_dsn: str) -> dict[str, Any]:
-    """The figures of one prefix change."""
+async def run(
+    admin_dsn: str, connections: int = CONNECTIONS, attached: int = ATTACHED, idle: int = IDLE
+) -> dict[str, Any]:
+    """The figures of one prefix change: `connections` connections, their integration's root
+    folder attached to `attached` workspaces, and `idle` more workspaces watched."""
     async with fresh_database(admin_dsn) as dsn:
         integration_port, permissions_port = free_port(), free_port()
-        common = {
-            "CANOPY_DATABASE_URL": dsn,
-            "CANOPY_JWT_SECRET": SECRET,
-            "CANOPY_METRICS_PORT": "none",
-            "CANOPY_LOG_LEVEL": "WARNING",
-            "CANOPY_INTEGRATION_ADDRESS": f"127.0.0.1:{integration_port}",
-            "CANOPY_PERMISSIONS_ADDRESS": f"127.0.0.1:{permissions_port}",
-        }
+        common = process_env(dsn, integration_port, permissions_port)
         async with (
             subprocess_service("canopy_permissions", common, port=permissions_port) as p_address,
             subprocess_service("canopy_integration", common, port=integration_port) as i_address,
@@ -78,7 +74,7 @@ async def run(admin_dsn: str) -> dict[str, Any]:
                 i_address, options=[("grpc.max_send_message_length", 64 << 20)]
             ) as i_channel,
         ):
-            await _seed(dgrpc.DirectoryServiceStub(p_channel))
+            await _seed(dgrpc.DirectoryServiceStub(p_channel), attached + idle)
             integrations = rpc_grpc.IntegrationServiceStub(i_channel)
             tree = tree_grpc.ConnectionTreeServiceStub(i_channel)
             schemas = wgrpc.WorkspaceSchemaServiceStub(p_channel)
@@ -115,13 +111,13 @@ async def run(admin_dsn: str) -> dict[str, Any]:
                                 parent_id="r-bench",
                                 state="ACTIVE",
                             )
-                            for i in range(CONNECTIONS)
+                            for i in range(connections)
                         ],
                     ),
                 ),
                 metadata=SYSTEM,
             )
-            for i in range(ATTACHED):
+            for i in range(attached):
                 for _ in range(200):  # the permissions service projects the tree asynchronously
                     try:
                         await schemas.AttachSchema(
@@ -134,7 +130,7 @@ async def run(admin_dsn: str) -> dict[str, Any]:
                     except grpc.aio.AioRpcError:
                         await asyncio.sleep(0.1)
             print(
-                f"  {ATTACHED} workspaces attached; starting {ATTACHED + IDLE} watchers",
+                f"  {attached} workspaces attached; starting {attached + idle} watchers",
                 file=sys.stderr,
             )
             revisions = [
@@ -144,13 +140,13 @@ async def run(admin_dsn: str) -> dict[str, Any]:
                         metadata=SYSTEM,
                     )
                 ).revision
-                for i in range(ATTACHED + IDLE)
+                for i in range(attached + idle)
             ]
             received: list[float] = []
             per_watcher: dict[int, int] = {}
             last_revision: dict[int, int] = {}
             done = asyncio.Event()
-            expected = CONNECTIONS * ATTACHED
+            expected = connections * attached
             ready = 0
 
             async def watch(i: int) -> None:
@@ -176,10 +172,10 @@ async def run(admin_dsn: str) -> dict[str, Any]:
 
             # Workspace services are separate clients: 100 streams per connection at most.
             watch_channels = [
-                grpc.aio.insecure_channel(p_address) for _ in range((ATTACHED + IDLE + 99) // 100)
+                grpc.aio.insecure_channel(p_address) for _ in range((attached + idle + 99) // 100)
             ]
             watch_stubs = [wgrpc.WorkspaceSchemaServiceStub(c) for c in watch_channels]
-            watchers = [asyncio.create_task(watch(i)) for i in range(ATTACHED + IDLE)]
+            watchers = [asyncio.create_task(watch(i)) for i in range(attached + idle)]
             for _ in range(600):  # every watcher has had its first progress message: all live
                 if ready >= len(watchers):
                     break
@@ -203,7 +199,7 @@ async def run(admin_dsn: str) -> dict[str, Any]:
             try:
                 await asyncio.wait_for(done.wait(), float(os.environ.get("BENCH_TIMEOUT", 300)))
             except TimeoutError:
-                short = {i: n for i, n in per_watcher.items() if n < CONNECTIONS and i < ATTACHED}
+                short = {i: n for i, n in per_watcher.items() if n < connections and i < attached}
                 print(
                     f"  short watchers: {short} {[last_revision.get(i) for i in short]}",
                     file=sys.stderr,
@@ -219,9 +215,9 @@ async def run(admin_dsn: str) -> dict[str, Any]:
     delays = [t - committed for t in received]
     last = max(received) - committed
     result = {
-        "connections": CONNECTIONS,
-        "workspaces_attached": ATTACHED,
-        "watchers": ATTACHED + IDLE,
+        "connections": connections,
+        "workspaces_attached": attached,
+        "watchers": attached + idle,
         "events_expected": expected,
         "events_received": len(received),
         "update_rpc_seconds": round(committed - started, 3),
