@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -117,9 +118,11 @@ async def measure_applies(
     base: tree_pb.OrganizationSnapshot,
     changed: tree_pb.OrganizationSnapshot,
     runs: int = RUNS,
+    settle: Callable[[], Awaitable[Any]] | None = None,
 ) -> dict[str, Any]:
     """`base` applied to the integration's empty tree, again unchanged (`runs` times), and
-    `changed` (`runs` times, `base` re-applied after each): the median run of each."""
+    `changed` (`runs` times, `base` re-applied after each): the median run of each. `settle`,
+    if given, is awaited after the first apply: the state a later sync finds."""
     tree = tree_grpc.ConnectionTreeServiceStub(channel)
     generation = 0
 
@@ -141,6 +144,8 @@ async def measure_applies(
 
     results: dict[str, Any] = {}
     measured: dict[str, list[tuple[float, Any]]] = {"first": [await apply(base)]}
+    if settle is not None:
+        await settle()
     measured["unchanged"] = [await apply(base) for _ in range(runs)]
     measured["one_percent"] = []
     for _ in range(runs):
