@@ -2,6 +2,9 @@
 
 `python -m bench eventlog` runs only the named ones. PostgreSQL is DATABASE_URL's server if set,
 otherwise an embedded one in a temporary directory. Progress goes to stderr.
+
+`scale` (the cost curves, about a quarter of an hour) runs only when named; with `--plot [PATH]`
+it also writes the curves as one PNG (default docs/scale.png).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from bench import (
@@ -19,6 +23,7 @@ from bench import (
     freshness_bench,
     get_connection_bench,
     preview_bench,
+    scale_bench,
     sharing_bench,
     snapshot_bench,
     workspace_config_bench,
@@ -45,20 +50,44 @@ BENCHES: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
     "crawl_throttled": crawl_bench.run_throttled,
     "preview": preview_bench.run,
 }
+# Run only when named: they take far longer than the others.
+ON_REQUEST: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
+    "scale": scale_bench.run,
+}
+DEFAULT_PLOT = Path("docs/scale.png")
 
 
 async def main(names: list[str]) -> dict[str, Any]:
     """Run each named benchmark (all by default) against a fresh database."""
-    unknown = [n for n in names if n not in BENCHES]
+    known = {**BENCHES, **ON_REQUEST}
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"unknown benchmark(s): {', '.join(unknown)}; have {', '.join(BENCHES)}")
+        raise SystemExit(f"unknown benchmark(s): {', '.join(unknown)}; have {', '.join(known)}")
     results: dict[str, Any] = {}
     async with postgres() as admin_dsn:
         for name in names or list(BENCHES):
             print(f"bench: {name} …", file=sys.stderr, flush=True)
-            results[name] = await BENCHES[name](admin_dsn)
+            results[name] = await known[name](admin_dsn)
     return results
 
 
+def plot_path(args: list[str]) -> tuple[list[str], Path | None]:
+    """The bench names, and where `--plot [PATH]` asks the scale curves to go."""
+    if "--plot" not in args:
+        return args, None
+    at = args.index("--plot")
+    after = args[at + 1 : at + 2]
+    if after and not after[0].startswith("-") and after[0].endswith(".png"):
+        return args[:at] + args[at + 2 :], Path(after[0])
+    return args[:at] + args[at + 1 :], DEFAULT_PLOT
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(sys.argv[1:])), indent=2))
+    names, plot = plot_path(sys.argv[1:])
+    if plot is not None and "scale" not in names:
+        raise SystemExit("--plot draws the scale bench's curves: name it (python -m bench scale)")
+    found = asyncio.run(main(names))
+    if plot is not None:
+        scale_bench.plot(found["scale"], plot)
+        print(f"bench: curves written to {plot}", file=sys.stderr)
+    print(json.dumps(found, indent=2))

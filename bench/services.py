@@ -99,11 +99,47 @@ def free_port() -> int:
         return port
 
 
+@dataclass
+class ChildService:
+    """A service (or any gRPC server module) running as a child process of the bench."""
+
+    address: str
+    pid: int
+
+    def peak_rss_bytes(self) -> int:
+        """The process's peak resident memory so far (VmHWM in /proc/PID/status)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmHWM for process {self.pid}")
+
+
+def process_env(dsn: str, integration_port: int, permissions_port: int) -> dict[str, str]:
+    """The environment of services started as processes on `dsn`, knowing each other's ports."""
+    return {
+        "CANOPY_DATABASE_URL": dsn,
+        "CANOPY_JWT_SECRET": SECRET,
+        "CANOPY_METRICS_PORT": "none",
+        "CANOPY_LOG_LEVEL": "WARNING",
+        "CANOPY_INTEGRATION_ADDRESS": f"127.0.0.1:{integration_port}",
+        "CANOPY_PERMISSIONS_ADDRESS": f"127.0.0.1:{permissions_port}",
+    }
+
+
 @asynccontextmanager
 async def subprocess_service(
     module: str, env: dict[str, str], port: int | None = None
 ) -> AsyncIterator[str]:
     """A service (or any gRPC server module) as a child process; yields its address."""
+    async with child_service(module, env, port) as child:
+        yield child.address
+
+
+@asynccontextmanager
+async def child_service(
+    module: str, env: dict[str, str], port: int | None = None
+) -> AsyncIterator[ChildService]:
+    """A service (or any gRPC server module) as a child process, serving once yielded."""
     port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", module],
@@ -125,7 +161,7 @@ async def subprocess_service(
                     break
                 except grpc.aio.AioRpcError:
                     await asyncio.sleep(0.1)
-        yield address
+        yield ChildService(address, process.pid)
     finally:
         process.terminate()
         try:

@@ -122,8 +122,11 @@ async def flat_integration(integrations: Any, tree: Any, connections: int) -> pb
     return created
 
 
-async def run(admin_dsn: str) -> dict[str, Any]:
-    """The figures of one prefix change."""
+async def run(
+    admin_dsn: str, connections: int = CONNECTIONS, attached: int = ATTACHED, idle: int = IDLE
+) -> dict[str, Any]:
+    """The figures of one prefix change: `connections` connections, their integration's root
+    folder attached to `attached` workspaces, and `idle` more workspaces watched."""
     async with (
         fresh_database(admin_dsn) as dsn,
         processes(dsn, {"CANOPY_COMPACT_EVENTS": "true" if COMPACT_EVENTS else "false"}) as (
@@ -135,12 +138,12 @@ async def run(admin_dsn: str) -> dict[str, Any]:
             i_address, options=[("grpc.max_send_message_length", 64 << 20)]
         ) as i_channel,
     ):
-        await seed_workspaces(dgrpc.DirectoryServiceStub(p_channel), ATTACHED + IDLE)
+        await seed_workspaces(dgrpc.DirectoryServiceStub(p_channel), attached + idle)
         integrations = rpc_grpc.IntegrationServiceStub(i_channel)
         tree = tree_grpc.ConnectionTreeServiceStub(i_channel)
         schemas = wgrpc.WorkspaceSchemaServiceStub(p_channel)
-        created = await flat_integration(integrations, tree, CONNECTIONS)
-        for i in range(ATTACHED):
+        created = await flat_integration(integrations, tree, connections)
+        for i in range(attached):
             for _ in range(200):  # the permissions service projects the tree asynchronously
                 try:
                     await schemas.AttachSchema(
@@ -153,7 +156,7 @@ async def run(admin_dsn: str) -> dict[str, Any]:
                 except grpc.aio.AioRpcError:
                     await asyncio.sleep(0.1)
         print(
-            f"  {ATTACHED} workspaces attached; starting {ATTACHED + IDLE} watchers",
+            f"  {attached} workspaces attached; starting {attached + idle} watchers",
             file=sys.stderr,
         )
         revisions = [
@@ -163,13 +166,13 @@ async def run(admin_dsn: str) -> dict[str, Any]:
                     metadata=SYSTEM,
                 )
             ).revision
-            for i in range(ATTACHED + IDLE)
+            for i in range(attached + idle)
         ]
         received: list[float] = []
         per_watcher: dict[int, int] = {}
         last_revision: dict[int, int] = {}
         done = asyncio.Event()
-        expected = CONNECTIONS * ATTACHED
+        expected = connections * attached
         ready = 0
 
         async def watch(i: int) -> None:
@@ -195,10 +198,10 @@ async def run(admin_dsn: str) -> dict[str, Any]:
 
         # Workspace services are separate clients: 100 streams per connection at most.
         watch_channels = [
-            grpc.aio.insecure_channel(p_address) for _ in range((ATTACHED + IDLE + 99) // 100)
+            grpc.aio.insecure_channel(p_address) for _ in range((attached + idle + 99) // 100)
         ]
         watch_stubs = [wgrpc.WorkspaceSchemaServiceStub(c) for c in watch_channels]
-        watchers = [asyncio.create_task(watch(i)) for i in range(ATTACHED + IDLE)]
+        watchers = [asyncio.create_task(watch(i)) for i in range(attached + idle)]
         for _ in range(600):  # every watcher has had its first progress message: all live
             if ready >= len(watchers):
                 break
@@ -223,7 +226,7 @@ async def run(admin_dsn: str) -> dict[str, Any]:
         try:
             await asyncio.wait_for(done.wait(), float(os.environ.get("BENCH_TIMEOUT", 300)))
         except TimeoutError:
-            short = {i: n for i, n in per_watcher.items() if n < CONNECTIONS and i < ATTACHED}
+            short = {i: n for i, n in per_watcher.items() if n < connections and i < attached}
             print(
                 f"  short watchers: {short} {[last_revision.get(i) for i in short]}",
                 file=sys.stderr,
@@ -240,9 +243,9 @@ async def run(admin_dsn: str) -> dict[str, Any]:
     delays = [t - committed for t in received]
     last = max(received) - committed
     result = {
-        "connections": CONNECTIONS,
-        "workspaces_attached": ATTACHED,
-        "watchers": ATTACHED + IDLE,
+        "connections": connections,
+        "workspaces_attached": attached,
+        "watchers": attached + idle,
         "events_expected": expected,
         "events_received": len(received),
         "update_rpc_seconds": round(committed - started, 3),

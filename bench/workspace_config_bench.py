@@ -106,10 +106,15 @@ async def _list_all(schemas: Any) -> int:
             return count
 
 
-async def _render_rpc(stub: Any) -> tuple[crpc.WorkspaceConfigHeader, int]:
+async def render_rpc(
+    stub: Any, workspace_id: str = WORKSPACE, timeout: float | None = None
+) -> tuple[crpc.WorkspaceConfigHeader, int]:
+    """One RenderWorkspaceConfig call: its header and the bytes of every chunk after it."""
     header, received = None, 0
     async for reply in stub.RenderWorkspaceConfig(
-        crpc.RenderWorkspaceConfigRequest(workspace_id=WORKSPACE), metadata=SYSTEM
+        crpc.RenderWorkspaceConfigRequest(workspace_id=workspace_id),
+        metadata=SYSTEM,
+        timeout=timeout,
     ):
         if reply.HasField("header"):
             header = reply.header
@@ -236,7 +241,7 @@ async def run(admin_dsn: str) -> dict[str, Any]:
         system = Principal("bench", system=True)
         stub = cgrpc.WorkspaceConfigServiceStub(p_channel)
         rendered = await render_workspace_config(db, system, WORKSPACE, (None, ""), [])
-        await _render_rpc(stub)
+        await render_rpc(stub)
         await _list_all(schemas)
         render_s, rpc_s, list_s = [], [], []
         for _ in range(RUNS):
@@ -244,7 +249,7 @@ async def run(admin_dsn: str) -> dict[str, Any]:
             rendered = await render_workspace_config(db, system, WORKSPACE, (None, ""), [])
             render_s.append(time.perf_counter() - started)
             started = time.perf_counter()
-            header, received = await _render_rpc(stub)
+            header, received = await render_rpc(stub)
             rpc_s.append(time.perf_counter() - started)
             started = time.perf_counter()
             listed = await _list_all(schemas)

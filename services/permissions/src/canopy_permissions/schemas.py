@@ -93,7 +93,6 @@ async def refresh(
 ) -> int:
     """Bring the schemas some workspaces (default: all that use the integration) have from one
     integration in line with its tree, grants and attachments."""
-    tree = await store.load_tree(conn, integration_id)
     targets = (
         list(workspace_ids)
         if workspace_ids is not None
@@ -101,6 +100,9 @@ async def refresh(
     )
     if not targets:
         return 0
+    # Read only when a workspace needs it: a large first sync arrives in batches of events, and
+    # reading the whole tree for each batch made following it quadratic in the tree's size.
+    tree = await store.load_tree(conn, integration_id)
     grants = await store.grants_of(conn, integration_id)
     members = await store.members(conn, targets)
     attachments = await store.attachments_of(conn, integration_id, targets)
