@@ -25,8 +25,12 @@ run: $(VENV) ## run the three services on the embedded PostgreSQL (Ctrl-C stops 
 
 test: lint breaking pytest ## lint, the contracts against the stable ones, then the whole test suite (the CI command)
 
+# Two processes: most tests wait on services, timers and PostgreSQL rather than on the CPU.
+# Each process has its own database (and, without DATABASE_URL, its own embedded server); a
+# module's tests stay in one process. PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= 2
 pytest: $(VENV) $(BUF) ## the test suite alone (pass ARGS="-k name" to pick tests)
-	$(UV) run --frozen pytest $(ARGS)
+	$(UV) run --frozen pytest -n $(PYTEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: $(VENV) $(BUF) proto-check ## ruff, mypy --strict, buf lint, and generated code up to date
 	$(UV) run --frozen ruff check .
