@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable, Iterator
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from canopy_integration.handles import (
@@ -910,6 +910,17 @@ def test_a_prefix_change_keeps_handles_unique_valid_and_forms_of_the_new_prefix(
 
 @PROPERTY
 @given(prefix_changes())
+@example(  # a name cut to fit recomputes a form that must not take another's literal handle
+    (
+        "",
+        "p",
+        [
+            HandleRequest("000000339012", "000000339012", "x" * 50, "x" * 39, False),
+            HandleRequest("000000449012", "000000449012", "x" * 38 + " y", "x" * 38, False),
+        ],
+        frozenset(),
+    )
+)
 def test_a_prefix_change_replaces_only_the_prefix_wherever_that_handle_is_free(
     change: tuple[str, str, list[HandleRequest], frozenset[str]],
 ) -> None:

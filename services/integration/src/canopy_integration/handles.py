@@ -305,9 +305,11 @@ def _assign(
     base_of: Callable[[str, str], str],
     candidates_of: Callable[[str, str], _Candidates],
     wanted: Mapping[str, str] | None = None,
+    wanted_first: AbstractSet[str] = frozenset(),
 ) -> dict[str, str]:
     """Give every request a handle; see `assign_connection_handles` for the rules. `wanted`
-    (by key) replaces a dynamic request's current handle as the one it keeps if it can."""
+    (by key) replaces a dynamic request's current handle as the one it keeps if it can; the
+    requests of `wanted_first` (keys) claim theirs before the others."""
     keys = [r.key for r in requests]
     if len(set(keys)) != len(keys):
         raise ValueError(f"{what} handle requests repeat a key")
@@ -336,7 +338,7 @@ def _assign(
     #    `wanted` names another, that one, unless someone else held it before).
     bases: dict[str, str] = {}
     candidates: dict[str, _Candidates] = {}
-    for request in ordered:
+    for request in sorted(ordered, key=lambda r: r.key not in wanted_first):
         if request.static:
             continue
         base = bases[request.key] = base_of(request.name, request.aws_id)
@@ -454,13 +456,19 @@ def reprefix_connection_handles(
 
     Static handles stay. A dynamic handle becomes `prefix_replaced` (only the prefix changes;
     slug and collision suffix stay) unless that is taken elsewhere, or held by another request
-    before the change; then the usual rule of `assign_connection_handles` gives it one.
+    before the change; then the usual rule of `assign_connection_handles` gives it one. Handles
+    that only replace the prefix are claimed before the recomputed forms of handles whose slug
+    depends on the prefix: a literal replacement that is free stays free.
     """
     wanted = {}
+    literal = set()
     for request in requests:
         replaced = prefix_replaced(old_prefix, new_prefix, request)
         if replaced is not None:
             wanted[request.key] = replaced
+            current = request.current or ""
+            if replaced == new_prefix + current.removeprefix(old_prefix):
+                literal.add(request.key)
     return _assign(
         _connection_requests(requests),
         taken_elsewhere,
@@ -468,6 +476,7 @@ def reprefix_connection_handles(
         lambda name, account_id: _dynamic_connection_handle(new_prefix, name, account_id),
         _connection_candidates,
         wanted,
+        wanted_first=literal,
     )
 
 
