@@ -313,3 +313,23 @@ async def test_stopping_does_not_wait_forever_for_a_task_that_will_not_end(
     release.set()
     task.cancel()
     await task
+
+
+async def test_stopping_does_not_wait_forever_for_the_event_log_or_a_hook(
+    service_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(server_module, "STOP_TASKS_TIMEOUT", 0.3)
+    settings = ServiceSettings(**{**service_env, "service_name": "probe"})
+    running = await serve(ServiceSpec("probe", [PROBE], [], setup), settings)
+    hung = asyncio.Event()
+    closed = running.runtime.event_log.close
+
+    async def close_then_hang() -> None:
+        await closed()
+        await hung.wait()  # e.g. a tail task stuck on a database that went away
+
+    monkeypatch.setattr(running.runtime.event_log, "close", close_then_hang)
+    running.runtime.on_stop.append(hung.wait)
+    await asyncio.wait_for(running.stop(), 10)
+    assert "the event log's tasks did not stop" in caplog.text
+    assert running.runtime.db.pool.is_closing()

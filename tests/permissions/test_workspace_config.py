@@ -173,7 +173,7 @@ async def test_a_render_is_a_header_then_the_bytes_of_each_file_it_lists(
     assert list(header.search_path[:1]) == [root]
     assert list(header.search_path[-3:]) == ["data", "sandbox", "web"]
     assert '  regions                  = ["us-east-1", "eu-*"]\n' in spc
-    assert '  ignore_error_messages    = ["^explicit \\"deny\\" \\\\d+ $${x}$"]\n' in spc
+    assert '  ignore_error_messages    = ["^explicit \\"deny\\" \\\\d+ $\\u007bx}$"]\n' in spc
     assert f"role_arn = arn:aws:iam::{account(1)}:role/{MEMBER_ROLE}\n" in profiles
     assert "external_id = o_ops:abcd1234\n" in profiles
     assert "credential_source = Environment\n" in profiles

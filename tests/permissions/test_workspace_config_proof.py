@@ -28,7 +28,7 @@ import botocore.session  # type: ignore[import-untyped]
 import hcl2
 import pytest
 from botocore.exceptions import CredentialRetrievalError  # type: ignore[import-untyped]
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from moto.sts.models import sts_backends
 
@@ -152,6 +152,7 @@ async def test_the_spc_parses_and_holds_only_documented_arguments_with_the_resol
     st.lists(st.text(st.characters(exclude_categories=["Cs"]), max_size=30), max_size=3),
     st.lists(st.text(max_size=20), max_size=2),
 )
+@example(messages=["${", "%{ x", "a $${"], codes=["%{"])  # template openers with no "}" after
 def test_any_setting_text_survives_the_parser_unchanged(
     messages: list[str], codes: list[str]
 ) -> None:

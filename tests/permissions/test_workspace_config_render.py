@@ -325,9 +325,10 @@ def test_an_empty_workspace_renders_files_with_their_headers_only() -> None:
         ('say "hi"', '"say \\"hi\\""'),
         ("back\\slash", '"back\\\\slash"'),
         ("^\\d+$", '"^\\\\d+$"'),
-        ("${var.x}", '"$${var.x}"'),  # no template interpolation
-        ("%{ if x }", '"%%{ if x }"'),  # no template directive
-        ("$${x}", '"$$${x}"'),
+        ("${var.x}", '"$\\u007bvar.x}"'),  # no template interpolation
+        ("%{ if x }", '"%\\u007b if x }"'),  # no template directive
+        ("$${x}", '"$$\\u007bx}"'),
+        ("%{", '"%\\u007b"'),  # python-hcl2 refuses the spec's "%%{" with no "}" after it
         ("line\nbreak\ttab", '"line\\nbreak\\ttab"'),
         ("bell\x07", '"bell\\u0007"'),
         ("café", '"café"'),

@@ -162,7 +162,10 @@ class RunningService:
         settings = self.runtime.settings
         await self.health.enter_graceful_shutdown()
         log.info("stopping", extra={"grace_seconds": settings.shutdown_grace.total_seconds()})
-        await self.runtime.event_log.close()
+        try:
+            await asyncio.wait_for(self.runtime.event_log.close(), STOP_TASKS_TIMEOUT)
+        except TimeoutError:
+            log.error("the event log's tasks did not stop; stopping without them")
         await self.runtime.server.stop(settings.shutdown_grace.total_seconds())
         # Bounded: a task that will not end must not keep the service from stopping.
         stopping = asyncio.ensure_future(cancel_and_wait(*self.runtime.tasks))
@@ -173,8 +176,8 @@ class RunningService:
                 "background tasks did not stop; stopping without them", extra={"tasks": stuck}
             )
         for hook in self.runtime.on_stop:
-            with contextlib.suppress(Exception):
-                await hook()
+            with contextlib.suppress(Exception):  # a hook that fails or hangs is left behind
+                await asyncio.wait_for(hook(), STOP_TASKS_TIMEOUT)
         await self.runtime.db.close()
         if self._metrics_server is not None:
             # shutdown() waits for the serving thread's next poll (up to half a second).

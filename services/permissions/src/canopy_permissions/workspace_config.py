@@ -220,11 +220,14 @@ def _hcl_escape(found: re.Match[str]) -> str:
 
 def hcl_string(value: str) -> str:
     """An HCL quoted string literal holding exactly `value`: quotes, backslashes and control
-    characters escaped, and `${` / `%{` doubled so that HCL reads no template in it."""
+    characters escaped, and the brace of `${` / `%{` written as the escape `\\u007b`, so that HCL
+    reads no template in it. (The spec's own escapes, `$${` and `%%{`, are refused by
+    python-hcl2 when no `}` follows them; an escape sequence never starts a template in either
+    parser.)"""
     if _HCL_SPECIAL.search(value):
         value = _HCL_SPECIAL.sub(_hcl_escape, value)
     if "{" in value:
-        value = value.replace("${", "$${").replace("%{", "%%{")
+        value = value.replace("${", "$\\u007b").replace("%{", "%\\u007b")
     return f'"{value}"'
 
 
