@@ -328,8 +328,11 @@ async def test_stopping_does_not_wait_forever_for_the_event_log_or_a_hook(
         await closed()
         await hung.wait()  # e.g. a tail task stuck on a database that went away
 
+    async def hook_that_hangs() -> None:
+        await hung.wait()
+
     monkeypatch.setattr(running.runtime.event_log, "close", close_then_hang)
-    running.runtime.on_stop.append(hung.wait)
+    running.runtime.on_stop.append(hook_that_hangs)
     await asyncio.wait_for(running.stop(), 10)
     assert "the event log's tasks did not stop" in caplog.text
     assert running.runtime.db.pool.is_closing()
