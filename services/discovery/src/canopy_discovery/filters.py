@@ -153,40 +153,24 @@ async def unmatched_filters(
             raise
         return True
 
-    async def missing_units(ids: Iterable[str]) -> tuple[str, ...]:
+    async def missing(
+        ids: Iterable[str], seen: set[str], operation: str, key: str, prefix: str = ""
+    ) -> tuple[str, ...]:
+        """The ids neither crawled nor found by asking; an unseen id without `prefix` (another
+        root) names nothing without a call."""
         ids = list(ids)
-        found = await asyncio.gather(
-            *(
-                exists("DescribeOrganizationalUnit", "OrganizationalUnitId", i)
-                if i not in seen_units and i.startswith("ou-")
-                else _known(i in seen_units)
-                for i in ids
-            )
-        )
-        return tuple(i for i, there in zip(ids, found, strict=True) if not there)
+        asked = [i for i in ids if i not in seen and i.startswith(prefix)]
+        found = await asyncio.gather(*(exists(operation, key, i) for i in asked))
+        present = seen | {i for i, there in zip(asked, found, strict=True) if there}
+        return tuple(i for i in ids if i not in present)
 
-    async def missing_accounts(ids: Iterable[str]) -> tuple[str, ...]:
-        ids = list(ids)
-        found = await asyncio.gather(
-            *(
-                exists("DescribeAccount", "AccountId", i)
-                if i not in seen_accounts
-                else _known(True)
-                for i in ids
-            )
-        )
-        return tuple(i for i, there in zip(ids, found, strict=True) if not there)
-
+    units = ("DescribeOrganizationalUnit", "OrganizationalUnitId", "ou-")
     include, exclude, accounts = await asyncio.gather(
-        missing_units(filters.include_organizational_unit_ids),
-        missing_units(filters.exclude_organizational_unit_ids),
-        missing_accounts(filters.exclude_account_ids),
+        missing(filters.include_organizational_unit_ids, seen_units, *units),
+        missing(filters.exclude_organizational_unit_ids, seen_units, *units),
+        missing(filters.exclude_account_ids, seen_accounts, "DescribeAccount", "AccountId"),
     )
     return DiscoveryFilters(include, exclude, accounts)
-
-
-async def _known(value: bool) -> bool:
-    return value
 
 
 def unmatched_message(unmatched: DiscoveryFilters) -> str:
