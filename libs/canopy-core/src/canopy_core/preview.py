@@ -96,21 +96,10 @@ class PreviewLog(EventLog):
     async def append_from(
         self, conn: asyncpg.Connection, count: int, query: str, *args: object
     ) -> int:
-        """Capture what the query would append: counts by (kind, keys) and a sample per keys.
-
-        Two queries: the counts need neither payloads nor log order, so PostgreSQL makes them
-        from the joined rows alone; the sample stops numbering each keys' rows at
-        `sample_per_key`. (One pass that numbers and counts every row, keeping each group's
-        last, measured slower: it spools every row with its payload.) `_BULK_PLAN` holds for
-        these two queries alone.
-        """
+        """Capture what the query would append: counts by (kind, keys), and the first
+        `sample_per_key` events of each keys in log order."""
         if count < 1:
             raise ValueError("append_from needs at least one event")
-        saved = await conn.fetchrow(
-            f"SELECT {', '.join(f'current_setting({name!r})' for name in _BULK_PLAN)}"
-        )
-        for name, value in _BULK_PLAN.items():
-            await conn.execute("SELECT set_config($1, $2, true)", name, value)
         counts = await conn.fetch(
             f"SELECT q.kind, q.keys, count(*) FROM ({query}) q GROUP BY q.kind, q.keys", *args
         )
@@ -124,9 +113,6 @@ class PreviewLog(EventLog):
             *args,
             self.sample_per_key,
         )
-        # (Should a query fail, the caller's rollback restores the settings.)
-        for name, value in zip(_BULK_PLAN, saved, strict=True):
-            await conn.execute("SELECT set_config($1, $2, true)", name, value)
         made = sum(r[2] for r in counts)
         if made != count:
             raise RuntimeError(f"append_from expected {count} events, the query made {made}")
@@ -175,10 +161,3 @@ class PreviewLog(EventLog):
             )
         )
         return await self._revisions(conn, count)
-
-
-# A bulk query joins arrays (unnest) whose join the planner cannot estimate: for a prefix change
-# it guesses 17 million rows for 1 million, and then spends seconds compiling the query (JIT)
-# and sorts both sides of a merge join on disk where a hash of the small array would do. Neither
-# setting changes a result; both hold for the two queries of a previewed bulk append alone.
-_BULK_PLAN = {"jit": "off", "enable_mergejoin": "off"}

@@ -146,11 +146,19 @@ async def preview(
     ctx: Context, change: Callable[[Context], Awaitable[T]]
 ) -> tuple[T, impact_pb2.ChangeImpact]:
     """Run `change` as a preview: its result as it would be, and what it would do."""
+    result, log = await _captured(ctx, change)
+    # The permissions service is asked after the rollback: no lock is held across the call.
+    return result, await impact_of(ctx.impacts, log)
+
+
+async def _captured(
+    ctx: Context, change: Callable[[Context], Awaitable[T]]
+) -> tuple[T, PreviewLog]:
+    """Run `change` in a rolled-back transaction: its result, and the events it appended."""
     async with preview_database(ctx.db) as db:
         log = PreviewLog(db)
         result = await change(dataclasses.replace(ctx, db=db, log=log))
-    # The permissions service is asked after the rollback: no lock is held across the call.
-    return result, await impact_of(ctx.impacts, log)
+    return result, log
 
 
 async def impact_of(impacts: ChangeImpacts, log: PreviewLog) -> impact_pb2.ChangeImpact:
@@ -222,9 +230,7 @@ async def preview_update_integration(
             pctx, principal, request.integration.id, given, paths, request.integration.etag
         )
 
-    async with preview_database(ctx.db) as db:
-        log = PreviewLog(db)
-        updated = await change(dataclasses.replace(ctx, db=db, log=log))
+    updated, log = await _captured(ctx, change)
     if not _crawled_change(log):
         return updated, await impact_of(ctx.impacts, log)
     run = await ctx.discovery.dry_run(
