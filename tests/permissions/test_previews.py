@@ -226,14 +226,19 @@ async def test_a_prefix_change_preview_lists_every_rename_in_every_workspace(s: 
 async def test_a_preview_stores_nothing_even_for_a_change_it_accepts(s: Sharing) -> None:
     created, stream, _ = await setup_attached(s)
     stream.close()
-    await s.integrations.UpdateIntegration(
+    read = rpc.GetIntegrationRequest(id=created.id)
+    before = (await s.integrations.GetIntegration(read, metadata=SYSTEM)).integration
+    connections = tree_rpc.ListConnectionsRequest(integration_id=created.id, page_size=100)
+    handles_before = (await s.tree.ListConnections(connections, metadata=SYSTEM)).connections
+    reply = await s.integrations.UpdateIntegration(
         prefix_update(created.id, "aws_", validate_only=True), metadata=ORG_OWNER
     )
-    stored = await s.integrations.GetIntegration(
-        rpc.GetIntegrationRequest(id=created.id), metadata=SYSTEM
+    assert reply.impact.totals.connections_renamed == 3  # it would have changed something
+    after = (await s.integrations.GetIntegration(read, metadata=SYSTEM)).integration
+    assert after == before  # same prefix, etag, update time: nothing stored
+    assert (await s.tree.ListConnections(connections, metadata=SYSTEM)).connections == (
+        handles_before
     )
-    assert stored.integration.handle_prefix == ""
-    assert stored.integration.etag == created.etag or stored.integration.update_time
     names, _ = await listing(s, "w_ops1")
     assert sorted(names) == ["data", "sandbox", "web"]
 
