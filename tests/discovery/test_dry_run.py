@@ -13,9 +13,13 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from canopy.discovery.v1 import discovery_pb2 as dpb
 from canopy.discovery.v1 import discovery_service_pb2 as drpc
+from canopy.integration.v1 import connection_tree_pb2 as tree_pb
+from canopy.integration.v1 import connection_tree_service_pb2 as tree_rpc
 from canopy.integration.v1 import integration_pb2 as pb
 from canopy.integration.v1 import integration_service_pb2 as rpc
 from canopy.type.v1 import impact_pb2
+from canopy_core.errors import Aborted
+from canopy_discovery.integration_client import IntegrationClient
 from tests.awsfaults import FaultProxy, Rule
 from tests.discovery.conftest import Org
 from tests.discovery.stack import (
@@ -232,3 +236,38 @@ async def test_a_filter_change_is_previewed_with_a_crawl_under_the_new_filters(
         rpc.GetIntegrationRequest(id=created.id), metadata=OWNER
     )
     assert not stored.integration.filters.exclude_organizational_unit_ids
+
+
+async def test_an_apply_another_came_before_goes_on_top_of_the_tree_as_it_is_now(
+    stack: Stack, org: Org
+) -> None:
+    created = await create(stack)
+    run = await first_run(stack, created.id)
+    runtime = stack.services["discovery"].runtime  # its channels present the system token
+    channel = runtime.channel(f"127.0.0.1:{stack.services['integration'].port}")
+    client = IntegrationClient(channel)
+    current = await client.get_integration(created.id)
+    assert current.tree_generation >= 1
+    tree = await stack.tree.GetConnectionTree(
+        tree_rpc.GetConnectionTreeRequest(integration_id=created.id), metadata=SYSTEM
+    )
+
+    def stale() -> tree_rpc.ApplyDiscoverySnapshotRequest:
+        return tree_rpc.ApplyDiscoverySnapshotRequest(
+            integration_id=created.id,
+            expected_generation=current.tree_generation - 1,
+            snapshot=tree_pb.OrganizationSnapshot(
+                organization_id=run.organization_id,
+                management_account_id=current.management_account_id,
+                root_id=tree.tree.root.folder.aws_id,
+            ),
+            validate_only=True,
+        )
+
+    with pytest.raises(Aborted):
+        await client.apply_to_latest(stale(), attempts=1)
+    request = stale()
+    reply = await client.apply_to_latest(request)
+    assert request.expected_generation == current.tree_generation
+    assert reply.outcome == tree_pb.APPLY_OUTCOME_NEEDS_CONFIRMATION  # it would delete all
+    await channel.close()

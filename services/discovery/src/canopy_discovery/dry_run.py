@@ -21,7 +21,7 @@ from canopy.integration.v1 import integration_pb2 as ipb
 from canopy.integration.v1 import integration_service_pb2 as irpc
 from canopy_core.auth import Principal
 from canopy_core.directory import Directory
-from canopy_core.errors import Aborted, CanopyError, PermissionDenied
+from canopy_core.errors import CanopyError, PermissionDenied
 from canopy_discovery.aws import AwsSettings, DiscoveryFailure
 from canopy_discovery.convert import run_to_proto
 from canopy_discovery.crawler import CrawlLimits, CrawlProgress, crawl
@@ -120,16 +120,8 @@ async def dry_run(
     )
     if update is not None:
         apply_request.preview_update.CopyFrom(update)
-    for _attempt in range(3):
-        try:
-            reply = await integrations.apply(apply_request)
-            break
-        except Aborted:
-            # The tree moved on while crawling: preview against the tree as it is now.
-            fresh = await integrations.get_integration(integration.id)
-            apply_request.expected_generation = fresh.tree_generation
-    else:
-        reply = await integrations.apply(apply_request)
+    # If the tree moved on while crawling, the preview is of the tree as it is now.
+    reply = await integrations.apply_to_latest(apply_request)
     ended = datetime.now(UTC)
     done = replace(
         run,

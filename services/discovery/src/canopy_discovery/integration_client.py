@@ -132,6 +132,21 @@ class IntegrationClient:
                 error, "apply the snapshot", request.integration_id, "snapshot"
             ) from None
 
+    async def apply_to_latest(
+        self, request: tree_rpc.ApplyDiscoverySnapshotRequest, attempts: int = 3
+    ) -> tree_rpc.ApplyDiscoverySnapshotResponse:
+        """`apply`, and when another apply came first (ABORTED), again on the tree as it is now:
+        the crawl is newer than that one. The last ABORTED is raised after `attempts`."""
+        for attempt in range(attempts):
+            try:
+                return await self.apply(request)
+            except Aborted:
+                if attempt == attempts - 1:
+                    raise
+                fresh = await self.get_integration(request.integration_id)
+                request.expected_generation = fresh.tree_generation
+        raise AssertionError("attempts must be at least 1")
+
     async def watch(self, after_revision: int) -> AsyncIterator[list[tree_pb.TreeEvent]]:
         """Every tree event after a revision, in batches (empty on progress messages)."""
         stream = self._tree.WatchTreeEvents(

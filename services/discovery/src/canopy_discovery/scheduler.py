@@ -28,7 +28,7 @@ from canopy.integration.v1 import integration_pb2 as ipb
 from canopy_core.db import Database, is_connection_error
 from canopy_core.directory import Directory
 from canopy_core.discovery_filters import DiscoveryFilters, filters_to_proto
-from canopy_core.errors import Aborted, CanopyError, NotFound
+from canopy_core.errors import CanopyError, NotFound
 from canopy_core.event_queues import sync_interval_seconds
 from canopy_core.eventlog import EventLog
 from canopy_core.ids import new_id
@@ -399,21 +399,14 @@ class Scheduler:
                 request.unmatched_filters.CopyFrom(filters_to_proto(unmatched))
         reply = None
         failure: tuple[str, str] | None = None
-        for _attempt in range(3):
-            try:
-                reply = await self.integrations.apply(request)
-                break
-            except Aborted:
-                # Another apply came first: this crawl is newer, so apply it on top of that one.
-                fresh = await self.integrations.get_integration(integration.id)
-                request.expected_generation = fresh.tree_generation
-            except NotFound:
-                async with self.db.transaction() as conn:
-                    await cancel_integration(conn, self.log, integration.id)
-                return
-            except Exception as exc:
-                failure = ("APPLY_FAILED", str(exc))
-                break
+        try:
+            reply = await self.integrations.apply_to_latest(request)
+        except NotFound:
+            async with self.db.transaction() as conn:
+                await cancel_integration(conn, self.log, integration.id)
+            return
+        except Exception as exc:
+            failure = ("APPLY_FAILED", str(exc))
         ended = datetime.now(UTC)
         final = replace(current, progress=run_progress(progress), end_time=ended)
         if reply is not None:
